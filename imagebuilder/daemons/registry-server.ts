@@ -1,0 +1,115 @@
+import { mkdtemp, writeFile, rm, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { Daemon, freePort } from './process.js';
+import { requireCommands } from './docker-engine.js';
+
+export type RegistryAuth =
+  | { kind: 'htpasswd'; file: string; realm?: string }
+  | { kind: 'token'; realm: string; service: string; issuer: string; rootCertBundle: string };
+
+export type RegistryServerOptions = {
+  root?: string;
+  auth?: RegistryAuth;
+  startTimeoutMs?: number;
+};
+
+/**
+ * A real OCI registry (Debian's docker-registry, distribution 2.8) on 127.0.0.1 with its
+ * storage under a temp dir. Loopback, so clients speak plain HTTP to it.
+ */
+export class RegistryServer {
+  private constructor(
+    readonly root: string,
+    readonly port: number,
+    private readonly daemon: Daemon,
+    private readonly ownsRoot: boolean,
+  ) {}
+
+  static async start(options: RegistryServerOptions = {}): Promise<RegistryServer> {
+    await requireCommands(['docker-registry'], 'docker-registry');
+    const ownsRoot = options.root === undefined;
+    const root = options.root ?? (await mkdtemp(join(tmpdir(), 'buildfleet-registry-')));
+    await mkdir(join(root, 'storage'), { recursive: true });
+    // The port can be taken between freePort() and the bind; try a few.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      const config = join(root, 'config.yml');
+      await writeFile(config, registryConfig(join(root, 'storage'), port, options.auth));
+      const daemon = new Daemon('docker-registry', 'docker-registry', ['serve', config], join(root, 'registry.log'));
+      const server = new RegistryServer(root, port, daemon, ownsRoot);
+      try {
+        await daemon.waitUntil(async () => {
+          const res = await request(`${server.url}/v2/`);
+          await res.body.dump();
+          return res.statusCode === 200 || res.statusCode === 401;
+        }, options.startTimeoutMs ?? 20_000);
+        return server;
+      } catch (err) {
+        await daemon.stop(2000);
+        if (attempt >= 3 || !/address already in use/.test(daemon.logTail(20))) {
+          if (ownsRoot) await rm(root, { recursive: true, force: true });
+          throw err;
+        }
+      }
+    }
+  }
+
+  /** host:port, as written in image references. */
+  get host(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get url(): string {
+    return `http://${this.host}`;
+  }
+
+  get storageDir(): string {
+    return join(this.root, 'storage');
+  }
+
+  get logFile(): string {
+    return join(this.root, 'registry.log');
+  }
+
+  async stop(): Promise<void> {
+    await this.daemon.stop(5000);
+    if (this.ownsRoot) await rm(this.root, { recursive: true, force: true });
+  }
+}
+
+function registryConfig(storage: string, port: number, auth: RegistryAuth | undefined): string {
+  const lines = [
+    'version: 0.1',
+    'log:',
+    '  level: info',
+    '  accesslog:',
+    '    disabled: false',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${storage}`,
+    '  delete:',
+    '    enabled: true',
+    '  maintenance:',
+    '    uploadpurging:',
+    '      enabled: false',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    '  headers:',
+    '    X-Content-Type-Options: [nosniff]',
+  ];
+  if (auth?.kind === 'htpasswd') {
+    lines.push('auth:', '  htpasswd:', `    realm: ${auth.realm ?? 'buildfleet'}`, `    path: ${auth.file}`);
+  } else if (auth?.kind === 'token') {
+    lines.push(
+      'auth:',
+      '  token:',
+      `    realm: ${auth.realm}`,
+      `    service: ${auth.service}`,
+      `    issuer: ${auth.issuer}`,
+      `    rootcertbundle: ${auth.rootCertBundle}`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,103 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { BuildfleetError } from './errors.js';
+
+export function sha256Digest(data: Uint8Array | string): string {
+  return 'sha256:' + createHash('sha256').update(data).digest('hex');
+}
+
+export function digestHex(digest: string): string {
+  const colon = digest.indexOf(':');
+  return colon < 0 ? digest : digest.slice(colon + 1);
+}
+
+export function digestAlgorithm(digest: string): string {
+  return digest.slice(0, digest.indexOf(':'));
+}
+
+/**
+ * A pass-through that hashes and counts what flows by. Read `digest` and `size` after 'end'.
+ * Hashing in the same pass as the copy avoids reading a blob twice.
+ */
+export class DigestStream extends Transform {
+  private readonly hash: Hash;
+  private readonly algorithm: string;
+  size = 0;
+  private result: string | undefined;
+
+  constructor(algorithm = 'sha256') {
+    super();
+    this.algorithm = algorithm;
+    this.hash = createHash(algorithm);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.result = `${this.algorithm}:${this.hash.digest('hex')}`;
+    done();
+  }
+
+  get digest(): string {
+    if (this.result === undefined) throw new Error('DigestStream: digest read before the stream ended');
+    return this.result;
+  }
+}
+
+/**
+ * Passes bytes through and fails the stream (instead of ending it) when the content does not
+ * match the expected digest or size, so a consumer never commits corrupt data.
+ */
+export class VerifyingStream extends Transform {
+  private readonly hash: Hash;
+  private seen = 0;
+
+  constructor(
+    private readonly expectedDigest: string,
+    private readonly expectedSize: number | undefined,
+    private readonly what: string,
+  ) {
+    super();
+    this.hash = createHash(digestAlgorithm(expectedDigest) || 'sha256');
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.expectedSize !== undefined && this.seen > this.expectedSize) {
+      done(new BuildfleetError('integrity', `${this.what}: more bytes than the ${this.expectedSize} its descriptor declares`));
+      return;
+    }
+    this.hash.update(chunk);
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.expectedSize !== undefined && this.seen !== this.expectedSize) {
+      done(new BuildfleetError('integrity', `${this.what}: got ${this.seen} bytes, expected ${this.expectedSize}`));
+      return;
+    }
+    const actual = `${digestAlgorithm(this.expectedDigest)}:${this.hash.digest('hex')}`;
+    if (actual !== this.expectedDigest) {
+      done(new BuildfleetError('integrity', `${this.what}: content digest ${actual} does not match ${this.expectedDigest}`));
+      return;
+    }
+    done();
+  }
+}
+
+/**
+ * Chain IDs identify a stack of layers by their diff_ids (image-spec config.md):
+ * ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln)).
+ */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const diffId of diffIds) {
+    const previous = out[out.length - 1];
+    out.push(previous === undefined ? diffId : sha256Digest(`${previous} ${diffId}`));
+  }
+  return out;
+}

@@ -1,0 +1,5 @@
+export * from './errors.js';
+export * from './media-types.js';
+export * from './schemas.js';
+export * from './digest.js';
+export * from './reference.js';
