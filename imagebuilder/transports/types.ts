@@ -78,7 +78,7 @@ export interface ImageDestination {
 export type ProgressEvent =
   | { kind: 'blob-start'; digest: string; size?: number; what: 'config' | 'layer' }
   | { kind: 'blob-bytes'; digest: string; bytes: number }
-  | { kind: 'blob-done'; digest: string; skipped: boolean; mounted?: boolean }
+  | { kind: 'blob-done'; digest: string; skipped: boolean }
   | { kind: 'manifest'; digest: string };
 
 export type ProgressListener = (event: ProgressEvent) => void;

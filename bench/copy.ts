@@ -1,0 +1,82 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { RegistryServer } from '../imagebuilder/daemons/index.js';
+import { openDestination } from '../imagebuilder/transports/index.js';
+import { generateImage } from './image-generator.js';
+import { markdownTable, median, seconds } from './stats.js';
+import { repoRoot } from '../test/helpers/real.js';
+
+/**
+ * Registry -> registry copy: `buildfleet image copy` against `skopeo copy` (Debian's skopeo),
+ * the same generated image, the same two loopback registries, alternating runs, each run into a
+ * fresh repository so nothing is skipped.
+ */
+export type CopyBenchOptions = { layers: number; totalBytes: number; runs: number; log?: (line: string) => void };
+
+export type CopyBenchResult = {
+  image: { layers: number; compressedBytes: number };
+  runs: { buildfleet: number[]; skopeo: number[] };
+  medianMs: { buildfleet: number; skopeo: number };
+  ratio: number;
+  table: string;
+};
+
+function cliCommand(): string[] {
+  const built = join(repoRoot, 'dist', 'cli', 'main.js');
+  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts')];
+}
+
+export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchResult> {
+  const log = options.log ?? (() => {});
+  const [from, to] = await Promise.all([RegistryServer.start(), RegistryServer.start()]);
+  try {
+    log(`generating ${options.layers} layers, ${(options.totalBytes / 1e9).toFixed(2)} GB into ${from.host}`);
+    const generated = await generateImage(await openDestination(`${from.host}/bench/image:v1`), { layers: options.layers, totalBytes: options.totalBytes, concurrency: 2 });
+    const compressedBytes = generated.layers.reduce((sum, layer) => sum + layer.size, 0);
+    const runs = { buildfleet: [] as number[], skopeo: [] as number[] };
+    const source = `${from.host}/bench/image:v1`;
+    for (let run = 0; run < options.runs; run++) {
+      const tools = run % 2 === 0 ? (['buildfleet', 'skopeo'] as const) : (['skopeo', 'buildfleet'] as const);
+      for (const tool of tools) {
+        const target = `${to.host}/bench/${tool}-${run}:v1`;
+        const started = performance.now();
+        if (tool === 'buildfleet') {
+          await execa(process.execPath, [...cliCommand(), '--quiet', 'image', 'copy', source, target]);
+        } else {
+          await execa('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${source}`, `docker://${target}`]);
+        }
+        const elapsed = performance.now() - started;
+        runs[tool].push(elapsed);
+        log(`run ${run + 1}/${options.runs} ${tool}: ${seconds(elapsed)} s`);
+      }
+    }
+    const medianMs = { buildfleet: median(runs.buildfleet), skopeo: median(runs.skopeo) };
+    const ratio = medianMs.skopeo / medianMs.buildfleet;
+    const mbps = (ms: number) => ((compressedBytes / 1e6) / (ms / 1000)).toFixed(0);
+    const table = markdownTable(
+      ['tool', 'median s', 'runs (s)', 'MB/s', 'vs skopeo'],
+      [
+        ['buildfleet image copy', seconds(medianMs.buildfleet), runs.buildfleet.map(seconds).join(', '), mbps(medianMs.buildfleet), `${ratio.toFixed(2)}x faster`],
+        ['skopeo copy (peer)', seconds(medianMs.skopeo), runs.skopeo.map(seconds).join(', '), mbps(medianMs.skopeo), '1.00x'],
+      ],
+    );
+    return { image: { layers: options.layers, compressedBytes }, runs, medianMs, ratio, table };
+  } finally {
+    await Promise.allSettled([from.stop(), to.stop()]);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const arg = (name: string, fallback: number) => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  };
+  const result = await benchCopy({
+    layers: arg('layers', 30),
+    totalBytes: arg('mb', 1000) * 1e6,
+    runs: arg('runs', 3),
+    log: (line) => process.stderr.write(line + '\n'),
+  });
+  process.stdout.write(`registry -> registry copy, ${result.image.layers} layers, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, loopback\n\n${result.table}\n`);
+}

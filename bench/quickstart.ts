@@ -1,0 +1,68 @@
+import { join } from 'node:path';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder/daemons/index.js';
+import { openDestination, openSource } from '../imagebuilder/transports/index.js';
+import { copyImage, type CopyResult } from '../imagebuilder/copy/copy.js';
+import { inspectImage } from '../imagebuilder/copy/inspect.js';
+
+export type QuickstartStep = { step: string; ms: number; detail: string };
+export type QuickstartResult = { registry: string; image: string; layers: number; steps: QuickstartStep[] };
+
+/** A build image in miniature: a few toolchain-like layers, a deletion, config that must survive. */
+const dockerfile = `FROM buildfleet/busybox:latest
+RUN mkdir -p /opt/node/bin /opt/python/lib && dd if=/dev/urandom of=/opt/node/bin/node bs=1M count=8 2>/dev/null
+RUN for i in $(seq 1 400); do echo "module $i" > /opt/python/lib/mod$i.py; done
+RUN dd if=/dev/urandom of=/opt/ruby.tar bs=1M count=4 2>/dev/null && rm /opt/ruby.tar
+ENV PATH=/opt/node/bin:/usr/bin:/bin
+WORKDIR /work
+CMD ["sh", "-c", "ls /opt/python/lib | wc -l"]
+`;
+
+/**
+ * The main job on the embedded local default: a local Docker Engine and OCI registry (started
+ * here, stopped at the end), build an image, push it with buildfleet, copy it to an OCI layout,
+ * load it into a second, cold engine and run it. Everything runs on this machine.
+ */
+export async function runQuickstart(log: (line: string) => void = () => {}): Promise<QuickstartResult> {
+  const work = await mkdtemp(join(tmpdir(), 'buildfleet-quickstart-'));
+  const steps: QuickstartStep[] = [];
+  const timed = async <T>(step: string, fn: () => Promise<T>, detail: (value: T) => string): Promise<T> => {
+    const started = performance.now();
+    const value = await fn();
+    const entry = { step, ms: Math.round(performance.now() - started), detail: detail(value) };
+    steps.push(entry);
+    log(`${step.padEnd(34)} ${(entry.ms / 1000).toFixed(2).padStart(6)} s  ${entry.detail}`);
+    return value;
+  };
+  let builder: DockerEngine | undefined;
+  let node: DockerEngine | undefined;
+  let registry: RegistryServer | undefined;
+  try {
+    [builder, registry] = await timed('start Docker Engine + registry', () => Promise.all([DockerEngine.start({ root: join(work, 'builder') }), RegistryServer.start({ root: join(work, 'registry') })]), ([, r]) => `registry at ${r.host}`);
+    const engine = builder;
+    await timed('make base image (busybox)', () => importBusyboxBase(engine.docker), (ref) => ref);
+    await writeFile(join(work, 'Dockerfile'), dockerfile);
+    await timed('docker build', () => engine.cli(['build', '--network', 'none', '-q', '-t', 'quickstart/build-image:v1', '-f', join(work, 'Dockerfile'), work]), () => 'quickstart/build-image:v1');
+    const image = `${registry.host}/ci/build-image:v1`;
+    const copy = async (src: string, dst: string, docker = engine): Promise<CopyResult> => {
+      const source = await openSource(src, { docker: docker.docker, tmpDir: work });
+      try {
+        return await copyImage(source, await openDestination(dst, { docker: docker.docker, tmpDir: work }));
+      } finally {
+        await source.close();
+      }
+    };
+    const pushed = await timed('push to registry (buildfleet)', () => copy('docker-daemon:quickstart/build-image:v1', image), (r) => `${r.layers.length} layers, ${r.manifestDigest.slice(0, 19)}`);
+    await timed('copy to OCI layout', () => copy(image, `oci:${join(work, 'layout')}:v1`), (r) => `${r.layers.length} layers`);
+    node = await timed('start a cold node engine', () => DockerEngine.start({ root: join(work, 'node') }), () => 'fresh data-root');
+    const coldNode = node;
+    await timed('load image onto the node', () => copy(image, 'docker-daemon:ci/build-image:v1', coldNode), () => 'docker-daemon:ci/build-image:v1');
+    await timed('first docker run on the node', () => coldNode.cli(['run', '--rm', '--network', 'none', 'ci/build-image:v1']), (r) => `output: ${r.stdout.trim()}`);
+    const summary = await inspectImage(await openSource(image));
+    return { registry: registry.host, image, layers: summary.layers.length, steps: steps.concat({ step: 'pushed manifest', ms: 0, detail: pushed.manifestDigest }) };
+  } finally {
+    await Promise.allSettled([builder?.stop(), node?.stop(), registry?.stop()]);
+    await rm(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,56 @@
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { registerImageCommands } from './image.js';
+import { registerQuickstart } from './quickstart.js';
+import { reportError } from './output.js';
+
+export type GlobalOptions = {
+  json: boolean;
+  quiet: boolean;
+  platform?: string;
+  insecure: string[];
+  caFile?: string;
+  authfile?: string;
+  creds?: string;
+};
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    // dist/cli/main.js sits one level deeper than cli/main.ts
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('buildfleet')
+    .description('Make CI build nodes ready fast and keep them healthy: image squash and push, dual-disk node pools, runtime and disk health.')
+    .version(version(), '-V, --version')
+    .option('--json', 'machine-readable output on stdout', false)
+    .option('-q, --quiet', 'print only errors', false)
+    .option('--platform <os/arch>', 'platform to take from a multi-arch image (default: this machine\'s)')
+    .addOption(new Option('--insecure <host>', 'registry host to reach over plain HTTP (loopback always is); repeatable').argParser((value: string, previous: string[] = []) => [...previous, value]).default([]))
+    .option('--ca-file <path>', 'extra CA certificate (PEM) for registry TLS')
+    .option('--authfile <path>', 'docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)')
+    .option('--creds <user:password>', 'registry credentials, instead of the auth file')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  const globals = () => program.opts<GlobalOptions>();
+  registerImageCommands(program, globals);
+  registerQuickstart(program, globals);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    return reportError(err);
+  }
+}

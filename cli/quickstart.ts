@@ -1,0 +1,17 @@
+import type { Command } from 'commander';
+import { runQuickstart } from '../bench/quickstart.js';
+import type { GlobalOptions } from './program.js';
+import { printJson } from './output.js';
+
+export function registerQuickstart(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command('quickstart')
+    .description('run the main job on the embedded local default: local Docker Engine + registry, build, push, copy, load on a cold node, run (needs root)')
+    .action(async () => {
+      const options = globals();
+      const log = options.json || options.quiet ? undefined : (line: string) => process.stdout.write(line + '\n');
+      const result = await runQuickstart(log);
+      if (options.json) printJson(result);
+      else if (!options.quiet) process.stdout.write(`\ndone: ${result.image} (${result.layers} layers); everything started was stopped and removed.\n`);
+    });
+}

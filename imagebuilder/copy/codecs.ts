@@ -1,0 +1,77 @@
+import { spawn } from 'node:child_process';
+import { Duplex, PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
+import { BuildfleetError } from '../oci/errors.js';
+import type { Compression } from '../oci/media-types.js';
+
+/**
+ * Layer (de)compression as streams. gzip is Node's zlib (deterministic: no name, mtime 0, so the
+ * same tar gives the same blob); zstd goes through Debian's `zstd` binary because Node 20 has no
+ * zstd in zlib.
+ */
+export function decompressor(compression: Compression): Transform | Duplex {
+  switch (compression) {
+    case 'none':
+      return new PassThrough();
+    case 'gzip':
+      return createGunzip();
+    case 'zstd':
+      return processStream('zstd', ['-d', '-c', '-q']);
+  }
+}
+
+export function compressor(compression: Compression, level?: number): Transform | Duplex {
+  switch (compression) {
+    case 'none':
+      return new PassThrough();
+    case 'gzip':
+      return createGzip({ level: level ?? zlibConstants.Z_DEFAULT_COMPRESSION });
+    case 'zstd':
+      return processStream('zstd', ['-c', '-q', `-${level ?? 3}`, '-T0']);
+  }
+}
+
+/** Pipes `source` through decompression of `from` and compression to `to`; identity when equal. */
+export function recompress(source: Readable, from: Compression, to: Compression, level?: number): Readable {
+  if (from === to) return source;
+  let stream: Readable = source;
+  if (from !== 'none') stream = pipeOn(stream, decompressor(from));
+  if (to !== 'none') stream = pipeOn(stream, compressor(to, level));
+  return stream;
+}
+
+/** Like pipe(), but an error anywhere upstream reaches the end of the chain. */
+export function pipeOn<T extends Transform | Duplex>(source: Readable, next: T): T {
+  source.once('error', (err) => next.destroy(err));
+  source.pipe(next);
+  return next;
+}
+
+/** A child process as a Duplex: writes go to its stdin, reads come from its stdout. */
+function processStream(command: string, args: string[]): Duplex {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.once('error', (err) => {
+    duplex.destroy(new BuildfleetError('environment', `${command} could not run (${(err as NodeJS.ErrnoException).code ?? err.message}): install it with "apt-get install -y ${command}"`));
+  });
+  child.once('close', (code) => {
+    if (code !== 0 && code !== null) duplex.destroy(new BuildfleetError('format', `${command} ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`));
+  });
+  duplex.once('close', () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  return duplex;
+}
+
+/** Counts bytes flowing by, for progress. */
+export class ByteCounter extends Transform {
+  constructor(private readonly onBytes: (bytes: number) => void) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.onBytes(chunk.length);
+    done(null, chunk);
+  }
+}

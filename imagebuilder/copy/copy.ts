@@ -1,0 +1,159 @@
+import { Readable } from 'node:stream';
+import pLimit from 'p-limit';
+import {
+  configMediaType,
+  formatOfManifestMediaType,
+  layerCompression,
+  layerMediaType,
+  manifestMediaType,
+  type Compression,
+  type ManifestFormat,
+} from '../oci/media-types.js';
+import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
+import { formatReference } from '../oci/reference.js';
+import { BuildfleetError } from '../oci/errors.js';
+import type { DestinationPreferences, ImageDestination, ImageSource, ProgressListener, ResolvedImage } from '../transports/types.js';
+import { ByteCounter, pipeOn, recompress } from './codecs.js';
+
+export type CopyOptions = {
+  platform?: Platform;
+  /** Blobs in flight at once. */
+  concurrency?: number;
+  /** Compression level when layers are (re)compressed on the way. */
+  compressionLevel?: number;
+  onProgress?: ProgressListener;
+};
+
+/** present: the destination had the blob (or mounted it from another repository); nothing uploaded. */
+export type LayerAction = 'copied' | 'present' | 'converted';
+
+export type CopyResult = {
+  source: string;
+  destination: string;
+  manifestDigest: string;
+  manifestMediaType: string;
+  layers: Array<{ digest: string; size: number; mediaType: string; action: LayerAction; sourceDigest: string }>;
+  /** Bytes read from the source for blobs that were not already at the destination. */
+  bytesRead: number;
+  durationMs: number;
+};
+
+/** What each layer becomes at the destination: pure, so it can be tested without I/O. */
+export type LayerPlan = { source: Descriptor; diffId: string; from: Compression; to: Compression; mediaType: string };
+
+export function planLayers(image: ResolvedImage, preferences: DestinationPreferences): { format: ManifestFormat; layers: LayerPlan[] } {
+  const format = preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : preferences.manifestFormat;
+  const layers = image.manifest.layers.map((source, i): LayerPlan => {
+    const from = layerCompression(source.mediaType);
+    const wanted = preferences.layerCompression;
+    // 'gzip' asks that uncompressed layers be compressed; layers already compressed stay as they are.
+    const to: Compression = wanted === 'keep' ? from : wanted === 'none' ? 'none' : from === 'none' ? wanted : from;
+    return { source, diffId: image.config.rootfs.diff_ids[i] ?? '', from, to, mediaType: layerMediaType(format, to) };
+  });
+  return { format, layers };
+}
+
+/**
+ * Copies one image from a source to a destination: blobs first (skipping or mounting what the
+ * destination has, converting compression where it wants another), then the manifest, then
+ * commit. On any failure the destination is aborted, so nothing points at missing blobs.
+ */
+export async function copyImage(source: ImageSource, destination: ImageDestination, options: CopyOptions = {}): Promise<CopyResult> {
+  const started = Date.now();
+  const progress = options.onProgress ?? (() => {});
+  try {
+    const image = await source.resolve(options.platform ? { platform: options.platform } : {});
+    if (image.manifest.layers.length !== image.config.rootfs.diff_ids.length) {
+      throw new BuildfleetError('format', `${formatReference(source.reference)}: manifest has ${image.manifest.layers.length} layers but the config lists ${image.config.rootfs.diff_ids.length} diff_ids`);
+    }
+    const plan = planLayers(image, destination.preferences);
+    const limit = pLimit(options.concurrency ?? 4);
+    let bytesRead = 0;
+
+    const openCounted = async (descriptor: Descriptor): Promise<Readable> => {
+      const stream = await source.openBlob(descriptor);
+      return pipeOn(stream, new ByteCounter((bytes) => {
+        bytesRead += bytes;
+        progress({ kind: 'blob-bytes', digest: descriptor.digest, bytes });
+      }));
+    };
+
+    const copyLayer = async (layer: LayerPlan): Promise<CopyResult['layers'][number]> => {
+      const { source: descriptor } = layer;
+      progress({ kind: 'blob-start', digest: descriptor.digest, size: descriptor.size, what: 'layer' });
+      const done = (stored: Descriptor, action: LayerAction) => {
+        progress({ kind: 'blob-done', digest: descriptor.digest, skipped: action === 'present' });
+        return { digest: stored.digest, size: stored.size, mediaType: layer.mediaType, action, sourceDigest: descriptor.digest };
+      };
+      if (layer.from === layer.to) {
+        const target = { ...descriptor, mediaType: layer.mediaType };
+        if (await destination.hasBlob(target, source.reference)) return done(target, 'present');
+        const stored = await destination.putBlob(() => openCounted(descriptor), { mediaType: layer.mediaType, digest: descriptor.digest, size: descriptor.size });
+        return done(stored, 'copied');
+      }
+      // Decompressing yields the diff_id, so the destination can check it and skip what it has.
+      const expectedDigest = layer.to === 'none' ? layer.diffId : undefined;
+      if (expectedDigest) {
+        const target = { mediaType: layer.mediaType, digest: expectedDigest, size: 0 };
+        if (await destination.hasBlob(target)) return done(target, 'present');
+      }
+      const stored = await destination.putBlob(
+        async () => recompress(await openCounted(descriptor), layer.from, layer.to, options.compressionLevel),
+        { mediaType: layer.mediaType, ...(expectedDigest && { digest: expectedDigest }) },
+      );
+      return done(stored, 'converted');
+    };
+
+    const configDescriptor: Descriptor = { ...image.manifest.config, mediaType: configMediaType(plan.format) };
+    const putConfig = async () => {
+      progress({ kind: 'blob-start', digest: configDescriptor.digest, size: configDescriptor.size, what: 'config' });
+      const present = await destination.hasBlob(configDescriptor, source.reference);
+      if (!present) {
+        await destination.putBlob(async () => Readable.from([image.configBytes]), { mediaType: configDescriptor.mediaType, digest: configDescriptor.digest, size: configDescriptor.size });
+      }
+      progress({ kind: 'blob-done', digest: configDescriptor.digest, skipped: present });
+    };
+
+    const [layers] = await Promise.all([Promise.all(plan.layers.map((layer) => limit(() => copyLayer(layer)))), limit(putConfig)]);
+
+    const unchanged =
+      plan.format === formatOfManifestMediaType(image.manifestMediaType) &&
+      configDescriptor.mediaType === image.manifest.config.mediaType &&
+      layers.every((layer, i) => layer.digest === image.manifest.layers[i]?.digest && layer.mediaType === image.manifest.layers[i]?.mediaType);
+    const mediaType = unchanged ? image.manifestMediaType : manifestMediaType(plan.format);
+    const manifestBytes = unchanged
+      ? image.manifestBytes
+      : buildManifest(plan.format, configDescriptor, layers.map((layer, i) => ({ ...image.manifest.layers[i], mediaType: layer.mediaType, digest: layer.digest, size: layer.size })), image.manifest);
+    const manifestDigest = await destination.putManifest(manifestBytes, mediaType);
+    progress({ kind: 'manifest', digest: manifestDigest });
+    await destination.commit();
+    return {
+      source: formatReference(source.reference),
+      destination: formatReference(destination.reference),
+      manifestDigest,
+      manifestMediaType: mediaType,
+      layers,
+      bytesRead,
+      durationMs: Date.now() - started,
+    };
+  } catch (err) {
+    await destination.abort().catch(() => {});
+    throw err;
+  }
+}
+
+/** A manifest in the given format. Docker schema2 has no annotations; OCI keeps the source's. */
+export function buildManifest(format: ManifestFormat, config: Descriptor, layers: Descriptor[], original?: Manifest): Buffer {
+  const strip = (descriptor: Descriptor): Descriptor => {
+    const { mediaType, digest, size, urls, annotations } = descriptor;
+    return { mediaType, digest, size, ...(urls && { urls }), ...(format === 'oci' && annotations && { annotations }) };
+  };
+  const manifest: Record<string, unknown> = {
+    schemaVersion: 2,
+    mediaType: manifestMediaType(format),
+    config: strip(config),
+    layers: layers.map(strip),
+  };
+  if (format === 'oci' && original?.annotations) manifest.annotations = original.annotations;
+  return Buffer.from(JSON.stringify(manifest, null, 2));
+}

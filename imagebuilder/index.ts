@@ -1,0 +1,4 @@
+/** buildfleet/imagebuilder: references, registry client, transports, copy and inspect. */
+export * from './oci/index.js';
+export * from './copy/index.js';
+export * from './transports/index.js';

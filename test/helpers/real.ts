@@ -1,0 +1,62 @@
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../imagebuilder/daemons/index.js';
+
+/**
+ * Fixtures for tests that need the real components. Each returns a handle and registers nothing
+ * global: callers stop it in `after`, which node:test runs also when a test fails.
+ */
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const BASE_IMAGE = 'buildfleet/busybox:latest';
+
+export async function startEngine(options: DockerEngineOptions = {}): Promise<DockerEngine> {
+  const engine = await DockerEngine.start(options);
+  try {
+    await importBusyboxBase(engine.docker, BASE_IMAGE);
+  } catch (err) {
+    await engine.stop();
+    throw err;
+  }
+  return engine;
+}
+
+export async function startRegistry(options: RegistryServerOptions = {}): Promise<RegistryServer> {
+  return RegistryServer.start(options);
+}
+
+export async function tempDir(prefix = 'buildfleet-test-'): Promise<{ path: string; remove(): Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** Builds an image with real `docker build` from a Dockerfile and extra context files. */
+export async function dockerBuild(engine: DockerEngine, tag: string, dockerfile: string, files: Record<string, string | Buffer> = {}): Promise<void> {
+  const context = await tempDir('buildfleet-context-');
+  try {
+    await writeFile(join(context.path, 'Dockerfile'), dockerfile);
+    for (const [name, content] of Object.entries(files)) {
+      await mkdir(dirname(join(context.path, name)), { recursive: true });
+      await writeFile(join(context.path, name), content);
+    }
+    await engine.cli(['build', '--network', 'none', '-q', '-t', tag, context.path]);
+  } finally {
+    await context.remove();
+  }
+}
+
+export type CliResult = { exitCode: number; stdout: string; stderr: string };
+
+/** Runs the real CLI in its own process, as a user would, through tsx. */
+export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const result = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts'), ...args], {
+    cwd: repoRoot,
+    env: { ...env, CI: 'true' },
+    reject: false,
+    timeout: 300_000,
+  });
+  return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
