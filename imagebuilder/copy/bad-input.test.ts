@@ -75,7 +75,8 @@ test('a blob whose bytes do not match its digest fails the copy; the layout gets
   const dataFile = join(registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
   const original = await readFile(dataFile);
   const flipped = Buffer.from(original);
-  flipped[Math.floor(flipped.length / 2)] ^= 0xff;
+  const middle = Math.floor(flipped.length / 2);
+  flipped[middle] = flipped[middle]! ^ 0xff;
   await writeFile(dataFile, flipped);
   try {
     const destination = join(work.path, 'from-corrupt');

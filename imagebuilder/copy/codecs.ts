@@ -47,17 +47,25 @@ export function pipeOn<T extends Transform | Duplex>(source: Readable, next: T):
   return next;
 }
 
-/** A child process as a Duplex: writes go to its stdin, reads come from its stdout. */
+/**
+ * A child process as a Duplex: writes go to its stdin, reads come from its stdout. The readable
+ * side ends only after the process exits 0, so a failed (de)compression can never look like a
+ * short, successful one.
+ */
 function processStream(command: string, args: string[]): Duplex {
   const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  const output = new PassThrough();
+  child.stdout.pipe(output, { end: false });
+  const duplex = Duplex.from({ writable: child.stdin, readable: output });
+  child.stdin.on('error', () => {}); // EPIPE when the process dies early; 'close' reports why
   child.once('error', (err) => {
     duplex.destroy(new BuildfleetError('environment', `${command} could not run (${(err as NodeJS.ErrnoException).code ?? err.message}): install it with "apt-get install -y ${command}"`));
   });
-  child.once('close', (code) => {
-    if (code !== 0 && code !== null) duplex.destroy(new BuildfleetError('format', `${command} ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`));
+  child.once('close', (code, signal) => {
+    if (code === 0) output.end();
+    else duplex.destroy(new BuildfleetError('format', `${command} ${args.join(' ')} failed: ${stderr.trim().split('\n')[0] || `exit ${code ?? signal}`}`));
   });
   duplex.once('close', () => {
     if (child.exitCode === null) child.kill('SIGKILL');

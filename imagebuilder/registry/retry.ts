@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { BuildfleetError } from '../oci/errors.js';
 
 /**
  * Retries with exponential backoff for what a retry can cure: 5xx, 429 and lost connections.
@@ -68,6 +69,8 @@ export function connectionErrorText(err: unknown): string | undefined {
 
 export function isRetryable(err: unknown): boolean {
   if (err instanceof RetryableStatusError || err instanceof StartOverError) return true;
+  // Our own errors are final, except a broken download feeding an upload (reopen and go again).
+  if (err instanceof BuildfleetError) return err.kind === 'network' && err.cause !== undefined && isRetryable(err.cause);
   const codes = errorCodes(err);
   if (codes.some((code) => tlsPattern.test(code))) return false;
   return connectionErrorText(err) !== undefined;

@@ -342,6 +342,7 @@ export type StagedImage = {
 export class BlobStaging {
   private readonly blobs = new Map<string, { path: string; size: number }>();
   private staged: StagedImage | undefined;
+  private removed = false;
 
   private constructor(
     readonly dir: string,
@@ -362,6 +363,7 @@ export class BlobStaging {
     if (blob.digest !== undefined && !blob.digest.startsWith('sha256:')) {
       throw new BuildfleetError('unsupported', `${this.label}: only sha256 blobs can be stored, not ${blob.digest}`);
     }
+    if (this.removed) throw new BuildfleetError('usage', `${this.label}: putBlob after commit() or abort()`);
     const known = blob.digest !== undefined ? this.blobs.get(blob.digest) : undefined;
     if (known && blob.digest) return { mediaType: blob.mediaType, digest: blob.digest, size: known.size };
     for (let attempt = 1; ; attempt++) {
@@ -429,6 +431,7 @@ export class BlobStaging {
   }
 
   async remove(): Promise<void> {
+    this.removed = true;
     await rm(this.dir, { recursive: true, force: true });
   }
 }
@@ -464,14 +467,15 @@ class ArchiveDestination implements ImageDestination {
     const image = this.staging.image;
     const target = this.reference.path;
     await mkdir(dirname(target), { recursive: true });
-    this.tempPath = tempPathBeside(target);
+    const temp = tempPathBeside(target);
+    this.tempPath = temp;
     try {
-      await writeDockerArchive(createWriteStream(this.tempPath, { flags: 'wx' }), image.archive);
+      await writeDockerArchive(createWriteStream(temp, { flags: 'wx' }), image.archive);
       // Like `docker save -o`, an existing file is replaced.
-      await rename(this.tempPath, target);
+      await rename(temp, target);
       this.tempPath = undefined;
     } catch (err) {
-      await rm(this.tempPath, { force: true });
+      await rm(temp, { force: true });
       this.tempPath = undefined;
       if (isBuildfleetError(err)) throw err;
       throw new BuildfleetError('environment', `cannot write docker-archive ${target}: ${(err as Error).message}`, { cause: err });

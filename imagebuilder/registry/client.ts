@@ -1,0 +1,222 @@
+import type { Readable } from 'node:stream';
+import pLimit, { type LimitFunction } from 'p-limit';
+import { digestAlgorithm, sha256Digest, VerifyingStream } from '../oci/digest.js';
+import { BuildfleetError } from '../oci/errors.js';
+import { indexMediaTypes, manifestAccept, manifestMediaTypes, MediaType } from '../oci/media-types.js';
+import { digestPattern, type Descriptor } from '../oci/schemas.js';
+import { createHash } from 'node:crypto';
+import { repositoryScope } from './auth.js';
+import { registryMessage, statusError, type ErrorContext } from './errors.js';
+import { connectionErrorText } from './retry.js';
+import { header, readBytes, readText, RegistryHttp, type HttpResponse } from './http.js';
+import { defaultConcurrency, type Endpoint, type RegistryOptions } from './options.js';
+import { uploadBlob, type UploadExpectation } from './upload.js';
+
+/** Manifests bigger than this are refused (containerd uses the same bound). */
+const maxManifestBytes = 4 << 20;
+
+export type FetchedManifest = { bytes: Buffer; mediaType: string; digest: string };
+
+const pull = (repo: string) => [repositoryScope(repo, ['pull'])];
+const pullPush = (repo: string) => [repositoryScope(repo, ['pull', 'push'])];
+
+/**
+ * A client of the OCI distribution API for one registry host. Keeps connections (one undici
+ * keep-alive Agent) and tokens for its lifetime; share one per host. Every failure is a
+ * BuildfleetError whose message is one line naming the registry and repository.
+ */
+export class RegistryClient {
+  readonly host: string;
+  /**
+   * Bounds operations on this registry (uploads, HEADs, mounts, manifest requests). Blob
+   * downloads are not counted: their bytes flow after getBlob returns, and an upload may read
+   * a download from the same registry (copy between repositories), which must not wait for a slot.
+   */
+  readonly limit: LimitFunction;
+  private readonly http: RegistryHttp;
+
+  constructor(
+    host: string,
+    private readonly options: RegistryOptions = {},
+  ) {
+    this.http = new RegistryHttp(host, options);
+    this.host = this.http.endpoint.host;
+    this.limit = pLimit(Math.max(1, options.concurrency ?? defaultConcurrency));
+  }
+
+  get endpoint(): Endpoint {
+    return this.http.endpoint;
+  }
+
+  /** Closes the connections. The client is unusable afterwards. */
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+
+  /** Checks the registry answers the v2 API and accepts our credentials (when it asks for them). */
+  async ping(): Promise<void> {
+    const ctx: ErrorContext = { host: this.host, what: 'ping' };
+    await this.http.call({ method: 'GET', url: '/v2/', scopes: [], access: 'pull' }, ctx, async (res) => {
+      if (res.status === 401 || res.status === 403) throw await this.http.authError(res, undefined, 'pull');
+      if (res.status !== 200) throw statusError(res.status, await readText(res.body, 65536), ctx);
+      await res.body.dump();
+    });
+  }
+
+  /** HEAD of a blob: its size, or undefined when the repository does not have it. */
+  hasBlob(repo: string, digest: string): Promise<number | undefined> {
+    const ctx: ErrorContext = { host: this.host, repo, what: `HEAD blob ${digest}` };
+    return this.limit(() =>
+      this.http.call({ method: 'HEAD', url: `/v2/${repo}/blobs/${digest}`, scopes: pull(repo), access: 'pull', followRedirects: true }, ctx, async (res) => {
+        await res.body.dump();
+        if (res.status === 404) return undefined;
+        if (res.status === 401 || res.status === 403) throw await this.http.authError(res, repo, 'pull');
+        if (res.status !== 200) throw statusError(res.status, '', ctx);
+        const length = Number(header(res.headers, 'content-length'));
+        return Number.isFinite(length) ? length : 0;
+      }),
+    );
+  }
+
+  /**
+   * A stream of a blob's bytes that errors (with 'integrity') instead of ending when they do not
+   * match the descriptor. Redirects to storage are followed without our Authorization.
+   */
+  async getBlob(repo: string, descriptor: Pick<Descriptor, 'digest' | 'size'>): Promise<Readable> {
+    const { digest, size } = descriptor;
+    const ctx: ErrorContext = { host: this.host, repo, what: `GET blob ${digest}` };
+    const res = await this.http.call({ method: 'GET', url: `/v2/${repo}/blobs/${digest}`, scopes: pull(repo), access: 'pull', followRedirects: true }, ctx, async (r) => {
+      if (r.status === 200) return r;
+      await this.failBlob(r, repo, digest, ctx);
+      return r; // not reached
+    });
+    const verifier = new VerifyingStream(digest, size, `blob ${digest} from ${this.host}/${repo}`);
+    res.body.on('error', (err) => {
+      const text = connectionErrorText(err);
+      verifier.destroy(text ? new BuildfleetError('network', `download of blob ${digest} from ${this.host}/${repo} broke: ${text}`, { cause: err }) : err);
+    });
+    verifier.once('close', () => {
+      if (!res.body.readableEnded) res.body.destroy();
+    });
+    res.body.pipe(verifier);
+    return verifier;
+  }
+
+  /** GET of a manifest or index by tag or digest, with its bytes, media type and (verified) digest. */
+  getManifest(repo: string, tagOrDigest: string): Promise<FetchedManifest> {
+    const ctx: ErrorContext = { host: this.host, repo, what: `GET manifest ${repo}${tagOrDigest.includes(':') ? '@' : ':'}${tagOrDigest}` };
+    const byDigest = digestPattern.test(tagOrDigest);
+    return this.limit(() =>
+      this.http.call({ method: 'GET', url: `/v2/${repo}/manifests/${tagOrDigest}`, headers: { accept: manifestAccept }, scopes: pull(repo), access: 'pull' }, ctx, async (res) => {
+        if (res.status === 401 || res.status === 403) throw await this.http.authError(res, repo, 'pull');
+        if (res.status === 404) {
+          const { message } = registryMessage(await readText(res.body, 65536).catch(() => ''));
+          throw new BuildfleetError('not-found', `manifest ${tagOrDigest} not found in repository ${repo} on registry ${this.host}${message ? `: ${message}` : ''}`);
+        }
+        if (res.status !== 200) throw statusError(res.status, await readText(res.body, 65536), ctx);
+        const bytes = await readBytes(res.body, maxManifestBytes, `manifest ${tagOrDigest} of ${this.host}/${repo}`);
+        let digest = sha256Digest(bytes);
+        if (byDigest) {
+          const algorithm = digestAlgorithm(tagOrDigest);
+          if (algorithm !== 'sha256') digest = `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
+          if (digest !== tagOrDigest) {
+            throw new BuildfleetError('integrity', `manifest ${tagOrDigest} from ${this.host}/${repo}: content digest ${digest} does not match`);
+          }
+        }
+        return { bytes, mediaType: manifestMediaTypeOf(header(res.headers, 'content-type'), bytes), digest };
+      }),
+    );
+  }
+
+  /** PUT of a manifest under a tag or digest; returns its digest. Its blobs must be pushed first. */
+  putManifest(repo: string, tagOrDigest: string, bytes: Buffer, mediaType: string): Promise<string> {
+    const ctx: ErrorContext = { host: this.host, repo, what: `PUT manifest ${repo}${tagOrDigest.includes(':') ? '@' : ':'}${tagOrDigest}` };
+    const digest = sha256Digest(bytes);
+    return this.limit(() =>
+      this.http.call(
+        { method: 'PUT', url: `/v2/${repo}/manifests/${tagOrDigest}`, headers: { 'content-type': mediaType }, body: bytes, scopes: pullPush(repo), access: 'push' },
+        ctx,
+        async (res) => {
+          if (res.status === 401 || res.status === 403) throw await this.http.authError(res, repo, 'push');
+          if (res.status !== 201 && res.status !== 200) {
+            const err = statusError(res.status, await readText(res.body, 65536), ctx);
+            // distribution answers DIGEST_INVALID for a manifest it cannot parse: our bytes, not corruption.
+            throw err.kind === 'integrity' ? new BuildfleetError('format', err.message) : err;
+          }
+          await res.body.dump();
+          const answered = header(res.headers, 'docker-content-digest');
+          if (answered && digestAlgorithm(answered) === 'sha256' && answered !== digest) {
+            throw new BuildfleetError('integrity', `${ctx.what}: registry ${this.host} stored digest ${answered}, expected ${digest}`);
+          }
+          return digest;
+        },
+      ),
+    );
+  }
+
+  /**
+   * Cross-repository mount (POST ?mount=&from=): true when the registry linked the blob without
+   * an upload. When it starts an upload instead (202), that upload is cancelled and false returned;
+   * so is a refusal of access to `fromRepo`: the caller then uploads.
+   */
+  mountBlob(repo: string, digest: string, fromRepo: string): Promise<boolean> {
+    const ctx: ErrorContext = { host: this.host, repo, what: `mount of blob ${digest} from ${fromRepo}` };
+    const query = new URLSearchParams({ mount: digest, from: fromRepo });
+    const scopes = [...pullPush(repo), ...pull(fromRepo)];
+    return this.limit(() =>
+      this.http.call({ method: 'POST', url: `/v2/${repo}/blobs/uploads/?${query}`, scopes, access: 'push' }, ctx, async (res) => {
+        await res.body.dump();
+        if (res.status === 201) return true;
+        if (res.status === 202) {
+          const location = header(res.headers, 'location');
+          if (location) await this.cancelUpload(location);
+          return false;
+        }
+        if (res.status === 401 || res.status === 403 || res.status === 404) return false;
+        throw statusError(res.status, '', ctx);
+      }),
+    );
+  }
+
+  /**
+   * Uploads a blob: POST, one streaming PATCH hashed on the way (or PATCHes of chunkSize),
+   * then PUT ?digest=. A retry calls `open()` again. With `expected.digest`, content that hashes
+   * differently fails with 'integrity' and is not committed.
+   */
+  uploadBlob(repo: string, open: () => Promise<Readable>, expected: UploadExpectation = {}): Promise<{ digest: string; size: number }> {
+    return this.limit(() => uploadBlob(this.http, repo, open, expected, this.options.chunkSize));
+  }
+
+  /** Abandons an upload session; best effort (the registry purges stale uploads anyway). */
+  async cancelUpload(location: string): Promise<void> {
+    try {
+      const res = await this.http.send({ method: 'DELETE', url: new URL(location, this.endpoint.origin).toString(), scopes: [], access: 'push' });
+      await res.body.dump();
+    } catch {
+      // best effort
+    }
+  }
+
+  private async failBlob(res: HttpResponse, repo: string, digest: string, ctx: ErrorContext): Promise<never> {
+    if (res.status === 401 || res.status === 403) throw await this.http.authError(res, repo, 'pull');
+    const text = await readText(res.body, 65536).catch(() => '');
+    if (res.status === 404) {
+      const { message } = registryMessage(text);
+      throw new BuildfleetError('not-found', `blob ${digest} not found in repository ${repo} on registry ${this.host}${message ? `: ${message}` : ''}`);
+    }
+    throw statusError(res.status, text, ctx);
+  }
+}
+
+/** The Content-Type when it names a manifest type; else the document's own mediaType field. */
+function manifestMediaTypeOf(contentType: string | undefined, bytes: Buffer): string {
+  const type = contentType?.split(';')[0]?.trim();
+  if (type && (manifestMediaTypes.includes(type) || indexMediaTypes.includes(type))) return type;
+  try {
+    const parsed = JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown; manifests?: unknown };
+    if (typeof parsed.mediaType === 'string') return parsed.mediaType;
+    return Array.isArray(parsed.manifests) ? MediaType.ociIndex : MediaType.ociManifest;
+  } catch {
+    return type ?? MediaType.ociManifest;
+  }
+}
