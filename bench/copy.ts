@@ -12,7 +12,7 @@ import { repoRoot } from '../test/helpers/real.js';
  * the same generated image, the same two loopback registries, alternating runs, each run into a
  * fresh repository so nothing is skipped.
  */
-export type CopyBenchOptions = { layers: number; totalBytes: number; runs: number; log?: (line: string) => void };
+export type CopyBenchOptions = { layers: number; totalBytes: number; runs: number; concurrency?: number; log?: (line: string) => void };
 
 export type CopyBenchResult = {
   image: { layers: number; compressedBytes: number };
@@ -29,7 +29,7 @@ function cliCommand(): string[] {
 
 export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchResult> {
   const log = options.log ?? (() => {});
-  const [from, to] = await Promise.all([RegistryServer.start(), RegistryServer.start()]);
+  const from = await RegistryServer.start();
   try {
     log(`generating ${options.layers} layers, ${(options.totalBytes / 1e9).toFixed(2)} GB into ${from.host}`);
     const generated = await generateImage(await openDestination(`${from.host}/bench/image:v1`), { layers: options.layers, totalBytes: options.totalBytes, concurrency: 2 });
@@ -39,14 +39,22 @@ export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchRes
     for (let run = 0; run < options.runs; run++) {
       const tools = run % 2 === 0 ? (['buildfleet', 'skopeo'] as const) : (['skopeo', 'buildfleet'] as const);
       for (const tool of tools) {
-        const target = `${to.host}/bench/${tool}-${run}:v1`;
-        const started = performance.now();
-        if (tool === 'buildfleet') {
-          await execa(process.execPath, [...cliCommand(), '--quiet', 'image', 'copy', source, target]);
-        } else {
-          await execa('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${source}`, `docker://${target}`]);
+        // A fresh, empty destination registry per run: skopeo's blob-info cache would otherwise
+        // mount blobs from an earlier run's repository and upload nothing.
+        const to = await RegistryServer.start();
+        const target = `${to.host}/bench/${tool}:v1`;
+        let elapsed: number;
+        try {
+          const started = performance.now();
+          if (tool === 'buildfleet') {
+            await execa(process.execPath, [...cliCommand(), '--quiet', 'image', 'copy', '--concurrency', String(options.concurrency ?? 6), source, target]);
+          } else {
+            await execa('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${source}`, `docker://${target}`]);
+          }
+          elapsed = performance.now() - started;
+        } finally {
+          await to.stop();
         }
-        const elapsed = performance.now() - started;
         runs[tool].push(elapsed);
         log(`run ${run + 1}/${options.runs} ${tool}: ${seconds(elapsed)} s`);
       }
@@ -63,7 +71,7 @@ export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchRes
     );
     return { image: { layers: options.layers, compressedBytes }, runs, medianMs, ratio, table };
   } finally {
-    await Promise.allSettled([from.stop(), to.stop()]);
+    await from.stop();
   }
 }
 
@@ -76,6 +84,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     layers: arg('layers', 30),
     totalBytes: arg('mb', 1000) * 1e6,
     runs: arg('runs', 3),
+    concurrency: arg('concurrency', 6),
     log: (line) => process.stderr.write(line + '\n'),
   });
   process.stdout.write(`registry -> registry copy, ${result.image.layers} layers, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, loopback\n\n${result.table}\n`);

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder/daemons/index.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
@@ -42,8 +42,10 @@ export async function runQuickstart(log: (line: string) => void = () => {}): Pro
     [builder, registry] = await timed('start Docker Engine + registry', () => Promise.all([DockerEngine.start({ root: join(work, 'builder') }), RegistryServer.start({ root: join(work, 'registry') })]), ([, r]) => `registry at ${r.host}`);
     const engine = builder;
     await timed('make base image (busybox)', () => importBusyboxBase(engine.docker), (ref) => ref);
-    await writeFile(join(work, 'Dockerfile'), dockerfile);
-    await timed('docker build', () => engine.cli(['build', '--network', 'none', '-q', '-t', 'quickstart/build-image:v1', '-f', join(work, 'Dockerfile'), work]), () => 'quickstart/build-image:v1');
+    const context = join(work, 'context');
+    await mkdir(context);
+    await writeFile(join(context, 'Dockerfile'), dockerfile);
+    await timed('docker build', () => engine.cli(['build', '--network', 'none', '-q', '-t', 'quickstart/build-image:v1', context]), () => 'quickstart/build-image:v1');
     const image = `${registry.host}/ci/build-image:v1`;
     const copy = async (src: string, dst: string, docker = engine): Promise<CopyResult> => {
       const source = await openSource(src, { docker: docker.docker, tmpDir: work });

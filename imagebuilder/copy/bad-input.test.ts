@@ -87,6 +87,14 @@ test('a blob whose bytes do not match its digest fails the copy; the layout gets
     }
     const leftovers = existsSync(destination) ? await readdir(join(destination, 'blobs', 'sha256')).catch(() => []) : [];
     assert.ok(!leftovers.includes(hex), 'the corrupt blob was not kept');
+    // Registry to registry the bytes pass through unhashed by us: the destination registry's check must catch them.
+    const other = await startRegistry();
+    try {
+      oneClearLine(await runCli(['image', 'copy', `${registry.host}/bad/source:v1`, `${other.host}/bad/copy:v1`]), 6, /digest|integrity|does not match|invalid/i);
+      assert.deepEqual(await tagsOf(other, 'bad/copy'), [], 'no manifest pushed');
+    } finally {
+      await other.stop();
+    }
   } finally {
     await writeFile(dataFile, original);
   }

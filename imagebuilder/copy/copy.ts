@@ -70,8 +70,8 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
     const limit = pLimit(options.concurrency ?? 4);
     let bytesRead = 0;
 
-    const openCounted = async (descriptor: Descriptor): Promise<Readable> => {
-      const stream = await source.openBlob(descriptor);
+    const openCounted = async (descriptor: Descriptor, verify: boolean): Promise<Readable> => {
+      const stream = await source.openBlob(descriptor, { verify });
       return pipeOn(stream, new ByteCounter((bytes) => {
         bytesRead += bytes;
         progress({ kind: 'blob-bytes', digest: descriptor.digest, bytes });
@@ -88,7 +88,8 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
       if (layer.from === layer.to) {
         const target = { ...descriptor, mediaType: layer.mediaType };
         if (await destination.hasBlob(target, source.reference)) return done(target, 'present');
-        const stored = await destination.putBlob(() => openCounted(descriptor), { mediaType: layer.mediaType, digest: descriptor.digest, size: descriptor.size });
+        // Unchanged bytes: the destination checks the digest where they land, once.
+        const stored = await destination.putBlob(() => openCounted(descriptor, false), { mediaType: layer.mediaType, digest: descriptor.digest, size: descriptor.size });
         return done(stored, 'copied');
       }
       // Decompressing yields the diff_id, so the destination can check it and skip what it has.
@@ -98,7 +99,8 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
         if (await destination.hasBlob(target)) return done(target, 'present');
       }
       const stored = await destination.putBlob(
-        async () => recompress(await openCounted(descriptor), layer.from, layer.to, options.compressionLevel),
+        // Converted bytes get a new digest, so the source's must be checked on the way.
+        async () => recompress(await openCounted(descriptor, true), layer.from, layer.to, options.compressionLevel),
         { mediaType: layer.mediaType, ...(expectedDigest && { digest: expectedDigest }) },
       );
       return done(stored, 'converted');

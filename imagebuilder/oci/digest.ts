@@ -20,25 +20,30 @@ export function digestAlgorithm(digest: string): string {
  * Hashing in the same pass as the copy avoids reading a blob twice.
  */
 export class DigestStream extends Transform {
-  private readonly hash: Hash;
+  private readonly hash: Hash | undefined;
   private readonly algorithm: string;
   size = 0;
   private result: string | undefined;
 
-  constructor(algorithm = 'sha256') {
+  /**
+   * With `knownDigest`, bytes are only counted: for a source that verifies itself, and a
+   * receiver that checks again, a second hash is CPU spent for nothing.
+   */
+  constructor(algorithm = 'sha256', options: { knownDigest?: string } = {}) {
     super();
     this.algorithm = algorithm;
-    this.hash = createHash(algorithm);
+    if (options.knownDigest !== undefined) this.result = options.knownDigest;
+    else this.hash = createHash(algorithm);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.size += chunk.length;
     done(null, chunk);
   }
 
   override _flush(done: TransformCallback): void {
-    this.result = `${this.algorithm}:${this.hash.digest('hex')}`;
+    if (this.hash) this.result = `${this.algorithm}:${this.hash.digest('hex')}`;
     done();
   }
 
@@ -53,16 +58,18 @@ export class DigestStream extends Transform {
  * match the expected digest or size, so a consumer never commits corrupt data.
  */
 export class VerifyingStream extends Transform {
-  private readonly hash: Hash;
+  private readonly hash: Hash | undefined;
   private seen = 0;
 
+  /** With `hash: false` only the size is checked: for callers that have the digest checked where the bytes land. */
   constructor(
     private readonly expectedDigest: string,
     private readonly expectedSize: number | undefined,
     private readonly what: string,
+    options: { hash?: boolean } = {},
   ) {
     super();
-    this.hash = createHash(digestAlgorithm(expectedDigest) || 'sha256');
+    if (options.hash !== false) this.hash = createHash(digestAlgorithm(expectedDigest) || 'sha256');
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -71,13 +78,17 @@ export class VerifyingStream extends Transform {
       done(new BuildfleetError('integrity', `${this.what}: more bytes than the ${this.expectedSize} its descriptor declares`));
       return;
     }
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     done(null, chunk);
   }
 
   override _flush(done: TransformCallback): void {
     if (this.expectedSize !== undefined && this.seen !== this.expectedSize) {
       done(new BuildfleetError('integrity', `${this.what}: got ${this.seen} bytes, expected ${this.expectedSize}`));
+      return;
+    }
+    if (!this.hash) {
+      done();
       return;
     }
     const actual = `${digestAlgorithm(this.expectedDigest)}:${this.hash.digest('hex')}`;

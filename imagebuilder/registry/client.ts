@@ -82,7 +82,7 @@ export class RegistryClient {
    * A stream of a blob's bytes that errors (with 'integrity') instead of ending when they do not
    * match the descriptor. Redirects to storage are followed without our Authorization.
    */
-  async getBlob(repo: string, descriptor: Pick<Descriptor, 'digest' | 'size'>): Promise<Readable> {
+  async getBlob(repo: string, descriptor: Pick<Descriptor, 'digest' | 'size'>, options: { verify?: boolean } = {}): Promise<Readable> {
     const { digest, size } = descriptor;
     const ctx: ErrorContext = { host: this.host, repo, what: `GET blob ${digest}` };
     const res = await this.http.call({ method: 'GET', url: `/v2/${repo}/blobs/${digest}`, scopes: pull(repo), access: 'pull', followRedirects: true }, ctx, async (r) => {
@@ -90,7 +90,7 @@ export class RegistryClient {
       await this.failBlob(r, repo, digest, ctx);
       return r; // not reached
     });
-    const verifier = new VerifyingStream(digest, size, `blob ${digest} from ${this.host}/${repo}`);
+    const verifier = new VerifyingStream(digest, size, `blob ${digest} from ${this.host}/${repo}`, { hash: options.verify !== false });
     res.body.on('error', (err) => {
       const text = connectionErrorText(err);
       verifier.destroy(text ? new BuildfleetError('network', `download of blob ${digest} from ${this.host}/${repo} broke: ${text}`, { cause: err }) : err);

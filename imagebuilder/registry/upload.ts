@@ -7,7 +7,15 @@ import { finalError, statusError, type ErrorContext } from './errors.js';
 import { header, readText, type HttpResponse, type RegistryHttp } from './http.js';
 import { StartOverError, withRetry } from './retry.js';
 
-export type UploadExpectation = { digest?: string; size?: number };
+export type UploadExpectation = {
+  digest?: string;
+  size?: number;
+  /**
+   * false: do not hash here; the registry checks `digest` at the PUT (DIGEST_INVALID, nothing
+   * committed). Default true: a mismatch is caught before the PUT is sent.
+   */
+  hashLocally?: boolean;
+};
 
 /** How long a registry may take to answer once the whole body of a PATCH is sent. */
 const answerTimeoutMs = 5 * 60_000;
@@ -54,7 +62,8 @@ export async function uploadBlob(
       location = nextLocation(started, http.endpoint.origin);
       source = await open();
 
-      const hasher = new DigestStream(algorithm);
+      const trusted = expected.hashLocally === false && expected.digest !== undefined;
+      const hasher = new DigestStream(algorithm, trusted ? { knownDigest: expected.digest } : {});
       // The source's own error (a broken download, corrupt input) is what the caller must see,
       // not the request failure it causes.
       let sourceError: Error | undefined;

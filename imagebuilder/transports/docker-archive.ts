@@ -13,7 +13,7 @@ import { formatPlatform } from '../oci/platform.js';
 import { parseRegistryReference, type ArchiveReference, type ImageReference } from '../oci/reference.js';
 import { tempPathBeside, writeFileAtomically } from './files.js';
 import { encodeTarHeader, indexTar, openMemberStream, readMember, readMemberHead, resolveMember, tarEnd, tarPadding, type TarIndex, type TarMember } from './tar-index.js';
-import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource, ResolveOptions, ResolvedImage } from './types.js';
+import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource, OpenBlobOptions, ResolveOptions, ResolvedImage } from './types.js';
 
 /**
  * docker-archive: the tarball of `docker save` / `docker load`.
@@ -145,12 +145,12 @@ class ArchiveSource implements ImageSource {
     return hashing;
   }
 
-  async openBlob(descriptor: Descriptor): Promise<Readable> {
+  async openBlob(descriptor: Descriptor, options: OpenBlobOptions = {}): Promise<Readable> {
     if (this.closed) throw new Error(`${this.label}: openBlob after close`);
     if (!this.resolved) await this.resolve();
     const blob = this.blobs.get(descriptor.digest);
     if (!blob) throw new BuildfleetError('not-found', `${this.label}: no blob ${descriptor.digest} in this image`);
-    const verifier = new VerifyingStream(descriptor.digest, descriptor.size, blob.what);
+    const verifier = new VerifyingStream(descriptor.digest, descriptor.size, blob.what, { hash: options.verify !== false });
     const source = 'bytes' in blob ? Readable.from([blob.bytes]) : openMemberStream(this.index, blob.member);
     source.on('error', (err) => verifier.destroy(err));
     verifier.on('close', () => source.destroy());

@@ -14,7 +14,7 @@ import { formatReference, type OciLayoutReference } from '../oci/reference.js';
 import { Descriptor, ImageConfig, Index, digestPattern, parseAnyManifest, parseJson } from '../oci/schemas.js';
 import { selectPlatform } from '../oci/platform.js';
 import { tempPathBeside, writeFileAtomically } from './files.js';
-import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource, ResolveOptions, ResolvedImage } from './types.js';
+import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource, OpenBlobOptions, ResolveOptions, ResolvedImage } from './types.js';
 
 /**
  * The `oci:DIR[:TAG]` transport: an OCI image layout directory (image-spec image-layout.md).
@@ -369,7 +369,7 @@ class OciLayoutSource implements ImageSource {
     }
   }
 
-  async openBlob(descriptor: Descriptor): Promise<Readable> {
+  async openBlob(descriptor: Descriptor, options: OpenBlobOptions = {}): Promise<Readable> {
     const what = `${this.label}: blob ${shortDigest(descriptor.digest)}`;
     const path = blobPathIn(this.root, descriptor.digest);
     let handle;
@@ -380,7 +380,7 @@ class OciLayoutSource implements ImageSource {
       throw fsError(err, what);
     }
     const input = handle.createReadStream();
-    const verifier = new VerifyingStream(descriptor.digest, descriptor.size, what);
+    const verifier = new VerifyingStream(descriptor.digest, descriptor.size, what, { hash: options.verify !== false });
     input.on('error', (err) => verifier.destroy(fsError(err, what)));
     verifier.on('close', () => input.destroy());
     input.pipe(verifier);

@@ -6,7 +6,7 @@ import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { formatReference, type ImageReference, type RegistryReference } from '../oci/reference.js';
 import { ImageConfig, parseAnyManifest, parseJson, type Descriptor } from '../oci/schemas.js';
 import { endpointFor, RegistryClient, type RegistryOptions } from '../registry/index.js';
-import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource, ResolvedImage, ResolveOptions } from './types.js';
+import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource, OpenBlobOptions, ResolvedImage, ResolveOptions } from './types.js';
 
 /** Config blobs bigger than this are refused: a config is JSON of a few KB, history included. */
 const maxConfigBytes = 16 << 20;
@@ -97,8 +97,8 @@ export async function openRegistrySource(ref: RegistryReference, options: Regist
       };
     },
 
-    openBlob(descriptor: Descriptor): Promise<Readable> {
-      return client.getBlob(repo, descriptor);
+    openBlob(descriptor: Descriptor, options?: OpenBlobOptions): Promise<Readable> {
+      return client.getBlob(repo, descriptor, options);
     },
 
     // Connections belong to the shared client (closeRegistryClients); nothing else to free.
@@ -127,6 +127,8 @@ export async function openRegistryDestination(ref: RegistryReference, options: R
       const stored = await client.uploadBlob(repo, open, {
         ...(blob.digest !== undefined && { digest: blob.digest }),
         ...(blob.size !== undefined && { size: blob.size }),
+        // The registry verifies a known digest at the PUT; hashing here as well would double the work.
+        ...(blob.digest !== undefined && { hashLocally: false }),
       });
       return { mediaType: blob.mediaType, digest: stored.digest, size: stored.size };
     },

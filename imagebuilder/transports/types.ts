@@ -33,10 +33,19 @@ export interface ImageSource {
    * A fresh stream of the blob's bytes, verified against descriptor.digest and size: the stream
    * errors instead of ending when they differ. Callable again (retries reopen).
    */
-  openBlob(descriptor: Descriptor): Promise<Readable>;
+  openBlob(descriptor: Descriptor, options?: OpenBlobOptions): Promise<Readable>;
   /** Frees temp files and connections. */
   close(): Promise<void>;
 }
+
+export type OpenBlobOptions = {
+  /**
+   * false: check only the size, not the digest. For a caller that passes the bytes unchanged to
+   * a destination with the digest: every ImageDestination rejects content that does not match
+   * it, so hashing here too would check the same bytes twice.
+   */
+  verify?: boolean;
+};
 
 export type BlobToStore = {
   mediaType: string;

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -9,7 +10,15 @@ import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptio
  * Fixtures for tests that need the real components. Each returns a handle and registers nothing
  * global: callers stop it in `after`, which node:test runs also when a test fails.
  */
-export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const repoRoot = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
+
+/** The folder holding package.json: two levels up from source, three from the tsc output in dist/. */
+function findRepoRoot(start: string): string {
+  for (let dir = start; dir !== dirname(dir); dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'cli'))) return dir;
+  }
+  throw new Error(`buildfleet: cannot find the repository root above ${start}`);
+}
 
 export const BASE_IMAGE = 'buildfleet/busybox:latest';
 
