@@ -83,7 +83,8 @@ export function reportError(err: unknown): number {
   }
   const commanderError = err as { code?: string; exitCode?: number; message?: string };
   if (typeof commanderError.code === 'string' && commanderError.code.startsWith('commander.')) {
-    return commanderError.exitCode ?? 2;
+    // commander has printed its message; --help and --version exit 0, usage errors 2.
+    return commanderError.exitCode === 0 ? 0 : 2;
   }
   process.stderr.write(`buildfleet: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
   return 70;

@@ -22,7 +22,26 @@ function findRepoRoot(start: string): string {
 
 export const BASE_IMAGE = 'buildfleet/busybox:latest';
 
+let setupDone: Promise<void> | undefined;
+
+/**
+ * Installs the Debian packages the real components need when one is missing (a fresh machine
+ * running a single test file). Test files run in parallel, so the set-up script runs under
+ * flock: one installs, the others wait and then find everything present. .ci/run installs
+ * them up front, so in CI this only checks.
+ */
+export function ensureMachineSetup(): Promise<void> {
+  setupDone ??= (async () => {
+    const needed = ['dockerd', 'containerd', 'docker-registry', 'busybox', 'skopeo', 'zstd'];
+    const missing = await execa('sh', ['-c', needed.map((c) => `command -v ${c} >/dev/null`).join(' && ')], { reject: false });
+    if (missing.exitCode === 0) return;
+    await execa('flock', ['/tmp/buildfleet-setup.lock', 'bash', join(repoRoot, 'ci', 'setup-machine.sh')], { stdio: 'inherit' });
+  })();
+  return setupDone;
+}
+
 export async function startEngine(options: DockerEngineOptions = {}): Promise<DockerEngine> {
+  await ensureMachineSetup();
   const engine = await DockerEngine.start(options);
   try {
     await importBusyboxBase(engine.docker, BASE_IMAGE);
@@ -34,6 +53,7 @@ export async function startEngine(options: DockerEngineOptions = {}): Promise<Do
 }
 
 export async function startRegistry(options: RegistryServerOptions = {}): Promise<RegistryServer> {
+  await ensureMachineSetup();
   return RegistryServer.start(options);
 }
 

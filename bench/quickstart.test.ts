@@ -1,0 +1,19 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { runCli } from '../test/helpers/real.js';
+
+// The README's main job, run as a user runs it (real Docker Engines and registry; root).
+test('quickstart runs the main job end to end and reports every step', { timeout: 300_000 }, async () => {
+  const result = await runCli(['--json', 'quickstart']);
+  assert.equal(result.exitCode, 0, result.stderr);
+  const report = JSON.parse(result.stdout) as { layers: number; steps: Array<{ step: string; ms: number; detail: string }> };
+  assert.equal(report.layers, 4);
+  const steps = report.steps.map((s) => s.step);
+  for (const expected of ['docker build', 'push to registry (buildfleet)', 'copy to OCI layout', 'load image onto the node', 'first docker run on the node']) {
+    assert.ok(steps.includes(expected), `step "${expected}" in ${steps.join(', ')}`);
+  }
+  assert.equal(report.steps.find((s) => s.step === 'first docker run on the node')?.detail, 'output: 400', 'the image runs on the cold node');
+  const mounts = await readFile('/proc/mounts', 'utf8');
+  assert.ok(!mounts.includes('buildfleet-quickstart-'), 'nothing left mounted');
+});

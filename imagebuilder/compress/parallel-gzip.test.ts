@@ -1,0 +1,59 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { createCipheriv } from 'node:crypto';
+import { execa } from 'execa';
+import { parallelGzip, parallelGzipSync } from './parallel-gzip.js';
+
+/** Half random, half repetitive text: compressible like a real layer, not trivially so. */
+function sample(size: number): Buffer {
+  const random = createCipheriv('aes-128-ctr', Buffer.alloc(16, 1), Buffer.alloc(16, 2)).update(Buffer.alloc(size / 2));
+  const text = Buffer.from('export function module() { return require("lodash").map([1, 2, 3], (x) => x * 2); }\n'.repeat(Math.ceil(size / 2 / 80))).subarray(0, size / 2);
+  const out = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 8192) {
+    random.copy(out, i, i / 2, Math.min(i / 2 + 4096, random.length));
+    text.copy(out, i + 4096, i / 2, Math.min(i / 2 + 4096, text.length));
+  }
+  return out;
+}
+
+async function gzipStream(data: Buffer, options: Parameters<typeof parallelGzip>[0], chunk = 65536): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < data.length; i += chunk) chunks.push(data.subarray(i, i + chunk));
+  return buffer(Readable.from(chunks).pipe(parallelGzip(options)));
+}
+
+test('output is one valid gzip member that gunzip and gzip -t accept', async () => {
+  const data = sample(5 * 1024 * 1024 + 12345);
+  const gz = await gzipStream(data, { blockSize: 1024 * 1024 });
+  assert.deepEqual(gunzipSync(gz), data);
+  const check = await execa('gzip', ['-t'], { input: gz, reject: false, encoding: 'buffer' });
+  assert.equal(check.exitCode, 0, String(check.stderr));
+  const listed = await execa('gzip', ['-dc'], { input: gz, encoding: 'buffer' });
+  assert.equal(Buffer.compare(Buffer.from(listed.stdout), data), 0);
+});
+
+test('bytes depend on level and block size only: not on concurrency, chunking or timing', async () => {
+  const data = sample(3 * 1024 * 1024 + 7);
+  const a = await gzipStream(data, { blockSize: 256 * 1024, concurrency: 1 }, 1000);
+  const b = await gzipStream(data, { blockSize: 256 * 1024, concurrency: 8 }, 1 << 20);
+  const c = parallelGzipSync(data, { blockSize: 256 * 1024 });
+  assert.deepEqual(a, b);
+  assert.deepEqual(a, c);
+});
+
+test('edge sizes: empty, smaller than a block, exactly one block', async () => {
+  for (const size of [0, 1, 100_000, 1024 * 1024, 2 * 1024 * 1024]) {
+    const data = sample(size + (size % 2));
+    assert.deepEqual(gunzipSync(await gzipStream(data, {})), data, `size ${size}`);
+  }
+});
+
+test('ratio stays within 1% of single-threaded gzip at the same level', async () => {
+  const data = sample(4 * 1024 * 1024);
+  const ours = (await gzipStream(data, { level: 6 })).length;
+  const single = gzipSync(data, { level: 6 }).length;
+  assert.ok(ours <= single * 1.01, `parallel ${ours} vs single ${single}`);
+});

@@ -1,0 +1,144 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TarEntryType, TarHeader } from './tar/entry.js';
+import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
+import { planSquash } from './plan.js';
+
+type Spec = string | [string, TarEntryType | 'wh', Partial<TarHeader>?];
+
+/** Layers as short specs: "d:path" dir, "f:path:size" file, ["path", type, fields]. */
+function layers(...specs: Spec[][]): IndexedEntry[][] {
+  return specs.map((entries, layer) =>
+    entries.map((spec, ordinal) => {
+      let header: TarHeader;
+      if (typeof spec === 'string') {
+        const [kind, path, size] = spec.split(':') as [string, string, string?];
+        const type: TarEntryType = kind === 'd' ? 'directory' : 'file';
+        header = { path, type, mode: type === 'directory' ? 0o755 : 0o644, uid: 0, gid: 0, size: Number(size ?? 0), mtime: { sec: layer, nsec: 0 }, xattrs: new Map() };
+      } else {
+        const [path, type, fields] = spec;
+        header = { path, type: type === 'wh' ? 'file' : type, mode: 0o644, uid: 0, gid: 0, size: 0, mtime: { sec: layer, nsec: 0 }, xattrs: new Map(), ...fields };
+      }
+      return { layer, ordinal, header };
+    }),
+  );
+}
+
+/** The merged tree as "path type [-> inode source path]" lines, sorted. */
+function tree(result: MergeResult): string[] {
+  return [...result.nodes.values()]
+    .map((node) => (node.kind === 'directory' ? `${node.path}/` : `${node.path} ${node.inode.source.header.type}@${node.inode.source.layer}:${node.inode.source.header.path}`))
+    .sort();
+}
+
+test('a whiteout hides the lower path and its subtree, not the same layer', () => {
+  const result = mergeLayers(layers(['d:a', 'f:a/x:10', 'd:a/sub', 'f:a/sub/y:5', 'f:keep:1'], ['f:a/new:3', ['.wh.a', 'wh']], []));
+  // The whiteout in layer 1 hides layer 0's a/; layer 1's own a/new stays (and implies a/).
+  assert.deepEqual(tree(result), ['a/', 'a/new file@1:a/new', 'keep file@0:keep']);
+  assert.equal(result.shadowedBytes, 15);
+});
+
+test('an opaque marker hides lower contents wherever it sits in the tar', () => {
+  const result = mergeLayers(layers(['d:dir', 'f:dir/old:7'], ['d:dir', 'f:dir/new:2', ['dir/.wh..wh..opq', 'wh']]));
+  assert.deepEqual(tree(result), ['dir/', 'dir/new file@1:dir/new']);
+});
+
+test('delete then recreate across three layers', () => {
+  const result = mergeLayers(layers(['f:x:1'], [['.wh.x', 'wh']], ['f:x:2']));
+  assert.deepEqual(tree(result), ['x file@2:x']);
+});
+
+test('a path replaced by another type hides the old subtree without a whiteout', () => {
+  const toFile = mergeLayers(layers(['d:p', 'f:p/child:4'], ['f:p:1']));
+  assert.deepEqual(tree(toFile), ['p file@1:p']);
+  const toLink = mergeLayers(layers(['d:p', 'f:p/child:4'], [['p', 'symlink', { linkname: '/elsewhere' }]]));
+  assert.deepEqual(tree(toLink), ['p symlink@1:p']);
+  const fileToDir = mergeLayers(layers(['f:q:3'], ['d:q', 'f:q/in:1']));
+  assert.deepEqual(tree(fileToDir), ['q/', 'q/in file@1:q/in']);
+});
+
+test('a directory over a directory keeps lower children and takes the new metadata', () => {
+  const result = mergeLayers(layers(['d:etc', 'f:etc/a:1'], [['etc', 'directory', { mode: 0o700 }], 'f:etc/b:1']));
+  assert.deepEqual(tree(result), ['etc/', 'etc/a file@0:etc/a', 'etc/b file@1:etc/b']);
+  const etc = result.nodes.get('etc');
+  assert.equal(etc?.kind === 'directory' && etc.header.mode, 0o700);
+});
+
+test('hardlink target deleted later: the link keeps the bytes and becomes the file', () => {
+  const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], [['.wh.orig', 'wh']]));
+  assert.deepEqual(tree(merged), ['link file@0:orig']);
+  const plan = planSquash(merged, 2);
+  const emitted = plan.actions[0]!.get(0)!;
+  assert.deepEqual(emitted.map((a) => [a.header.path, a.header.type, a.header.size]), [['link', 'file', 100]]);
+});
+
+test('hardlink target overwritten later: the link keeps the original bytes', () => {
+  const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], ['f:orig:5']));
+  assert.deepEqual(tree(merged), ['link file@0:orig', 'orig file@1:orig']);
+  const plan = planSquash(merged, 2);
+  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [a.header.path, a.header.type]), [['link', 'file']]);
+  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [a.header.path, a.header.type]), [['orig', 'file']]);
+});
+
+test('a copy-up (chmod) splits one name off a hardlink group; the others stay linked', () => {
+  const merged = mergeLayers(layers(['f:a:10', ['b', 'hardlink', { linkname: 'a' }], ['c', 'hardlink', { linkname: 'a' }]], [['b', 'file', { size: 10, mode: 0o600 }]]));
+  const plan = planSquash(merged, 2);
+  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [a.header.path, a.header.type, a.header.linkname]), [['a', 'file', undefined], ['c', 'hardlink', 'a']]);
+  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [a.header.path, a.header.mode]), [['b', 0o600]]);
+});
+
+test('a later layer may hardlink to a lower file', () => {
+  const merged = mergeLayers(layers(['f:lib.so:50'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]));
+  const plan = planSquash(merged, 2);
+  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [a.header.path, a.header.type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
+});
+
+test('a hardlink to a path in no layer is an error', () => {
+  assert.throws(() => mergeLayers(layers([['dangling', 'hardlink', { linkname: 'nowhere' }]])), /hardlink dangling -> nowhere: the target is not in this or any lower layer/);
+});
+
+test('symlinks to deleted targets survive; names containing .wh. are plain names', () => {
+  const merged = mergeLayers(layers(['f:target:1', ['ln', 'symlink', { linkname: 'target' }], 'f:a.wh.b:2'], [['.wh.target', 'wh']]));
+  assert.deepEqual(tree(merged), ['a.wh.b file@0:a.wh.b', 'ln symlink@0:ln']);
+});
+
+test('missing parent directories are implied as the runtime would create them', () => {
+  const merged = mergeLayers(layers(['f:deep/er/file:1']));
+  const plan = planSquash(merged, 1);
+  assert.deepEqual(plan.directories[0]!.map((h) => [h.path, h.mode]), [['deep', 0o755], ['deep/er', 0o755]]);
+});
+
+test('duplicate paths in one layer: the later entry wins', () => {
+  const merged = mergeLayers(layers(['f:x:1', 'f:x:9']));
+  assert.deepEqual([...merged.nodes.values()].map((n) => n.kind === 'leaf' && n.inode.source.header.size), [9]);
+  assert.equal(merged.shadowedBytes, 1);
+});
+
+test('K balanced layers: disjoint leaves, every output carries its ancestors, hardlink groups together', () => {
+  const spec: Spec[] = ['d:usr', 'd:usr/lib', 'd:empty'];
+  for (let i = 0; i < 40; i++) spec.push(`f:usr/lib/f${i}:${1000 * (i + 1)}`);
+  spec.push(['usr/lib/link', 'hardlink', { linkname: 'usr/lib/f39' }]);
+  const merged = mergeLayers(layers(spec));
+  const plan = planSquash(merged, 1, { layers: 4 });
+  const leaves = plan.actions[0]!;
+  const outputsOf = new Map<string, number>();
+  for (const list of leaves.values()) for (const action of list) outputsOf.set(action.header.path, action.output);
+  assert.equal(outputsOf.size, 41, 'every leaf emitted once');
+  assert.equal(outputsOf.get('usr/lib/link'), outputsOf.get('usr/lib/f39'), 'hardlink group in one output');
+  for (let out = 0; out < 4; out++) {
+    const dirs = plan.directories[out]!.map((h) => h.path);
+    if ([...outputsOf.values()].includes(out)) assert.deepEqual(dirs.filter((d) => d.startsWith('usr')), ['usr', 'usr/lib']);
+  }
+  assert.deepEqual(plan.directories.flat().filter((h) => h.path === 'empty').length, 1, 'an empty directory goes to one output');
+  const max = Math.max(...plan.outputBytes);
+  const min = Math.min(...plan.outputBytes);
+  assert.ok((max - min) / max < 0.1, `balanced within 10%: ${plan.outputBytes.join(', ')}`);
+});
+
+test('plans are deterministic', () => {
+  const spec: Spec[] = [];
+  for (let i = 0; i < 100; i++) spec.push(`f:d${i % 7}/f${i}:${(i * 7919) % 5000}`);
+  const a = planSquash(mergeLayers(layers(spec)), 1, { layers: 3 });
+  const b = planSquash(mergeLayers(layers(spec)), 1, { layers: 3 });
+  assert.deepEqual(a, b);
+});
