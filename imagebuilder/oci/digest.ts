@@ -72,6 +72,11 @@ export class VerifyingStream extends Transform {
     if (options.hash !== false) this.hash = createHash(digestAlgorithm(expectedDigest) || 'sha256');
   }
 
+  /** Bytes passed so far (all of them once the stream has ended). */
+  get bytesSeen(): number {
+    return this.seen;
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.seen += chunk.length;
     if (this.expectedSize !== undefined && this.seen > this.expectedSize) {

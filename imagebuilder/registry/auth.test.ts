@@ -6,23 +6,13 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { RegistryServer } from '../daemons/index.js';
-import { BuildfleetError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseChallenges, RegistryClient, type RegistryOptions } from './index.js';
 import { makeTempDir, TokenService, tinyImage, writeHtpasswd } from './test-support.js';
+import { errorOf } from '../../test/helpers/assertions.js';
 
 // Needs the docker-registry package (distribution 2.8) and the openssl CLI; .ci/run installs them.
 type Seen = { method: string; url: string; status: number };
-
-function errorOf(kind: string, pattern: RegExp) {
-  return (err: unknown) => {
-    assert.ok(err instanceof BuildfleetError, `expected a BuildfleetError, got ${String(err)}`);
-    assert.equal(err.kind, kind, err.message);
-    assert.match(err.message, pattern);
-    assert.doesNotMatch(err.message, /\n/, 'one line');
-    return true;
-  };
-}
 
 const from = (data: Buffer) => async () => Readable.from([data]);
 

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { RegistryServer, freePort } from '../daemons/index.js';
 import { sha256Digest } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { RegistryClient, type RegistryOptions } from './index.js';
 import { FaultProxy, tinyImage } from './test-support.js';
+import { errorOf } from '../../test/helpers/assertions.js';
 
 // Needs the docker-registry package (distribution 2.8); .ci/run installs it.
 type Seen = { method: string; path: string; status: number };
@@ -43,16 +43,6 @@ async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
-}
-
-function errorOf(kind: string, pattern: RegExp) {
-  return (err: unknown) => {
-    assert.ok(err instanceof BuildfleetError, `expected a BuildfleetError, got ${String(err)}`);
-    assert.equal(err.kind, kind, err.message);
-    assert.match(err.message, pattern);
-    assert.doesNotMatch(err.message, /\n/, 'one line');
-    return true;
-  };
 }
 
 test('a blob uploads (one streaming PATCH, or chunks), HEADs with its size and GETs back verified', { timeout: 30_000 }, async () => {

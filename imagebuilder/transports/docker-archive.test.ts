@@ -11,9 +11,8 @@ import tar from 'tar-stream';
 import { BuildfleetError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest, digestHex } from '../oci/digest.js';
-import type { ArchiveReference } from '../oci/reference.js';
 import { openArchiveDestination, openArchiveSource, writeDockerArchive } from './docker-archive.js';
-import type { ImageDestination, ImageSource } from './types.js';
+import { archiveRef, copyBlobsAndManifest } from '../../test/helpers/transports.js';
 
 let dir: string;
 before(async () => {
@@ -91,29 +90,6 @@ async function newerArchive(name: string, layers: Buffer[]): Promise<{ path: str
   const path = join(dir, name);
   await writeFile(path, await tarOf(entries));
   return { path, gz };
-}
-
-const archiveRef = (path: string, name?: string, tag?: string): ArchiveReference => ({
-  transport: 'docker-archive',
-  path,
-  ...(name !== undefined && { name }),
-  ...(tag !== undefined && { tag }),
-});
-
-async function copyImage(src: ImageSource, dst: ImageDestination): Promise<void> {
-  try {
-    const image = await src.resolve();
-    const { config, layers } = image.manifest;
-    await dst.putBlob(() => src.openBlob(config), { mediaType: config.mediaType, digest: config.digest, size: config.size });
-    for (const layer of layers) {
-      await dst.putBlob(() => src.openBlob(layer), { mediaType: layer.mediaType, digest: layer.digest, size: layer.size });
-    }
-    await dst.putManifest(image.manifestBytes, image.manifestMediaType);
-    await dst.commit();
-  } catch (err) {
-    await dst.abort();
-    throw err;
-  }
 }
 
 function isError(kind: BuildfleetError['kind'], pattern: RegExp) {
@@ -253,7 +229,7 @@ test('a corrupt layer fails the blob read with an integrity error, and a copy le
     const image = await src.resolve();
     await assert.rejects(buffer(await src.openBlob(image.manifest.layers[1]!)), isError('integrity', /layer 2 \(.*\/layer\.tar\): content digest .* does not match/));
     const dst = await openArchiveDestination(archiveRef(target, 'x', '1'), { tmpDir: staging });
-    await assert.rejects(copyImage(src, dst), isError('integrity', /layer 2/));
+    await assert.rejects(copyBlobsAndManifest(src, dst), isError('integrity', /layer 2/));
     assert.equal(existsSync(target), false);
     assert.deepEqual(await readdir(staging), [], 'staging removed');
     assert.deepEqual(existsSync(join(dir, 'out')) ? await readdir(join(dir, 'out')) : [], [], 'no temp file beside the target');
@@ -275,7 +251,7 @@ test('the archive destination writes an archive its reader reads back, replacing
     const image = await src.resolve();
     // putManifest refuses a manifest whose blobs were not put.
     await assert.rejects(dst.putManifest(image.manifestBytes, image.manifestMediaType), isError('format', /names blobs that were not stored/));
-    await copyImage(src, dst);
+    await copyBlobsAndManifest(src, dst);
   } finally {
     await src.close();
   }

@@ -14,10 +14,10 @@ import { DockerEngine, importBusyboxBase } from '../daemons/index.js';
 import { BuildfleetError } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest } from '../oci/digest.js';
-import type { ArchiveReference, DaemonReference } from '../oci/reference.js';
+import type { DaemonReference } from '../oci/reference.js';
 import { openArchiveDestination, openArchiveSource, writeDockerArchive } from './docker-archive.js';
 import { dockerEndpoint, dockerFromEnvironment, openDaemonDestination, openDaemonSource } from './docker-daemon.js';
-import type { ImageDestination, ImageSource } from './types.js';
+import { archiveRef, copyBlobsAndManifest } from '../../test/helpers/transports.js';
 
 // Needs root and Debian's docker.io and busybox-static (.ci/run installs them). One engine for the file.
 let engine: DockerEngine;
@@ -35,27 +35,6 @@ after(async () => {
 }, { timeout: 60_000 });
 
 const daemonRef = (name: string, tag?: string): DaemonReference => ({ transport: 'docker-daemon', name, ...(tag !== undefined && { tag }) });
-const archiveRef = (path: string, name?: string, tag?: string): ArchiveReference => ({
-  transport: 'docker-archive',
-  path,
-  ...(name !== undefined && { name }),
-  ...(tag !== undefined && { tag }),
-});
-
-async function copyImage(src: ImageSource, dst: ImageDestination): Promise<void> {
-  try {
-    const image = await src.resolve();
-    const { config, layers } = image.manifest;
-    await dst.putBlob(() => src.openBlob(config), { mediaType: config.mediaType, digest: config.digest, size: config.size });
-    for (const d of layers) await dst.putBlob(() => src.openBlob(d), { mediaType: d.mediaType, digest: d.digest, size: d.size });
-    await dst.putManifest(image.manifestBytes, image.manifestMediaType);
-    await dst.commit();
-  } catch (err) {
-    await dst.abort();
-    throw err;
-  }
-}
-
 type Inspect = { Id: string; RepoTags: string[]; RootFS: { Layers: string[] }; Config: { Env: string[]; Cmd: string[]; WorkingDir: string; Labels: Record<string, string> } };
 const inspect = async (name: string) => (await engine.docker.getImage(name).inspect()) as unknown as Inspect;
 
@@ -94,7 +73,7 @@ test('daemon image -> daemon source -> archive destination -> docker load: files
     assert.ok(image.manifest.layers.every((l) => l.mediaType === MediaType.dockerLayer));
     manifestDigest = image.manifestDigest;
     const dst = await openArchiveDestination(archiveRef(target, 'x', '1'), { tmpDir: dir });
-    await copyImage(src, dst);
+    await copyBlobsAndManifest(src, dst);
   } finally {
     await src.close();
   }
@@ -137,7 +116,7 @@ test('daemon image -> daemon source -> archive destination -> docker load: files
 
   // And back into the daemon through the daemon destination, under a new name.
   const again = await openArchiveSource(archiveRef(target));
-  await copyImage(again, await openDaemonDestination(daemonRef('y', 'copy'), { docker: engine.docker, tmpDir: dir }));
+  await copyBlobsAndManifest(again, await openDaemonDestination(daemonRef('y', 'copy'), { docker: engine.docker, tmpDir: dir }));
   await again.close();
   assert.equal((await inspect('y:copy')).Id, before.Id);
   assert.deepEqual(await runLines('y:copy'), expectedRun);
@@ -184,7 +163,7 @@ test('gzip layers go through the daemon destination: Docker 20.10 docker load in
     assert.deepEqual(image.manifest.layers.map((l) => l.mediaType), [MediaType.dockerLayerGzip, MediaType.dockerLayerGzip]);
     const dst = await openDaemonDestination(daemonRef('gz', '1'), { docker: engine.docker, tmpDir: dir });
     assert.deepEqual(dst.preferences, { manifestFormat: 'docker', layerCompression: 'keep' });
-    await copyImage(src, dst); // commit() checks RootFS.Layers against the diff_ids
+    await copyBlobsAndManifest(src, dst); // commit() checks RootFS.Layers against the diff_ids
   } finally {
     await src.close();
   }

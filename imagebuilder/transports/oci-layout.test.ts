@@ -16,6 +16,7 @@ import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
 import type { OciLayoutReference } from '../oci/reference.js';
 import { openOciLayoutDestination, openOciLayoutSource, removeOciLayoutLeftovers, REF_NAME_ANNOTATION } from './oci-layout.js';
 import type { ImageDestination } from './types.js';
+import { amd64Arm64Index } from '../../test/helpers/transports.js';
 
 const root = await mkdtemp(join(tmpdir(), 'bf-oci-layout-'));
 after(() => rm(root, { recursive: true, force: true }));
@@ -185,16 +186,7 @@ test('a nested index selects the requested platform and keeps the index', async 
   const dest = await openOciLayoutDestination(ref(dir, 'multi'));
   await putImage(dest, amd);
   await putImage(dest, arm);
-  const indexBytes = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ociIndex,
-      manifests: [
-        { mediaType: MediaType.ociManifest, digest: amd.digest, size: amd.manifestBytes.length, platform: { os: 'linux', architecture: 'amd64' } },
-        { mediaType: MediaType.ociManifest, digest: arm.digest, size: arm.manifestBytes.length, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
-      ],
-    }),
-  );
+  const indexBytes = amd64Arm64Index({ digest: amd.digest, size: amd.manifestBytes.length }, { digest: arm.digest, size: arm.manifestBytes.length });
   const indexDigest = await dest.putManifest(indexBytes, MediaType.ociIndex);
   await dest.commit();
   assert.deepEqual((await indexJson(dir)).manifests.map((m) => [m.mediaType, m.digest]), [[MediaType.ociIndex, indexDigest]]);

@@ -9,6 +9,7 @@ import { sha256Digest } from '../oci/digest.js';
 import { RegistryClient, type RegistryOptions } from '../registry/index.js';
 import { tinyImage } from '../registry/test-support.js';
 import { closeRegistryClients, openRegistryDestination, openRegistrySource, registryClientFor } from './registry.js';
+import { amd64Arm64Index } from '../../test/helpers/transports.js';
 
 // Needs the docker-registry package (distribution 2.8); .ci/run installs it.
 let registry: RegistryServer;
@@ -116,16 +117,7 @@ test('a multi-arch index resolves to the requested platform and keeps the index'
       await client.uploadBlob('multi/app', async () => Readable.from([image.config]));
       await client.putManifest('multi/app', image.manifestDigest, image.manifest, MediaType.ociManifest);
     }
-    const index = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaType.ociIndex,
-        manifests: [
-          { mediaType: MediaType.ociManifest, digest: amd.manifestDigest, size: amd.manifest.length, platform: { os: 'linux', architecture: 'amd64' } },
-          { mediaType: MediaType.ociManifest, digest: arm.manifestDigest, size: arm.manifest.length, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
-        ],
-      }),
-    );
+    const index = amd64Arm64Index({ digest: amd.manifestDigest, size: amd.manifest.length }, { digest: arm.manifestDigest, size: arm.manifest.length });
     const indexDigest = await client.putManifest('multi/app', 'latest', index, MediaType.ociIndex);
 
     const source = await openRegistrySource(ref('multi/app'), options);

@@ -63,8 +63,8 @@ export async function tempDir(prefix = 'buildfleet-test-'): Promise<{ path: stri
 }
 
 /** Builds an image with real `docker build` from a Dockerfile and extra context files. */
-export async function dockerBuild(engine: DockerEngine, tag: string, dockerfile: string, files: Record<string, string | Buffer> = {}): Promise<void> {
-  const context = await tempDir('buildfleet-context-');
+export async function dockerBuild(engine: DockerEngine, tag: string, dockerfile: string, files: Record<string, string | Buffer> = {}, contextDir?: string): Promise<void> {
+  const context = contextDir ? { path: contextDir, remove: async () => {} } : await tempDir('buildfleet-context-');
   try {
     await writeFile(join(context.path, 'Dockerfile'), dockerfile);
     for (const [name, content] of Object.entries(files)) {
