@@ -3,7 +3,7 @@
 # OCI registry the tests and the quickstart start, plus the tools they compare against. Run once,
 # never from parallel tests (dpkg holds a lock).
 set -euo pipefail
-packages=(docker.io docker-registry containerd busybox-static pigz zstd skopeo umoci openssl)
+packages=(docker.io docker-registry containerd busybox-static pigz zstd skopeo umoci openssl attr libcap2-bin)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
