@@ -2,12 +2,15 @@ import type { Command } from 'commander';
 import { copyImage } from '../imagebuilder/copy/copy.js';
 import { inspectImage } from '../imagebuilder/copy/inspect.js';
 import { parsePlatform } from '../imagebuilder/oci/platform.js';
-import { openDestination, openSource, type TransportOptions } from '../imagebuilder/transports/index.js';
+import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import type { GlobalOptions } from './program.js';
-import { BuildfleetError, formatBytes, printJson, progressBar, table } from './output.js';
+import { formatBytes, printJson, progressBar, table } from './output.js';
+import { positiveInt, transportOptions } from './options.js';
+import { registerSquash } from './squash.js';
 
 export function registerImageCommands(program: Command, globals: () => GlobalOptions): void {
-  const image = program.command('image').description('inspect, copy and (soon) squash container images across registries, daemons, archives and OCI layouts');
+  const image = program.command('image').description('inspect, copy and squash container images across registries, daemons, archives and OCI layouts');
+  registerSquash(image, globals);
 
   image
     .command('inspect')
@@ -71,27 +74,4 @@ export function registerImageCommands(program: Command, globals: () => GlobalOpt
         await source.close();
       }
     });
-}
-
-export function transportOptions(options: GlobalOptions): TransportOptions {
-  return {
-    registry: {
-      ...(options.insecure.length > 0 && { insecure: options.insecure }),
-      ...(options.caFile && { caFile: options.caFile }),
-      ...(options.authfile && { authFile: options.authfile }),
-      ...(options.creds && { credentials: parseCreds(options.creds) }),
-    },
-  };
-}
-
-function parseCreds(text: string): { username: string; password: string } {
-  const colon = text.indexOf(':');
-  if (colon <= 0) throw new BuildfleetError('usage', '--creds must be USER:PASSWORD');
-  return { username: text.slice(0, colon), password: text.slice(colon + 1) };
-}
-
-export function positiveInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new BuildfleetError('usage', `${flag} must be a positive whole number, got "${value}"`);
-  return n;
 }

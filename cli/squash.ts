@@ -1,0 +1,102 @@
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { squashImage, type SquashProgress, type SquashReport } from '../imagebuilder/squash/index.js';
+import { parsePlatform } from '../imagebuilder/oci/platform.js';
+import type { Compression } from '../imagebuilder/oci/media-types.js';
+import { openDestination, openSource } from '../imagebuilder/transports/index.js';
+import { positiveInt, transportOptions } from './options.js';
+import type { GlobalOptions } from './program.js';
+import { BuildfleetError, formatBytes, printJson, table, type OutputOptions } from './output.js';
+
+type SquashFlags = { layers: number; compression: Compression; level?: number; sourceDateEpoch?: number };
+
+export function registerSquash(image: Command, globals: () => GlobalOptions): void {
+  image
+    .command('squash')
+    .argument('<src>', 'image to squash (any transport)')
+    .argument('<dst>', 'where to write the squashed image (any transport)')
+    .description('merge all layers into one (or K size-balanced layers with disjoint paths), dropping everything later layers deleted or replaced; runtime config and history kept')
+    .option('--layers <k>', 'output layers: 1 is the classic squash; 4-8 let a runtime overlap download and extraction', (v) => positiveInt(v, '--layers'), 1)
+    .option('--compression <gzip|zstd|none>', 'layer compression (gzip uses every core)', parseCompression, 'gzip')
+    .option('--level <n>', 'compression level (gzip 1-9, zstd 1-19)', (v) => positiveInt(v, '--level'))
+    .option('--source-date-epoch <seconds>', 'clamp file times and the image creation time to this, for reproducible output (default: $SOURCE_DATE_EPOCH)', (v) => nonNegativeInt(v, '--source-date-epoch'))
+    .action(async (src: string, dst: string, flags: SquashFlags) => {
+      const options = globals();
+      const epoch = flags.sourceDateEpoch ?? (process.env.SOURCE_DATE_EPOCH ? nonNegativeInt(process.env.SOURCE_DATE_EPOCH, 'SOURCE_DATE_EPOCH') : undefined);
+      const transports = transportOptions(options);
+      const source = await openSource(src, transports);
+      try {
+        const destination = await openDestination(dst, transports);
+        const bar = squashProgress(options);
+        let report: SquashReport;
+        try {
+          report = await squashImage(source, destination, {
+            layers: flags.layers,
+            compression: flags.compression,
+            ...(flags.level !== undefined && { level: flags.level }),
+            ...(epoch !== undefined && { sourceDateEpoch: epoch }),
+            ...(options.platform && { platform: parsePlatform(options.platform) }),
+            onProgress: bar.update,
+          });
+        } finally {
+          bar.stop();
+        }
+        if (options.json) return printJson(report);
+        if (!options.quiet) process.stdout.write(formatReport(report) + '\n');
+      } finally {
+        await source.close();
+      }
+    });
+}
+
+export function formatReport(report: SquashReport): string {
+  const { bytes, layers, phasesMs } = report;
+  const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  return [
+    `squashed ${report.source} -> ${report.destination}`,
+    `  manifest ${report.manifestDigest}`,
+    '',
+    table([
+      ['', 'BEFORE', 'AFTER'],
+      ['layers', String(layers.before), String(layers.after)],
+      ['compressed', formatBytes(bytes.compressedBefore), formatBytes(bytes.compressedAfter)],
+      ['uncompressed', formatBytes(bytes.uncompressedBefore), formatBytes(bytes.uncompressedAfter)],
+      ['entries / files', String(report.entriesBefore), String(report.files)],
+    ]),
+    '',
+    `  shadowed content removed: ${formatBytes(report.shadowedBytes)}`,
+    `  time: index ${seconds(phasesMs.index)}, merge ${seconds(phasesMs.merge)}, write ${seconds(phasesMs.write)}, push ${seconds(phasesMs.push)}; total ${seconds(phasesMs.total)}`,
+  ].join('\n');
+}
+
+function squashProgress(options: OutputOptions): { update: (event: SquashProgress) => void; stop: () => void } {
+  if (options.json || options.quiet || !process.stderr.isTTY) return { update: () => {}, stop: () => {} };
+  const bar = new cliProgress.SingleBar({ stream: process.stderr, format: '{phase} [{bar}] {percentage}% {detail}', hideCursor: true, clearOnComplete: true, barsize: 30 }, cliProgress.Presets.shades_classic);
+  bar.start(1, 0, { phase: 'index', detail: '' });
+  return {
+    update: (event) => {
+      if (event.phase === 'index') {
+        bar.setTotal(event.layers);
+        bar.update(event.layersDone, { phase: 'reading layers', detail: `${event.layersDone}/${event.layers}` });
+      } else if (event.phase === 'write') {
+        bar.setTotal(Math.max(1, event.totalBytes));
+        bar.update(event.bytes, { phase: 'writing      ', detail: `${formatBytes(event.bytes)} / ${formatBytes(event.totalBytes)}` });
+      } else {
+        bar.setTotal(event.blobs);
+        bar.update(event.blobsDone, { phase: 'pushing      ', detail: `${event.blobsDone}/${event.blobs} blobs` });
+      }
+    },
+    stop: () => bar.stop(),
+  };
+}
+
+function parseCompression(value: string): Compression {
+  if (value === 'gzip' || value === 'zstd' || value === 'none') return value;
+  throw new BuildfleetError('usage', `--compression must be gzip, zstd or none, got "${value}"`);
+}
+
+function nonNegativeInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new BuildfleetError('usage', `${flag} must be a whole number of seconds, got "${value}"`);
+  return n;
+}

@@ -1,0 +1,166 @@
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { sha256Digest } from '../oci/digest.js';
+import { BuildfleetError } from '../oci/errors.js';
+import { configMediaType, formatOfManifestMediaType, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
+import { formatReference } from '../oci/reference.js';
+import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
+import type { ImageDestination, ImageSource } from '../transports/types.js';
+import { buildManifest } from '../copy/copy.js';
+import { mergeLayers } from './merge.js';
+import { planSquash } from './plan.js';
+import { indexLayers, writeOutputs, type OutputLayer } from './passes.js';
+
+export const SOURCE_LABEL = 'io.buildfleet.squash.source';
+
+export type SquashOptions = {
+  /** Output layers (K): 1 is the classic squash; more are size-balanced with disjoint paths. */
+  layers?: number;
+  compression?: Compression;
+  level?: number;
+  sourceDateEpoch?: number;
+  platform?: Platform;
+  tmpDir?: string;
+  onProgress?: (event: SquashProgress) => void;
+};
+
+export type SquashProgress =
+  | { phase: 'index'; layersDone: number; layers: number }
+  | { phase: 'write'; bytes: number; totalBytes: number }
+  | { phase: 'push'; blobsDone: number; blobs: number };
+
+export type SquashReport = {
+  source: string;
+  destination: string;
+  manifestDigest: string;
+  layers: { before: number; after: number };
+  bytes: { compressedBefore: number; compressedAfter: number; uncompressedBefore: number; uncompressedAfter: number };
+  files: number;
+  entriesBefore: number;
+  shadowedBytes: number;
+  outputLayers: Array<{ digest: string; diffId: string; size: number; uncompressedSize: number }>;
+  phasesMs: { resolve: number; index: number; merge: number; write: number; push: number; total: number };
+};
+
+/**
+ * Squashes an image into one or K layers: exact OCI layer semantics (./merge.ts), bounded memory
+ * (two streaming passes, ./passes.ts), compression on all cores, then blobs, config and manifest
+ * to the destination, manifest last. On failure the destination is aborted and temp files go.
+ */
+export async function squashImage(source: ImageSource, destination: ImageDestination, options: SquashOptions = {}): Promise<SquashReport> {
+  const progress = options.onProgress ?? (() => {});
+  const started = performance.now();
+  const lap = (() => {
+    let last = started;
+    return () => {
+      const now = performance.now();
+      const ms = Math.round(now - last);
+      last = now;
+      return ms;
+    };
+  })();
+  const work = await mkdtemp(join(options.tmpDir ?? tmpdir(), 'buildfleet-squash-'));
+  try {
+    const image = await source.resolve(options.platform ? { platform: options.platform } : {});
+    const { layers } = image.manifest;
+    const diffIds = image.config.rootfs.diff_ids;
+    if (layers.length !== diffIds.length) {
+      throw new BuildfleetError('format', `${formatReference(source.reference)}: manifest has ${layers.length} layers but the config lists ${diffIds.length} diff_ids`);
+    }
+    const resolveMs = lap();
+
+    let indexed = 0;
+    const index = await indexLayers(source, layers, diffIds, () => progress({ phase: 'index', layersDone: ++indexed, layers: layers.length }));
+    const indexMs = lap();
+
+    const merged = mergeLayers(index.map((layer) => layer.entries));
+    const plan = planSquash(merged, layers.length, { layers: options.layers ?? 1 });
+    const mergeMs = lap();
+
+    const compression = options.compression ?? 'gzip';
+    const totalBytes = plan.outputBytes.reduce((a, b) => a + b, 0);
+    let written = 0;
+    const outputs = await writeOutputs(source, layers, diffIds, plan, {
+      compression,
+      tmpDir: work,
+      ...(options.level !== undefined && { level: options.level }),
+      ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
+      onBytes: (bytes) => progress({ phase: 'write', bytes: (written += bytes), totalBytes }),
+    });
+    const writeMs = lap();
+
+    const format = destination.preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : destination.preferences.manifestFormat;
+    const config = squashedConfig(image.config, outputs, layers.length, image.manifestDigest, options);
+    const configBytes = Buffer.from(JSON.stringify(config));
+    const configDescriptor: Descriptor = { mediaType: configMediaType(format), digest: sha256Digest(configBytes), size: configBytes.length };
+    const layerDescriptors: Descriptor[] = [];
+    let pushed = 0;
+    const blobs = outputs.length + 1;
+    for (const output of outputs) {
+      const descriptor: Descriptor = { mediaType: layerMediaType(format, compression), digest: output.digest, size: output.size };
+      if (!(await destination.hasBlob(descriptor))) {
+        await destination.putBlob(async () => createReadStream(output.path), { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size });
+      }
+      layerDescriptors.push(descriptor);
+      progress({ phase: 'push', blobsDone: ++pushed, blobs });
+    }
+    if (!(await destination.hasBlob(configDescriptor))) {
+      await destination.putBlob(async () => Readable.from([configBytes]), { mediaType: configDescriptor.mediaType, digest: configDescriptor.digest, size: configDescriptor.size });
+    }
+    progress({ phase: 'push', blobsDone: ++pushed, blobs });
+    const manifestDigest = await destination.putManifest(buildManifest(format, configDescriptor, layerDescriptors), manifestMediaType(format));
+    await destination.commit();
+    const pushMs = lap();
+
+    return {
+      source: formatReference(source.reference),
+      destination: formatReference(destination.reference),
+      manifestDigest,
+      layers: { before: layers.length, after: outputs.length },
+      bytes: {
+        compressedBefore: layers.reduce((sum, layer) => sum + layer.size, 0),
+        compressedAfter: outputs.reduce((sum, output) => sum + output.size, 0),
+        uncompressedBefore: index.reduce((sum, layer) => sum + layer.uncompressedBytes, 0),
+        uncompressedAfter: outputs.reduce((sum, output) => sum + output.uncompressedSize, 0),
+      },
+      files: plan.files,
+      entriesBefore: merged.inputEntries,
+      shadowedBytes: merged.shadowedBytes,
+      outputLayers: outputs.map(({ digest, diffId, size, uncompressedSize }) => ({ digest, diffId, size, uncompressedSize })),
+      phasesMs: { resolve: resolveMs, index: indexMs, merge: mergeMs, write: writeMs, push: pushMs, total: Math.round(performance.now() - started) },
+    };
+  } catch (err) {
+    await destination.abort().catch(() => {});
+    throw err;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The squashed image's config: runtime config kept, diff_ids replaced, every old history entry
+ * kept but marked empty, then one entry per output layer; a label names the source manifest.
+ * Its `created` time is the source's (or SOURCE_DATE_EPOCH), so the same input gives the same bytes.
+ */
+export function squashedConfig(original: ImageConfig, outputs: Array<Pick<OutputLayer, 'diffId'>>, inputLayers: number, sourceDigest: string, options: Pick<SquashOptions, 'sourceDateEpoch'>): ImageConfig {
+  const created = options.sourceDateEpoch !== undefined ? new Date(options.sourceDateEpoch * 1000).toISOString() : original.created;
+  const history: HistoryEntry[] = (original.history ?? []).map((entry) => ({ ...entry, empty_layer: true }));
+  outputs.forEach((_, k) => {
+    history.push({
+      ...(created && { created }),
+      created_by: `buildfleet image squash: ${inputLayers} layers into ${outputs.length}${outputs.length > 1 ? ` (part ${k + 1})` : ''}`,
+      comment: `squashed from ${sourceDigest}`,
+    });
+  });
+  const runtime = original.config ?? {};
+  return {
+    ...original,
+    ...(created && { created }),
+    config: { ...runtime, Labels: { ...(runtime.Labels ?? {}), [SOURCE_LABEL]: sourceDigest } },
+    rootfs: { type: 'layers', diff_ids: outputs.map((output) => output.diffId) },
+    history,
+  };
+}

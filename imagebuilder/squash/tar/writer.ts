@@ -1,0 +1,243 @@
+import { posix } from 'node:path';
+import { Readable } from 'node:stream';
+import { BuildfleetError } from '../../oci/errors.js';
+import { normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
+import {
+  BLOCK,
+  ZERO_BLOCK,
+  encodePaxRecord,
+  formatNumeric,
+  formatPaxTime,
+  isAscii,
+  octalMax,
+  padding,
+  setChecksum,
+  toAscii,
+} from './fields.js';
+
+/**
+ * Deterministic tar writer: ustar headers as Go archive/tar (hence Docker) writes them, and a
+ * PAX 'x' record before an entry only when ustar cannot hold it (long or non-ASCII names, big
+ * ids or sizes, sub-second or negative times, atime/ctime, long owner names, xattrs, extra
+ * records). Same headers and bodies in, same bytes out.
+ */
+
+const TYPEFLAG: Record<TarEntryType, string> = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  directory: '5',
+  fifo: '6',
+};
+
+/** Keys the writer produces itself; paxExtra cannot override them. */
+const RESERVED = new Set(['path', 'linkpath', 'size', 'uid', 'gid', 'uname', 'gname', 'mtime', 'atime', 'ctime']);
+
+function writeString(block: Buffer, offset: number, length: number, text: string): void {
+  block.write(text, offset, length, 'utf8');
+}
+
+/** Go's splitUSTARPath: a name over 100 bytes may go as prefix (<= 155) + "/" + name (<= 100). */
+function splitUstar(name: string): { prefix: string; name: string } | undefined {
+  if (!isAscii(name)) return undefined;
+  if (name.length <= 100) return { prefix: '', name };
+  let length = name.length;
+  if (length > 156) length = 156;
+  else if (name[length - 1] === '/') length--;
+  const slash = name.lastIndexOf('/', length - 1);
+  const rest = name.length - slash - 1;
+  if (slash <= 0 || rest > 100 || rest === 0 || slash > 155) return undefined;
+  return { prefix: name.slice(0, slash), name: name.slice(slash + 1) };
+}
+
+/** A ustar header block with everything but the checksum; fields that do not fit are left to PAX. */
+function ustarBlock(name: string, flag: string, fields: { mode: number; uid: number; gid: number; size: number; mtime: number; linkname?: string; uname?: string; gname?: string; devmajor?: number; devminor?: number; prefix?: string }): Buffer {
+  const block = Buffer.alloc(BLOCK);
+  writeString(block, 0, 100, name);
+  formatNumeric(block, 100, 8, fields.mode);
+  formatNumeric(block, 108, 8, fields.uid);
+  formatNumeric(block, 116, 8, fields.gid);
+  formatNumeric(block, 124, 12, fields.size);
+  formatNumeric(block, 136, 12, fields.mtime);
+  block.write(flag, 156, 1, 'latin1');
+  writeString(block, 157, 100, fields.linkname ?? '');
+  block.write('ustar\x0000', 257, 8, 'latin1');
+  writeString(block, 265, 32, fields.uname ?? '');
+  writeString(block, 297, 32, fields.gname ?? '');
+  formatNumeric(block, 329, 8, fields.devmajor ?? 0);
+  formatNumeric(block, 337, 8, fields.devminor ?? 0);
+  writeString(block, 345, 155, fields.prefix ?? '');
+  setChecksum(block);
+  return block;
+}
+
+/** Go archive/tar's name for the PAX header of NAME: "DIR/PaxHeaders.0/FILE", ASCII, <= 100 bytes. */
+function paxHeaderName(name: string): string {
+  const slash = name.lastIndexOf('/');
+  const joined = posix.join(name.slice(0, slash + 1) || '.', 'PaxHeaders.0', name.slice(slash + 1));
+  return Buffer.from(toAscii(joined), 'latin1').subarray(0, 100).toString('latin1').replace(/\/+$/, '');
+}
+
+/** Header blocks (PAX record entry if needed, then ustar) for one entry. */
+export function encodeHeader(header: TarHeader): Buffer {
+  const bad = (why: string) => new BuildfleetError('format', `tar writer: entry "${header.path}": ${why}`);
+  const path = normaliseEntryPath(header.path);
+  if (path === undefined) throw bad('path escapes the root');
+  if (path === '' && header.type !== 'directory') throw bad('empty path');
+  if (header.type !== 'file' && header.size !== 0) throw bad(`a ${header.type} has size ${header.size}`);
+  const checkInt = (value: number, field: string) => {
+    if (!Number.isSafeInteger(value) || value < 0) throw bad(`invalid ${field} ${value}`);
+  };
+  for (const field of ['uid', 'gid', 'size', 'mode'] as const) checkInt(header[field], field);
+
+  const pax = new Map<string, Buffer>();
+  const name = path === '' ? './' : header.type === 'directory' ? `${path}/` : path;
+  const split = splitUstar(name);
+  if (!split) pax.set('path', Buffer.from(name, 'utf8'));
+  const truncate = (text: string, bytes: number) => Buffer.from(toAscii(text), 'latin1').subarray(0, bytes).toString('latin1');
+
+  let linkname = header.linkname ?? '';
+  if (header.type === 'hardlink') {
+    const target = normaliseEntryPath(linkname);
+    if (!target) throw bad(`hardlink target "${linkname}" is not inside the root`);
+    linkname = target;
+  } else if (header.type !== 'symlink') linkname = '';
+  if (linkname.length > 100 || !isAscii(linkname)) pax.set('linkpath', Buffer.from(linkname, 'utf8'));
+
+  const ids: Array<['uid' | 'gid', number]> = [['uid', header.uid], ['gid', header.gid]];
+  for (const [key, value] of ids) if (value > octalMax(8)) pax.set(key, Buffer.from(String(value)));
+  if (header.size > octalMax(12)) pax.set('size', Buffer.from(String(header.size)));
+  for (const key of ['uname', 'gname'] as const) {
+    const value = header[key] ?? '';
+    if (Buffer.byteLength(value) > 32 || !isAscii(value)) pax.set(key, Buffer.from(value, 'utf8'));
+  }
+
+  const { mtime, atime, ctime } = header;
+  for (const time of [mtime, atime, ctime]) {
+    if (time && (!Number.isSafeInteger(time.sec) || !Number.isInteger(time.nsec) || time.nsec < 0 || time.nsec >= 1e9)) throw bad(`invalid time ${JSON.stringify(time)}`);
+  }
+  if (mtime.nsec !== 0 || mtime.sec < 0 || mtime.sec > octalMax(12) || atime || ctime) pax.set('mtime', Buffer.from(formatPaxTime(mtime)));
+  if (atime) pax.set('atime', Buffer.from(formatPaxTime(atime)));
+  if (ctime) pax.set('ctime', Buffer.from(formatPaxTime(ctime)));
+
+  for (const [key, value] of header.xattrs) {
+    if (key === '' || key.includes('=') || key.includes('\0')) throw bad(`invalid xattr name ${JSON.stringify(key)}`);
+    pax.set(`SCHILY.xattr.${key}`, value);
+  }
+  for (const [key, value] of header.paxExtra ?? []) {
+    if (RESERVED.has(key) || key.startsWith('SCHILY.xattr.') || key.startsWith('GNU.sparse.') || pax.has(key)) continue;
+    if (key === '' || key.includes('=')) throw bad(`invalid PAX key ${JSON.stringify(key)}`);
+    pax.set(key, value);
+  }
+
+  const device = header.type === 'char' || header.type === 'block';
+  const block = ustarBlock(split ? split.name : truncate(name, 100), TYPEFLAG[header.type], {
+    mode: header.mode & 0o7777,
+    uid: header.uid,
+    gid: header.gid,
+    size: header.size,
+    mtime: Math.min(Math.max(mtime.sec, 0), octalMax(12)),
+    linkname: truncate(linkname, 100),
+    uname: truncate(header.uname ?? '', 32),
+    gname: truncate(header.gname ?? '', 32),
+    devmajor: device ? (header.devmajor ?? 0) : 0,
+    devminor: device ? (header.devminor ?? 0) : 0,
+    prefix: split?.prefix ?? '',
+  });
+  if (pax.size === 0) return block;
+
+  // Records sorted by key bytes (as Go does), so the output does not depend on Map order.
+  const keys = [...pax.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  const data = Buffer.concat(keys.map((key) => encodePaxRecord(key, pax.get(key)!)));
+  const paxBlock = ustarBlock(paxHeaderName(name), 'x', { mode: 0, uid: 0, gid: 0, size: data.length, mtime: 0 });
+  return Buffer.concat([paxBlock, data, Buffer.alloc(padding(data.length)), block]);
+}
+
+export class TarWriter {
+  /** The archive bytes; read it (or pipe it) while adding entries, or `add` waits. */
+  readonly stream: Readable;
+  private wake: (() => void) | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private finished = false;
+
+  constructor(options: { highWaterMark?: number } = {}) {
+    this.stream = new Readable({
+      highWaterMark: options.highWaterMark ?? 1 << 20,
+      read: () => this.resume(),
+      destroy: (err, callback) => {
+        this.resume();
+        callback(err);
+      },
+    });
+  }
+
+  private resume(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private checkOpen(): void {
+    if (this.stream.destroyed) throw (this.stream.errored as Error | null) ?? new Error('tar writer: output stream was closed');
+  }
+
+  private async push(chunk: Buffer): Promise<void> {
+    this.checkOpen();
+    if (!this.stream.push(chunk)) {
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.checkOpen();
+    }
+  }
+
+  /** Calls run one after another, in call order. */
+  private serial(task: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Appends an entry; `body` (files only) must hold exactly header.size bytes. */
+  add(header: TarHeader, body?: Readable | Buffer): Promise<void> {
+    return this.serial(async () => {
+      if (this.finished) throw new Error('tar writer: add after finish');
+      if (body && header.type !== 'file') throw new BuildfleetError('format', `tar writer: entry "${header.path}" is a ${header.type} and cannot have a body`);
+      await this.push(encodeHeader(header));
+      let written = 0;
+      const mismatch = (count: string) => new BuildfleetError('integrity', `tar writer: entry "${header.path}" has ${count} bytes of content, its header says ${header.size}`);
+      if (Buffer.isBuffer(body)) {
+        if (body.length !== header.size) throw this.fail(mismatch(String(body.length)));
+        if (body.length > 0) await this.push(body);
+        written = body.length;
+      } else if (body) {
+        for await (const chunk of body as AsyncIterable<Buffer | string>) {
+          const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+          written += bytes.length;
+          if (written > header.size) throw this.fail(mismatch(`more than ${header.size}`));
+          if (bytes.length > 0) await this.push(bytes);
+        }
+      }
+      if (written !== header.size) throw this.fail(mismatch(String(written)));
+      const pad = padding(header.size);
+      if (pad > 0) await this.push(ZERO_BLOCK.subarray(0, pad));
+    });
+  }
+
+  /** A wrong body leaves a broken archive behind: nobody may use it. */
+  private fail(err: Error): Error {
+    // Without listeners an 'error' event would crash the process; the caller gets `err` anyway.
+    if (!this.stream.destroyed) this.stream.destroy(this.stream.listenerCount('error') > 0 ? err : undefined);
+    return err;
+  }
+
+  /** Writes the two zero blocks that end the archive and ends the stream. */
+  finish(): Promise<void> {
+    return this.serial(async () => {
+      if (this.finished) return;
+      this.finished = true;
+      await this.push(Buffer.alloc(2 * BLOCK));
+      this.stream.push(null);
+    });
+  }
+}
