@@ -40,11 +40,18 @@ export function recompress(source: Readable, from: Compression, to: Compression,
   return stream;
 }
 
-/** Like pipe(), but an error anywhere upstream reaches the end of the chain. */
+/** Like pipe(), but an error anywhere upstream reaches the end of the chain, as one clear line. */
 export function pipeOn<T extends Transform | Duplex>(source: Readable, next: T): T {
-  source.once('error', (err) => next.destroy(err));
+  source.once('error', (err) => next.destroy(explainStreamError(err)));
   source.pipe(next);
   return next;
+}
+
+/** zlib's errors ("invalid distance too far back", "unexpected end of file") mean corrupt or cut-off data. */
+export function explainStreamError(err: Error): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (err instanceof BuildfleetError || typeof code !== 'string' || !code.startsWith('Z_')) return err;
+  return new BuildfleetError('integrity', `corrupt or truncated compressed data: ${err.message}`, { cause: err });
 }
 
 /**

@@ -7,7 +7,7 @@ import { DigestStream, VerifyingStream } from '../oci/digest.js';
 import { layerCompression, type Compression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/schemas.js';
 import type { ImageSource } from '../transports/types.js';
-import { compressor, decompressor, pipeOn } from '../copy/codecs.js';
+import { ByteCounter, compressor, decompressor, pipeOn } from '../copy/codecs.js';
 import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
@@ -26,8 +26,8 @@ import type { TarHeader, TarTime } from './tar/entry.js';
  * A layer's uncompressed tar, verified twice: the blob against its digest (by the source), the
  * tar against its diff_id (here; the stream fails at its end instead of ending on a mismatch).
  */
-async function openLayerTar(source: ImageSource, layer: Descriptor, diffId: string, what: string): Promise<VerifyingStream> {
-  const blob = await source.openBlob(layer);
+async function openLayerTar(source: ImageSource, layer: Descriptor, diffId: string, what: string, verifyBlob = true): Promise<VerifyingStream> {
+  const blob = await source.openBlob(layer, { verify: verifyBlob });
   const tar = pipeOn(blob, decompressor(layerCompression(layer.mediaType)));
   return pipeOn(tar, new VerifyingStream(diffId, undefined, `${what}: uncompressed tar`));
 }
@@ -116,7 +116,8 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
     for (const [index, layer] of layers.entries()) {
       const actions = plan.actions[index]!;
       const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
-      const tar = await openLayerTar(source, layer, diffIds[index] ?? '', what);
+      // Pass 1 verified the blob; the diff_id check alone proves the content is the same again.
+      const tar = await openLayerTar(source, layer, diffIds[index] ?? '', what, false);
       let ordinal = 0;
       for await (const entry of readTar(tar, { what })) {
         if (failed) throw failed;
@@ -126,9 +127,10 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
           continue;
         }
         const [first, ...links] = list;
-        const body = first!.header.type === 'file' ? entry.body : undefined;
+        // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
+        const isFile = first!.header.type === 'file';
+        const body = !isFile ? undefined : options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
         if (!body) entry.body.resume();
-        else if (options.onBytes) entry.body.on('data', (chunk: Buffer) => options.onBytes!(chunk.length));
         await writers[first!.output]!.add(outputHeader(first!.header, options.sourceDateEpoch), body);
         for (const link of links) await writers[link.output]!.add(outputHeader(link.header, options.sourceDateEpoch));
       }

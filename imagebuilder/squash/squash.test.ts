@@ -1,0 +1,133 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import tar from 'tar-stream';
+import { gzipSync } from 'node:zlib';
+import { tempDir } from '../../test/helpers/real.js';
+import { generateImage } from '../../bench/image-generator.js';
+import { sha256Digest } from '../oci/digest.js';
+import { BuildfleetError } from '../oci/errors.js';
+import { MediaType } from '../oci/media-types.js';
+import { buildManifest } from '../copy/copy.js';
+import { openDestination, openSource } from '../transports/index.js';
+import { squashImage, type SquashOptions, type SquashProgress } from './squash.js';
+import { readTar } from './tar/reader.js';
+
+// No daemon: images are generated into OCI layouts; the Docker oracle suite is in conformance/.
+let work: { path: string; remove(): Promise<void> };
+let layout: string;
+
+before(async () => {
+  work = await tempDir();
+  layout = join(work.path, 'input');
+  await generateImage(await openDestination(`oci:${layout}:v1`), { layers: 6, totalBytes: 6_000_000, filesPerLayer: 50, format: 'oci' });
+});
+
+after(async () => {
+  await work?.remove();
+});
+
+async function squash(src: string, dst: string, options: SquashOptions = {}) {
+  return squashImage(await openSource(src), await openDestination(dst), { tmpDir: work.path, ...options });
+}
+
+test('progress counts every content byte, with or without compression', async () => {
+  for (const compression of ['none', 'gzip'] as const) {
+    const events: SquashProgress[] = [];
+    const report = await squash(`oci:${layout}:v1`, `oci:${join(work.path, 'progress')}:${compression}`, { compression, onProgress: (e) => events.push(e) });
+    const writes = events.filter((e) => e.phase === 'write');
+    const last = writes[writes.length - 1];
+    assert.ok(last && last.phase === 'write' && last.bytes === last.totalBytes && last.totalBytes > 5_000_000, `${compression}: ${JSON.stringify(last)}`);
+    assert.equal(events.filter((e) => e.phase === 'index').length, 6);
+    assert.equal(report.layers.after, 1);
+  }
+});
+
+test('diff_ids do not depend on the compressor; zstd reads back through our own source to the same tree', async () => {
+  const reports = [];
+  for (const compression of ['none', 'gzip', 'zstd'] as const) {
+    reports.push(await squash(`oci:${layout}:v1`, `oci:${join(work.path, 'codecs')}:${compression}`, { compression, layers: 3 }));
+  }
+  const diffIds = reports.map((r) => r.outputLayers.map((l) => l.diffId));
+  assert.deepEqual(diffIds[1], diffIds[0]);
+  assert.deepEqual(diffIds[2], diffIds[0]);
+  const zstdImage = await (await openSource(`oci:${join(work.path, 'codecs')}:zstd`)).resolve();
+  assert.ok(zstdImage.manifest.layers.every((l) => l.mediaType === MediaType.ociLayerZstd));
+  // Read the zstd image back through our own source (and the zstd decoder): the tree is the original's.
+  assert.deepEqual(await flatTree(`oci:${join(work.path, 'codecs')}:zstd`), await flatTree(`oci:${layout}:v1`));
+});
+
+/** Every entry of an image's merged tree with its content digest, by squashing it flat and reading that tar. */
+async function flatTree(ref: string): Promise<string[]> {
+  const flat = `oci:${join(work.path, 'flat')}:${Math.random().toString(36).slice(2)}`;
+  await squash(ref, flat, { compression: 'none' });
+  const source = await openSource(flat);
+  const image = await source.resolve();
+  const lines: string[] = [];
+  for await (const { header, body } of readTar(await source.openBlob(image.manifest.layers[0]!))) {
+    const content = header.type === 'file' ? sha256Digest(await buffer(body)) : (body.resume(), '');
+    lines.push([header.path, header.type, header.mode.toString(8), header.uid, header.gid, header.size, header.linkname ?? '', content].join(' '));
+  }
+  return lines.sort();
+}
+
+test('the same input and options give the same bytes', async () => {
+  const a = await squash(`oci:${layout}:v1`, `oci:${join(work.path, 'det')}:a`, { layers: 2, sourceDateEpoch: 1_600_000_000 });
+  const b = await squash(`oci:${layout}:v1`, `oci:${join(work.path, 'det')}:b`, { layers: 2, sourceDateEpoch: 1_600_000_000 });
+  assert.equal(a.manifestDigest, b.manifestDigest);
+  const config = JSON.parse((await (await openSource(`oci:${join(work.path, 'det')}:a`)).resolve()).configBytes.toString());
+  assert.equal(config.created, '2020-09-13T12:26:40.000Z');
+  assert.equal(config.history.filter((h: { empty_layer?: boolean }) => !h.empty_layer).length, 2, 'one non-empty history entry per output layer');
+  assert.equal(config.history.filter((h: { empty_layer?: boolean }) => h.empty_layer).length, 6, 'old entries kept, marked empty');
+});
+
+/** An OCI layout with hand-made layers (uncompressed tars, gzipped here). */
+async function imageOf(name: string, layers: Buffer[], tamper?: (blobs: Buffer[]) => void, compress: (layer: Buffer) => Buffer = gzipSync): Promise<string> {
+  const dir = join(work.path, name);
+  const destination = await openDestination(`oci:${dir}:v1`);
+  const blobs = layers.map(compress);
+  const descriptors = blobs.map((blob) => ({ mediaType: MediaType.ociLayerGzip, digest: sha256Digest(blob), size: blob.length }));
+  tamper?.(blobs);
+  for (const [i, blob] of blobs.entries()) await destination.putBlob(async () => Readable.from([blob]), { mediaType: MediaType.ociLayerGzip });
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => sha256Digest(l)) } }));
+  const configDescriptor = await destination.putBlob(async () => Readable.from([config]), { mediaType: MediaType.ociConfig });
+  const manifest = buildManifest('oci', configDescriptor, descriptors);
+  // A tampered blob is stored under its new digest: write the manifest by hand so it names the old one.
+  if (tamper) {
+    const { writeFile, mkdir } = await import('node:fs/promises');
+    for (const [i, blob] of blobs.entries()) {
+      await mkdir(join(dir, 'blobs/sha256'), { recursive: true });
+      await writeFile(join(dir, 'blobs/sha256', descriptors[i]!.digest.slice(7)), blob);
+    }
+  }
+  await destination.putManifest(manifest, MediaType.ociManifest);
+  await destination.commit();
+  return `oci:${dir}:v1`;
+}
+
+async function tarOf(entries: Array<{ name: string; type?: 'file' | 'link' | 'directory'; linkname?: string; body?: string }>): Promise<Buffer> {
+  const pack = tar.pack();
+  for (const e of entries) pack.entry({ name: e.name, type: e.type ?? 'file', ...(e.linkname && { linkname: e.linkname }), mtime: new Date(0) }, e.body ?? '');
+  pack.finalize();
+  return buffer(pack as unknown as Readable);
+}
+
+async function rejectsCleanly(src: string, pattern: RegExp, kind: string): Promise<void> {
+  const out = join(work.path, `out-${Math.random().toString(36).slice(2)}`);
+  await assert.rejects(squash(src, `oci:${out}:v1`), (err: unknown) => err instanceof BuildfleetError && err.kind === kind && pattern.test(err.message) && !err.message.includes('\n'));
+  if (existsSync(join(out, 'index.json'))) assert.deepEqual(JSON.parse(await readFile(join(out, 'index.json'), 'utf8')).manifests, [], 'no image at the destination');
+}
+
+test('bad input: a path escaping the root, a hardlink to nothing, a corrupt or truncated layer', async () => {
+  await rejectsCleanly(await imageOf('escape', [await tarOf([{ name: '../etc/evil', body: 'x' }])]), /\.\.\/etc\/evil|escap/i, 'format');
+  await rejectsCleanly(await imageOf('dangling', [await tarOf([{ name: 'a', body: 'x' }]), await tarOf([{ name: 'b', type: 'link', linkname: 'nowhere' }])]), /hardlink b -> nowhere/, 'format');
+  const good = [await tarOf([{ name: 'f', body: 'hello '.repeat(1000) }])];
+  await rejectsCleanly(await imageOf('corrupt', good, (blobs) => { const blob = blobs[0]!; blob[blob.length - 20] = blob[blob.length - 20]! ^ 0xff; }), /digest|does not match|corrupt/i, 'integrity');
+  // A cut-off gzip stream whose digest is right: only decompression can tell.
+  const cutOff = (layer: Buffer) => { const gz = gzipSync(layer); return gz.subarray(0, gz.length - 12); };
+  await rejectsCleanly(await imageOf('truncated', good, undefined, cutOff), /truncated|unexpected end/i, 'integrity');
+});
