@@ -15,7 +15,9 @@ const WINDOW = 32 * 1024;
 const HEADER = Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03]); // no name, mtime 0, OS unix: as Node's gzip
 
 function deflateBlock(block: Buffer, dictionary: Buffer | undefined, level: number, last: boolean): Promise<Buffer> {
-  const options: ZlibOptions = { level, finishFlush: last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH, ...(dictionary && { dictionary }) };
+  // One output chunk per block: zlib's default 16 KiB chunks cost a main-thread callback each.
+  const chunkSize = Math.max(64 * 1024, block.length + (block.length >> 3) + 1024);
+  const options: ZlibOptions = { level, chunkSize, finishFlush: last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH, ...(dictionary && { dictionary }) };
   return new Promise((resolve, reject) => deflateRaw(block, options, (err, out) => (err ? reject(err) : resolve(out))));
 }
 

@@ -14,7 +14,7 @@ export function decompressor(compression: Compression): Transform | Duplex {
     case 'none':
       return new PassThrough();
     case 'gzip':
-      return createGunzip();
+      return createGunzip({ chunkSize: 256 * 1024 }); // fewer, larger chunks: less per-chunk overhead on the main thread
     case 'zstd':
       return processStream('zstd', ['-d', '-c', '-q']);
   }

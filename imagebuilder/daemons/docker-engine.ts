@@ -68,6 +68,10 @@ export class DockerEngine {
     return this.dockerd?.pid;
   }
 
+  get containerdPid(): number | undefined {
+    return this.containerd?.pid;
+  }
+
   get containerdSocket(): string {
     return join(this.root, 'containerd.sock');
   }

@@ -1,0 +1,127 @@
+import { existsSync } from 'node:fs';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder/daemons/index.js';
+import { openDestination, openSource } from '../imagebuilder/transports/index.js';
+import { copyImage } from '../imagebuilder/copy/copy.js';
+import { digestHex } from '../imagebuilder/oci/digest.js';
+import { repoRoot, tempDir } from '../test/helpers/real.js';
+import { writeSquashBenchContext, type SquashBenchImage } from './squash-image.js';
+import { markdownTable } from './stats.js';
+
+/**
+ * Registry -> registry squash + push: `buildfleet image squash` against `docker build --squash`
+ * (experimental daemon, every build step cached, so it only squashes) + `docker push`, and the
+ * floor: decompress every input layer, then compress the squashed tar, with pigz on all cores.
+ * docker squashes only the layers above FROM (here: all but the busybox base); buildfleet
+ * squashes them all, base included.
+ */
+export type SquashRow = { what: string; wallS: number; cpuS: number; peakRssMb?: number };
+export type SquashBenchResult = { image: SquashBenchImage & { inputLayers: number; compressedBytes: number }; rows: SquashRow[]; table: string };
+
+function cliCommand(): string[] {
+  const built = join(repoRoot, 'dist', 'cli', 'main.js');
+  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts')];
+}
+
+/** CPU seconds a process has used so far (utime + stime, clock ticks of 100 Hz). */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function peakRssMb(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  const match = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) / 1024 : undefined;
+}
+
+/** Runs a command under /usr/bin/time: wall, CPU (user + sys) and peak RSS of it and its children. */
+async function timed(command: string, args: string[], env: Record<string, string> = {}): Promise<SquashRow & { stdout: string }> {
+  const result = await execa('/usr/bin/time', ['-f', 'BFTIME %e %U %S %M', command, ...args], { env, reject: false });
+  const line = result.stderr.split('\n').find((l) => l.startsWith('BFTIME '));
+  if (result.exitCode !== 0 || !line) throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr.slice(-500)}`);
+  const [, wall, user, sys, rss] = line.split(' ').map(Number) as [unknown, number, number, number, number];
+  return { what: '', wallS: wall, cpuS: user + sys, peakRssMb: rss / 1024, stdout: result.stdout };
+}
+
+export async function benchSquash(image: SquashBenchImage, log: (line: string) => void = () => {}): Promise<SquashBenchResult> {
+  const work = await tempDir('buildfleet-bench-squash-');
+  let engine: DockerEngine | undefined;
+  let registry: RegistryServer | undefined;
+  try {
+    [engine, registry] = await Promise.all([DockerEngine.start({ root: join(work.path, 'engine'), experimental: true }), RegistryServer.start({ root: join(work.path, 'registry') })]);
+    await importBusyboxBase(engine.docker, 'bench/base:latest');
+    log(`writing a ${image.layers}-layer, ${(image.totalBytes / 1e9).toFixed(2)} GB, ${image.files}-file build context`);
+    const context = join(work.path, 'context');
+    await writeSquashBenchContext(context, image, 'bench/base:latest');
+    const env = { DOCKER_HOST: engine.host };
+    log('docker build (layered; fills the build cache)');
+    await execa('docker', ['build', '--network', 'none', '-q', '-t', 'bench/image:layered', context], { env });
+    const layered = `${registry.host}/bench/image:layered`;
+    await copyImage(await openSource('docker-daemon:bench/image:layered', { docker: engine.docker, tmpDir: work.path }), await openDestination(layered));
+    const inspect = JSON.parse((await execa(process.execPath, [...cliCommand(), '--json', 'image', 'inspect', layered])).stdout) as { layers: Array<{ digest: string; size: number }> };
+
+    log('buildfleet image squash (registry -> registry)');
+    const ours = await timed(process.execPath, [...cliCommand(), '--json', 'image', 'squash', layered, `${registry.host}/bench/image:squashed`]);
+    const report = JSON.parse(ours.stdout) as { bytes: { uncompressedAfter: number; compressedAfter: number } };
+
+    log('docker build --squash + docker push');
+    const daemonPids = [engine.dockerdPid, engine.containerdPid];
+    const cpuBefore = (await Promise.all(daemonPids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+    const dockerStarted = performance.now();
+    await execa('docker', ['build', '--squash', '--network', 'none', '-q', '-t', `${registry.host}/bench/image:docker-squashed`, context], { env });
+    await execa('docker', ['push', '-q', `${registry.host}/bench/image:docker-squashed`], { env });
+    const dockerWall = (performance.now() - dockerStarted) / 1000;
+    const cpuAfter = (await Promise.all(daemonPids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+    const dockerRss = await peakRssMb(engine.dockerdPid);
+
+    log('floor: pigz -d of the input layers, pigz of the squashed tar, all cores');
+    const cores = availableParallelism();
+    const blobDir = join(registry.storageDir, 'docker/registry/v2/blobs/sha256');
+    const blobPaths = inspect.layers.map((layer) => join(blobDir, digestHex(layer.digest).slice(0, 2), digestHex(layer.digest), 'data'));
+    const decompress = await timed('sh', ['-c', `printf '%s\\n' ${blobPaths.join(' ')} | xargs -P ${cores} -n 1 sh -c 'pigz -dc "$0" > /dev/null'`]);
+    const flat = join(work.path, 'flat');
+    await execa(process.execPath, [...cliCommand(), '--quiet', 'image', 'squash', '--compression', 'none', layered, `oci:${flat}:flat`]);
+    // The flat squash's largest blob is its one layer (the config and manifest are small).
+    let tarFile = '';
+    let largest = -1;
+    for (const name of await readdir(join(flat, 'blobs/sha256'))) {
+      const { size } = await stat(join(flat, 'blobs/sha256', name));
+      if (size > largest) [largest, tarFile] = [size, join(flat, 'blobs/sha256', name)];
+    }
+    const compress = await timed('sh', ['-c', `pigz -p ${cores} -6 -c ${tarFile} > /dev/null`]);
+    const floor: SquashRow = { what: `floor: pigz -d input + pigz -6 output (${cores} cores)`, wallS: decompress.wallS + compress.wallS, cpuS: decompress.cpuS + compress.cpuS };
+
+    const rows: SquashRow[] = [
+      { what: 'buildfleet image squash (incl. push)', wallS: ours.wallS, cpuS: ours.cpuS, ...(ours.peakRssMb !== undefined && { peakRssMb: ours.peakRssMb }) },
+      { what: 'docker build --squash + docker push (peer)', wallS: dockerWall, cpuS: cpuAfter - cpuBefore, ...(dockerRss !== undefined && { peakRssMb: dockerRss }) },
+      floor,
+    ];
+    const table = markdownTable(
+      ['', 'wall s', 'CPU s', 'peak RSS MB', 'docker / this', 'this / floor'],
+      rows.map((row) => [row.what, row.wallS.toFixed(1), row.cpuS.toFixed(1), row.peakRssMb !== undefined ? row.peakRssMb.toFixed(0) : '-', (dockerWall / row.wallS).toFixed(2), (row.wallS / floor.wallS).toFixed(2)]),
+    );
+    return {
+      image: { ...image, inputLayers: inspect.layers.length, compressedBytes: inspect.layers.reduce((s, l) => s + l.size, 0) },
+      rows,
+      table: `${table}\n\nsquashed: ${(report.bytes.uncompressedAfter / 1e9).toFixed(2)} GB uncompressed, ${(report.bytes.compressedAfter / 1e9).toFixed(2)} GB gzip. docker's RSS is dockerd's peak since start (VmHWM); its CPU is dockerd + containerd.`,
+    };
+  } finally {
+    await Promise.allSettled([engine?.stop(), registry?.stop()]);
+    await work.remove();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const arg = (name: string, fallback: number) => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  };
+  const image = { layers: arg('layers', 40), totalBytes: arg('mb', 1000) * 1e6, files: arg('files', 100_000) };
+  const result = await benchSquash(image, (line) => process.stderr.write(line + '\n'));
+  process.stdout.write(`registry -> registry squash + push: ${result.image.inputLayers} layers in, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, ${image.files} files\n\n${result.table}\n`);
+}
