@@ -8,7 +8,7 @@ import { positiveInt, transportOptions } from './options.js';
 import type { GlobalOptions } from './program.js';
 import { BuildfleetError, formatBytes, printJson, table, type OutputOptions } from './output.js';
 
-type SquashFlags = { layers: number; compression: Compression; level?: number; sourceDateEpoch?: number };
+type SquashFlags = { layers: number; fromLayer: number; compression: Compression; level?: number; sourceDateEpoch?: number };
 
 export function registerSquash(image: Command, globals: () => GlobalOptions): void {
   image
@@ -17,6 +17,7 @@ export function registerSquash(image: Command, globals: () => GlobalOptions): vo
     .argument('<dst>', 'where to write the squashed image (any transport)')
     .description('merge all layers into one (or K size-balanced layers with disjoint paths), dropping everything later layers deleted or replaced; runtime config and history kept')
     .option('--layers <k>', 'output layers: 1 is the classic squash; 4-8 let a runtime overlap download and extraction', (v) => positiveInt(v, '--layers'), 1)
+    .option('--from-layer <n>', 'squash only layers N..top (1-based, as `image inspect` numbers them); the layers below stay as they are', (v) => positiveInt(v, '--from-layer'), 1)
     .option('--compression <gzip|zstd|none>', 'layer compression (gzip uses every core)', parseCompression, 'gzip')
     .option('--level <n>', 'compression level (gzip 1-9, zstd 1-19)', (v) => positiveInt(v, '--level'))
     .option('--source-date-epoch <seconds>', 'clamp file times and the image creation time to this, for reproducible output (default: $SOURCE_DATE_EPOCH)', (v) => nonNegativeInt(v, '--source-date-epoch'))
@@ -32,6 +33,7 @@ export function registerSquash(image: Command, globals: () => GlobalOptions): vo
         try {
           report = await squashImage(source, destination, {
             layers: flags.layers,
+            fromLayer: flags.fromLayer,
             compression: flags.compression,
             ...(flags.level !== undefined && { level: flags.level }),
             ...(epoch !== undefined && { sourceDateEpoch: epoch }),

@@ -142,3 +142,22 @@ test('plans are deterministic', () => {
   const b = planSquash(mergeLayers(layers(spec)), 1, { layers: 3 });
   assert.deepEqual(a, b);
 });
+
+test('from-layer: whiteouts keep lower content hidden, topmost only, and kept layers are not re-emitted', () => {
+  const all = layers(
+    ['d:etc', 'f:etc/keep:1', 'f:etc/gone:1', 'd:old', 'f:old/a:1', 'f:old/b:1', 'd:dir', 'f:dir/x:1', 'f:file:1'],
+    [['.wh.old', 'wh'], ['etc/.wh.gone', 'wh'], ['dir', 'directory'], ['dir/.wh..wh..opq', 'wh'], 'f:dir/y:2', ['.wh.file', 'wh'], 'd:file', 'f:file/in:1'],
+  );
+  const merged = mergeLayers(all);
+  const lower = mergeLayers(all.slice(0, 1));
+  const plan = planSquash(merged, 2, { fromLayer: 1, lower });
+  assert.deepEqual(plan.whiteouts[0]!.map((h) => h.path), ['.wh.old', 'dir/.wh.x', 'etc/.wh.gone']);
+  assert.equal(plan.actions[0]!.size, 0, 'nothing of the kept layer is emitted');
+  assert.deepEqual([...plan.actions[1]!.values()].flat().map((a) => a.header.path).sort(), ['dir/y', 'file/in']);
+  assert.deepEqual(plan.directories[0]!.map((h) => h.path), ['dir', 'etc', 'file'], 'ancestors of whiteouts and entries, and replaced dirs');
+});
+
+test('from-layer: a hardlink from a squashed layer into a kept layer is refused clearly', () => {
+  const all = layers(['f:lib.so:5'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]);
+  assert.throws(() => planSquash(mergeLayers(all), 2, { fromLayer: 1, lower: mergeLayers(all.slice(0, 1)) }), /--from-layer 2: lib.so.1 in layer 2 is a hardlink to lib.so in kept layer 1/);
+});

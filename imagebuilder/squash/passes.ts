@@ -112,8 +112,10 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
   try {
     for (const [k, directories] of plan.directories.entries()) {
       for (const header of directories) await writers[k]!.add(outputHeader(header, options.sourceDateEpoch));
+      for (const whiteout of plan.whiteouts[k] ?? []) await writers[k]!.add(whiteout);
     }
     for (const [index, layer] of layers.entries()) {
+      if (index < plan.fromLayer) continue; // kept as it is
       const actions = plan.actions[index]!;
       const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
       // Pass 1 verified the blob; the diff_id check alone proves the content is the same again.

@@ -1,5 +1,5 @@
-import type { TarHeader } from './tar/entry.js';
-import { ancestorsOf } from './tar/entry.js';
+import { BuildfleetError } from '../oci/errors.js';
+import { WHITEOUT_PREFIX, ancestorsOf, baseName, parentOf, type TarHeader } from './tar/entry.js';
 import type { EntryRef, Inode, MergeResult, MergedNode } from './merge.js';
 
 /**
@@ -11,8 +11,12 @@ export type EmitAction = { output: number; header: TarHeader };
 
 export type SquashPlan = {
   outputs: number;
+  /** First input layer squashed (0-based); the ones below are kept unchanged. */
+  fromLayer: number;
   /** Per output layer: directory headers, sorted by path, parents before children. */
   directories: TarHeader[][];
+  /** Per output layer: whiteouts that keep lower (unsquashed) content hidden; empty for a full squash. */
+  whiteouts: TarHeader[][];
   /** Per input layer: entry ordinal -> what to write when that entry streams by (a file with its bytes, then its hardlinks). */
   actions: Array<Map<number, EmitAction[]>>;
   /** Per output layer: uncompressed content bytes, for balance reports. */
@@ -26,12 +30,20 @@ type Unit = { names: string[]; inode?: Inode; directory?: MergedNode; weight: nu
 const compareRefs = (a: EntryRef, b: EntryRef) => a.layer - b.layer || a.ordinal - b.ordinal;
 const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
-function unitsOf(merge: MergeResult): Unit[] {
+function unitsOf(merge: MergeResult, fromLayer: number): Unit[] {
   const byInode = new Map<number, { inode: Inode; names: Array<{ path: string; from: EntryRef }> }>();
   const parents = new Set<string>();
   for (const node of merge.nodes.values()) {
+    // Below fromLayer everything stays in the kept layers.
+    if (node.from.layer < fromLayer) continue;
     for (const ancestor of ancestorsOf(node.path)) parents.add(ancestor);
     if (node.kind !== 'leaf') continue;
+    if (node.inode.source.layer < fromLayer) {
+      throw new BuildfleetError(
+        'unsupported',
+        `--from-layer ${fromLayer + 1}: ${node.path} in layer ${node.from.layer + 1} is a hardlink to ${node.inode.source.header.path} in kept layer ${node.inode.source.layer + 1}; squash from a lower layer`,
+      );
+    }
     let group = byInode.get(node.inode.id);
     if (!group) byInode.set(node.inode.id, (group = { inode: node.inode, names: [] }));
     group.names.push({ path: node.path, from: node.from });
@@ -45,7 +57,7 @@ function unitsOf(merge: MergeResult): Unit[] {
     units.push({ names: names.map((n) => n.path), inode, weight: size + 512 * names.length, order: inode.source });
   }
   for (const node of merge.nodes.values()) {
-    if (node.kind === 'directory' && !parents.has(node.path)) units.push({ names: [node.path], directory: node, weight: 512, order: node.from });
+    if (node.kind === 'directory' && node.from.layer >= fromLayer && !parents.has(node.path)) units.push({ names: [node.path], directory: node, weight: 512, order: node.from });
   }
   return units;
 }
@@ -64,9 +76,36 @@ function assign(units: Unit[], outputs: number): { bins: number[]; of: Map<Unit,
   return { bins, of };
 }
 
-export function planSquash(merge: MergeResult, inputLayers: number, options: { layers?: number } = {}): SquashPlan {
+/**
+ * Whiteouts for a partial squash: every path the kept layers show that the merged tree does not,
+ * topmost only (a hidden directory's whiteout covers its subtree), and only where the merged
+ * parent is a directory (a file or symlink put in a directory's place hides it by itself).
+ */
+export function whiteoutsFor(lower: MergeResult, merged: MergeResult): TarHeader[] {
+  const out: TarHeader[] = [];
+  for (const path of lower.nodes.keys()) {
+    if (merged.nodes.has(path)) continue;
+    const parent = parentOf(path);
+    if (parent !== '' && (!lower.nodes.has(parent) || !merged.nodes.has(parent))) continue; // covered higher up
+    if (parent !== '' && merged.nodes.get(parent)?.kind !== 'directory') continue;
+    const name = `${parent === '' ? '' : parent + '/'}${WHITEOUT_PREFIX}${baseName(path)}`;
+    out.push({ path: name, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() });
+  }
+  return out.sort((a, b) => byPath(a.path, b.path));
+}
+
+export type PlanOptions = {
+  /** K output layers. */
+  layers?: number;
+  /** Squash only input layers fromLayer.. (0-based); `lower` is the merge of the layers below it. */
+  fromLayer?: number;
+  lower?: MergeResult;
+};
+
+export function planSquash(merge: MergeResult, inputLayers: number, options: PlanOptions = {}): SquashPlan {
   const outputs = Math.max(1, options.layers ?? 1);
-  const units = unitsOf(merge);
+  const fromLayer = options.fromLayer ?? 0;
+  const units = unitsOf(merge, fromLayer);
   const { of } = assign(units, outputs);
   const actions = Array.from({ length: inputLayers }, () => new Map<number, EmitAction[]>());
   const directorySets = Array.from({ length: outputs }, () => new Set<string>());
@@ -94,6 +133,13 @@ export function planSquash(merge: MergeResult, inputLayers: number, options: { l
     actions[inode.source.layer]!.set(inode.source.ordinal, list);
   }
 
+  // Whiteouts go into the lowest output layer: a whiteout hides only what lies below its layer.
+  const whiteouts = Array.from({ length: outputs }, (): TarHeader[] => []);
+  if (fromLayer > 0 && options.lower) {
+    whiteouts[0] = whiteoutsFor(options.lower, merge);
+    for (const whiteout of whiteouts[0]) for (const ancestor of ancestorsOf(whiteout.path)) directorySets[0]!.add(ancestor);
+  }
+
   const directories = directorySets.map((set) =>
     [...set]
       .sort(byPath)
@@ -103,5 +149,5 @@ export function planSquash(merge: MergeResult, inputLayers: number, options: { l
         return { ...node.header, path };
       }),
   );
-  return { outputs, directories, actions, outputBytes, files };
+  return { outputs, fromLayer, directories, whiteouts, actions, outputBytes, files };
 }

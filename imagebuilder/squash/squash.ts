@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { sha256Digest } from '../oci/digest.js';
 import { BuildfleetError } from '../oci/errors.js';
-import { configMediaType, formatOfManifestMediaType, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
+import { configMediaType, formatOfManifestMediaType, layerCompression, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
 import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
 import type { ImageDestination, ImageSource } from '../transports/types.js';
@@ -19,6 +19,8 @@ export const SOURCE_LABEL = 'io.buildfleet.squash.source';
 export type SquashOptions = {
   /** Output layers (K): 1 is the classic squash; more are size-balanced with disjoint paths. */
   layers?: number;
+  /** 1-based: squash layers N..top onto the unchanged layers below N (1 = everything). */
+  fromLayer?: number;
   compression?: Compression;
   level?: number;
   sourceDateEpoch?: number;
@@ -76,8 +78,14 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const index = await indexLayers(source, layers, diffIds, () => progress({ phase: 'index', layersDone: ++indexed, layers: layers.length }));
     const indexMs = lap();
 
-    const merged = mergeLayers(index.map((layer) => layer.entries));
-    const plan = planSquash(merged, layers.length, { layers: options.layers ?? 1 });
+    const fromLayer = (options.fromLayer ?? 1) - 1;
+    if (fromLayer < 0 || fromLayer >= Math.max(1, layers.length)) {
+      throw new BuildfleetError('usage', `--from-layer ${options.fromLayer} is outside the image's layers 1..${layers.length}`);
+    }
+    const entries = index.map((layer) => layer.entries);
+    const merged = mergeLayers(entries);
+    const lower = fromLayer > 0 ? mergeLayers(entries.slice(0, fromLayer)) : undefined;
+    const plan = planSquash(merged, layers.length, { layers: options.layers ?? 1, fromLayer, ...(lower && { lower }) });
     const mergeMs = lap();
 
     const compression = options.compression ?? 'gzip';
@@ -93,12 +101,22 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const writeMs = lap();
 
     const format = destination.preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : destination.preferences.manifestFormat;
-    const config = squashedConfig(image.config, outputs, layers.length, image.manifestDigest, options);
+    const kept = layers.slice(0, fromLayer);
+    const config = squashedConfig(image.config, outputs, layers.length, image.manifestDigest, { ...options, keptLayers: fromLayer });
     const configBytes = Buffer.from(JSON.stringify(config));
     const configDescriptor: Descriptor = { mediaType: configMediaType(format), digest: sha256Digest(configBytes), size: configBytes.length };
     const layerDescriptors: Descriptor[] = [];
     let pushed = 0;
-    const blobs = outputs.length + 1;
+    const blobs = kept.length + outputs.length + 1;
+    // Kept layers go over unchanged (and are mounted or skipped where the destination has them).
+    for (const layer of kept) {
+      const descriptor: Descriptor = { mediaType: layerMediaType(format, layerCompression(layer.mediaType)), digest: layer.digest, size: layer.size };
+      if (!(await destination.hasBlob(descriptor, source.reference))) {
+        await destination.putBlob(() => source.openBlob(layer, { verify: false }), { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size });
+      }
+      layerDescriptors.push(descriptor);
+      progress({ phase: 'push', blobsDone: ++pushed, blobs });
+    }
     for (const output of outputs) {
       const descriptor: Descriptor = { mediaType: layerMediaType(format, compression), digest: output.digest, size: output.size };
       if (!(await destination.hasBlob(descriptor))) {
@@ -119,7 +137,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       source: formatReference(source.reference),
       destination: formatReference(destination.reference),
       manifestDigest,
-      layers: { before: layers.length, after: outputs.length },
+      layers: { before: layers.length, after: kept.length + outputs.length },
       bytes: {
         compressedBefore: layers.reduce((sum, layer) => sum + layer.size, 0),
         compressedAfter: outputs.reduce((sum, output) => sum + output.size, 0),
@@ -145,13 +163,25 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
  * kept but marked empty, then one entry per output layer; a label names the source manifest.
  * Its `created` time is the source's (or SOURCE_DATE_EPOCH), so the same input gives the same bytes.
  */
-export function squashedConfig(original: ImageConfig, outputs: Array<Pick<OutputLayer, 'diffId'>>, inputLayers: number, sourceDigest: string, options: Pick<SquashOptions, 'sourceDateEpoch'>): ImageConfig {
+export function squashedConfig(
+  original: ImageConfig,
+  outputs: Array<Pick<OutputLayer, 'diffId'>>,
+  inputLayers: number,
+  sourceDigest: string,
+  options: Pick<SquashOptions, 'sourceDateEpoch'> & { keptLayers?: number },
+): ImageConfig {
   const created = options.sourceDateEpoch !== undefined ? new Date(options.sourceDateEpoch * 1000).toISOString() : original.created;
-  const history: HistoryEntry[] = (original.history ?? []).map((entry) => ({ ...entry, empty_layer: true }));
+  const kept = options.keptLayers ?? 0;
+  // History entries of kept layers stay as they are; those of squashed layers become empty.
+  let layersSeen = 0;
+  const history: HistoryEntry[] = (original.history ?? []).map((entry) => {
+    if (entry.empty_layer) return entry;
+    return ++layersSeen <= kept ? entry : { ...entry, empty_layer: true };
+  });
   outputs.forEach((_, k) => {
     history.push({
       ...(created && { created }),
-      created_by: `buildfleet image squash: ${inputLayers} layers into ${outputs.length}${outputs.length > 1 ? ` (part ${k + 1})` : ''}`,
+      created_by: `buildfleet image squash: layers ${kept + 1}-${inputLayers} into ${outputs.length}${outputs.length > 1 ? ` (part ${k + 1})` : ''}`,
       comment: `squashed from ${sourceDigest}`,
     });
   });
@@ -160,7 +190,7 @@ export function squashedConfig(original: ImageConfig, outputs: Array<Pick<Output
     ...original,
     ...(created && { created }),
     config: { ...runtime, Labels: { ...(runtime.Labels ?? {}), [SOURCE_LABEL]: sourceDigest } },
-    rootfs: { type: 'layers', diff_ids: outputs.map((output) => output.diffId) },
+    rootfs: { type: 'layers', diff_ids: [...original.rootfs.diff_ids.slice(0, kept), ...outputs.map((output) => output.diffId)] },
     history,
   };
 }

@@ -57,7 +57,33 @@ for (const testCase of conformanceCases) {
       assert.deepEqual(diffRootfs(expected, actual), [], `K=${layers}: root filesystems differ`);
       assert.deepEqual(withoutSourceLabel((await imageRuntimeConfig(engine, squashed)) as Record<string, unknown>), withoutSourceLabel(expectedConfig as Record<string, unknown>), `K=${layers}: runtime config`);
     }
+    // Partial squashes: everything above the base (what docker build --squash does), and above layer 2.
+    const inputLayers = (await inspectLayers(`docker-daemon:${original}`)).length;
+    for (const fromLayer of [2, 3].filter((n) => n <= inputLayers)) {
+      const squashed = `conformance/${testCase.name}:from${fromLayer}`;
+      let report: SquashReport;
+      try {
+        report = await squash(`docker-daemon:${original}`, `docker-daemon:${squashed}`, { fromLayer });
+      } catch (err) {
+        // A hardlink from a squashed layer to a kept one would need the kept bytes copied up: refused, clearly.
+        assert.match((err as Error).message, /is a hardlink to .* in kept layer/, `--from-layer ${fromLayer}`);
+        continue;
+      }
+      assert.equal(report.layers.after, fromLayer, `--from-layer ${fromLayer}: kept layers + 1`);
+      const kept = (await inspectLayers(`docker-daemon:${squashed}`)).slice(0, fromLayer - 1);
+      assert.deepEqual(kept, (await inspectLayers(`docker-daemon:${original}`)).slice(0, fromLayer - 1), 'kept layers unchanged');
+      assert.deepEqual(diffRootfs(expected, await exportRootfs(engine, squashed)), [], `--from-layer ${fromLayer}: root filesystems differ`);
+    }
   });
+}
+
+async function inspectLayers(ref: string): Promise<string[]> {
+  const source = await openSource(ref, { docker: engine.docker, tmpDir: work.path });
+  try {
+    return (await source.resolve()).config.rootfs.diff_ids;
+  } finally {
+    await source.close();
+  }
 }
 
 test('squash through the registry and back is byte-identical and deterministic', { timeout: 300_000 }, async () => {
