@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TarEntryType, TarHeader } from './tar/entry.js';
 import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
-import { planSquash } from './plan.js';
+import { headerOf, planSquash } from './plan.js';
 
 type Spec = string | [string, TarEntryType | 'wh', Partial<TarHeader>?];
 
@@ -69,28 +69,28 @@ test('hardlink target deleted later: the link keeps the bytes and becomes the fi
   assert.deepEqual(tree(merged), ['link file@0:orig']);
   const plan = planSquash(merged, 2);
   const emitted = plan.actions[0]!.get(0)!;
-  assert.deepEqual(emitted.map((a) => [a.header.path, a.header.type, a.header.size]), [['link', 'file', 100]]);
+  assert.deepEqual(emitted.map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).size]), [['link', 'file', 100]]);
 });
 
 test('hardlink target overwritten later: the link keeps the original bytes', () => {
   const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], ['f:orig:5']));
   assert.deepEqual(tree(merged), ['link file@0:orig', 'orig file@1:orig']);
   const plan = planSquash(merged, 2);
-  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [a.header.path, a.header.type]), [['link', 'file']]);
-  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [a.header.path, a.header.type]), [['orig', 'file']]);
+  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type]), [['link', 'file']]);
+  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type]), [['orig', 'file']]);
 });
 
 test('a copy-up (chmod) splits one name off a hardlink group; the others stay linked', () => {
   const merged = mergeLayers(layers(['f:a:10', ['b', 'hardlink', { linkname: 'a' }], ['c', 'hardlink', { linkname: 'a' }]], [['b', 'file', { size: 10, mode: 0o600 }]]));
   const plan = planSquash(merged, 2);
-  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [a.header.path, a.header.type, a.header.linkname]), [['a', 'file', undefined], ['c', 'hardlink', 'a']]);
-  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [a.header.path, a.header.mode]), [['b', 0o600]]);
+  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).linkname]), [['a', 'file', undefined], ['c', 'hardlink', 'a']]);
+  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).mode]), [['b', 0o600]]);
 });
 
 test('a later layer may hardlink to a lower file', () => {
   const merged = mergeLayers(layers(['f:lib.so:50'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]));
   const plan = planSquash(merged, 2);
-  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [a.header.path, a.header.type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
+  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
 });
 
 test('a hardlink to a path in no layer is an error', () => {
@@ -122,7 +122,7 @@ test('K balanced layers: disjoint leaves, every output carries its ancestors, ha
   const plan = planSquash(merged, 1, { layers: 4 });
   const leaves = plan.actions[0]!;
   const outputsOf = new Map<string, number>();
-  for (const list of leaves.values()) for (const action of list) outputsOf.set(action.header.path, action.output);
+  for (const list of leaves.values()) for (const action of list) outputsOf.set(headerOf(action).path, action.output);
   assert.equal(outputsOf.size, 41, 'every leaf emitted once');
   assert.equal(outputsOf.get('usr/lib/link'), outputsOf.get('usr/lib/f39'), 'hardlink group in one output');
   for (let out = 0; out < 4; out++) {
@@ -153,7 +153,7 @@ test('from-layer: whiteouts keep lower content hidden, topmost only, and kept la
   const plan = planSquash(merged, 2, { fromLayer: 1, lower });
   assert.deepEqual(plan.whiteouts[0]!.map((h) => h.path), ['.wh.old', 'dir/.wh.x', 'etc/.wh.gone']);
   assert.equal(plan.actions[0]!.size, 0, 'nothing of the kept layer is emitted');
-  assert.deepEqual([...plan.actions[1]!.values()].flat().map((a) => a.header.path).sort(), ['dir/y', 'file/in']);
+  assert.deepEqual([...plan.actions[1]!.values()].flat().map((a) => headerOf(a).path).sort(), ['dir/y', 'file/in']);
   assert.deepEqual(plan.directories[0]!.map((h) => h.path), ['dir', 'etc', 'file'], 'ancestors of whiteouts and entries, and replaced dirs');
 });
 

@@ -11,7 +11,7 @@ import { ByteCounter, compressor, decompressor, pipeOn } from '../copy/codecs.js
 import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
-import type { SquashPlan } from './plan.js';
+import { headerOf, type SquashPlan } from './plan.js';
 import { readTar } from './tar/reader.js';
 import { TarWriter } from './tar/writer.js';
 import type { TarHeader, TarTime } from './tar/entry.js';
@@ -130,11 +130,11 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
         }
         const [first, ...links] = list;
         // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
-        const isFile = first!.header.type === 'file';
+        const isFile = first!.source.type === 'file';
         const body = !isFile ? undefined : options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
         if (!body) entry.body.resume();
-        await writers[first!.output]!.add(outputHeader(first!.header, options.sourceDateEpoch), body);
-        for (const link of links) await writers[link.output]!.add(outputHeader(link.header, options.sourceDateEpoch));
+        await writers[first!.output]!.add(outputHeader(headerOf(first!), options.sourceDateEpoch), body);
+        for (const link of links) await writers[link.output]!.add(outputHeader(headerOf(link), options.sourceDateEpoch));
       }
       await drainRest(tar);
     }

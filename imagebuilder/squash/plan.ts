@@ -7,7 +7,18 @@ import type { EntryRef, Inode, MergeResult, MergedNode } from './merge.js';
  * path order, into every output layer that holds something below them; then every other entry
  * at the point where its bytes stream by in the input, so no content is ever buffered.
  */
-export type EmitAction = { output: number; header: TarHeader };
+/**
+ * One entry to write: the inode's own header under `path`, or, with `linkTo`, a hardlink to the
+ * name written just before. References, not copies: a plan for 200k files must stay small.
+ */
+export type EmitAction = { output: number; source: TarHeader; path: string; linkTo?: string };
+
+/** The header an action writes. */
+export function headerOf(action: EmitAction): TarHeader {
+  return action.linkTo === undefined
+    ? { ...action.source, path: action.path }
+    : { ...action.source, path: action.path, type: 'hardlink', linkname: action.linkTo, size: 0 };
+}
 
 export type SquashPlan = {
   outputs: number;
@@ -122,10 +133,8 @@ export function planSquash(merge: MergeResult, inputLayers: number, options: Pla
     const inode = unit.inode!;
     const [first, ...links] = unit.names;
     const source = inode.source.header;
-    const list: EmitAction[] = [{ output, header: { ...source, path: first! } }];
-    for (const link of links) {
-      list.push({ output, header: { ...source, path: link, type: 'hardlink', linkname: first!, size: 0 } });
-    }
+    const list: EmitAction[] = [{ output, source, path: first! }];
+    for (const link of links) list.push({ output, source, path: link, linkTo: first! });
     if (source.type === 'file') {
       files++;
       outputBytes[output]! += source.size;

@@ -11,8 +11,8 @@ import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/sch
 import type { ImageDestination, ImageSource } from '../transports/types.js';
 import { buildManifest } from '../copy/copy.js';
 import { mergeLayers } from './merge.js';
-import { planSquash } from './plan.js';
-import { indexLayers, writeOutputs, type OutputLayer } from './passes.js';
+import { planSquash, type SquashPlan } from './plan.js';
+import { indexLayers, writeOutputs, type IndexedLayer, type OutputLayer } from './passes.js';
 
 export const SOURCE_LABEL = 'io.buildfleet.squash.source';
 
@@ -75,17 +75,17 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const resolveMs = lap();
 
     let indexed = 0;
-    const index = await indexLayers(source, layers, diffIds, () => progress({ phase: 'index', layersDone: ++indexed, layers: layers.length }));
+    let index: IndexedLayer[] | undefined = await indexLayers(source, layers, diffIds, () => progress({ phase: 'index', layersDone: ++indexed, layers: layers.length }));
+    const uncompressedBefore = index.reduce((sum, layer) => sum + layer.uncompressedBytes, 0);
     const indexMs = lap();
 
     const fromLayer = (options.fromLayer ?? 1) - 1;
     if (fromLayer < 0 || fromLayer >= Math.max(1, layers.length)) {
       throw new BuildfleetError('usage', `--from-layer ${options.fromLayer} is outside the image's layers 1..${layers.length}`);
     }
-    const entries = index.map((layer) => layer.entries);
-    const merged = mergeLayers(entries);
-    const lower = fromLayer > 0 ? mergeLayers(entries.slice(0, fromLayer)) : undefined;
-    const plan = planSquash(merged, layers.length, { layers: options.layers ?? 1, fromLayer, ...(lower && { lower }) });
+    const { plan, shadowedBytes, inputEntries } = planFromIndex(index, { layers: options.layers ?? 1, fromLayer });
+    // From here on only the plan is needed: let the index (and the merged tree, gone with planFromIndex's frame) be collected.
+    index = undefined;
     const mergeMs = lap();
 
     const compression = options.compression ?? 'gzip';
@@ -141,12 +141,12 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       bytes: {
         compressedBefore: layers.reduce((sum, layer) => sum + layer.size, 0),
         compressedAfter: outputs.reduce((sum, output) => sum + output.size, 0),
-        uncompressedBefore: index.reduce((sum, layer) => sum + layer.uncompressedBytes, 0),
+        uncompressedBefore,
         uncompressedAfter: outputs.reduce((sum, output) => sum + output.uncompressedSize, 0),
       },
       files: plan.files,
-      entriesBefore: merged.inputEntries,
-      shadowedBytes: merged.shadowedBytes,
+      entriesBefore: inputEntries,
+      shadowedBytes,
       outputLayers: outputs.map(({ digest, diffId, size, uncompressedSize }) => ({ digest, diffId, size, uncompressedSize })),
       phasesMs: { resolve: resolveMs, index: indexMs, merge: mergeMs, write: writeMs, push: pushMs, total: Math.round(performance.now() - started) },
     };
@@ -156,6 +156,15 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** Merge and plan in their own frame, so the merged tree is garbage as soon as the plan exists. */
+function planFromIndex(index: IndexedLayer[], options: { layers: number; fromLayer: number }): { plan: SquashPlan; shadowedBytes: number; inputEntries: number } {
+  const entries = index.map((layer) => layer.entries);
+  const merged = mergeLayers(entries);
+  const lower = options.fromLayer > 0 ? mergeLayers(entries.slice(0, options.fromLayer)) : undefined;
+  const plan = planSquash(merged, index.length, { layers: options.layers, fromLayer: options.fromLayer, ...(lower && { lower }) });
+  return { plan, shadowedBytes: merged.shadowedBytes, inputEntries: merged.inputEntries };
 }
 
 /**
