@@ -3,8 +3,8 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { TarWriter } from '../imagebuilder/squash/tar/writer.js';
-import type { TarHeader } from '../imagebuilder/squash/tar/entry.js';
+import { TarWriter } from '../imagebuilder/tar/writer.js';
+import type { TarHeader } from '../imagebuilder/tar/entry.js';
 import { fileSizes } from './image-generator.js';
 
 /**

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { TarEntryType, TarHeader } from './tar/entry.js';
+import type { TarEntryType, TarHeader } from '../tar/entry.js';
 import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
 import { headerOf, planSquash } from './plan.js';
 

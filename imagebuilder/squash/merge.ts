@@ -1,5 +1,5 @@
 import { BuildfleetError } from '../oci/errors.js';
-import { OPAQUE_MARKER, WHITEOUT_PREFIX, baseName, parentOf, type TarHeader } from './tar/entry.js';
+import { OPAQUE_MARKER, WHITEOUT_PREFIX, baseName, parentOf, type TarHeader } from '../tar/entry.js';
 
 /**
  * The pure heart of the squash: from every layer's headers (pass 1), work out which entries

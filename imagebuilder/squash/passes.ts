@@ -12,9 +12,9 @@ import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
 import { headerOf, type SquashPlan } from './plan.js';
-import { readTar } from './tar/reader.js';
-import { TarWriter } from './tar/writer.js';
-import type { TarHeader, TarTime } from './tar/entry.js';
+import { readTar } from '../tar/reader.js';
+import { TarWriter } from '../tar/writer.js';
+import type { TarHeader, TarTime } from '../tar/entry.js';
 
 /**
  * The two I/O passes of a squash. Pass 1 reads every layer's headers (contents are skipped),

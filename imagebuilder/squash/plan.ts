@@ -1,5 +1,5 @@
 import { BuildfleetError } from '../oci/errors.js';
-import { WHITEOUT_PREFIX, ancestorsOf, baseName, parentOf, type TarHeader } from './tar/entry.js';
+import { WHITEOUT_PREFIX, ancestorsOf, baseName, parentOf, type TarHeader } from '../tar/entry.js';
 import type { EntryRef, Inode, MergeResult, MergedNode } from './merge.js';
 
 /**

@@ -15,7 +15,7 @@ import { MediaType } from '../oci/media-types.js';
 import { buildManifest } from '../copy/copy.js';
 import { openDestination, openSource } from '../transports/index.js';
 import { squashImage, type SquashOptions, type SquashProgress } from './squash.js';
-import { readTar } from './tar/reader.js';
+import { readTar } from '../tar/reader.js';
 
 // No daemon: images are generated into OCI layouts; the Docker oracle suite is in conformance/.
 let work: { path: string; remove(): Promise<void> };

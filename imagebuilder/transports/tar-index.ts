@@ -3,6 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { BuildfleetError } from '../oci/errors.js';
+import { checksumMatches } from '../tar/fields.js';
 
 /**
  * A random-access index of a tar FILE: one pass over the 512-byte headers (member data is
@@ -58,19 +59,6 @@ export function parseTarNumber(buf: Buffer, start: number, length: number): numb
   if (text === '') return 0;
   if (!/^[0-7]+$/.test(text)) return undefined;
   return parseInt(text, 8);
-}
-
-function checksumOk(header: Buffer): boolean {
-  const stored = parseTarNumber(header, 148, 8);
-  if (stored === undefined) return false;
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const byte = i >= 148 && i < 156 ? 0x20 : header[i]!;
-    unsigned += byte;
-    signed += byte > 127 ? byte - 256 : byte;
-  }
-  return stored === unsigned || stored === signed;
 }
 
 /** PAX records: "LEN KEY=VALUE\n", LEN counting the whole record. */
@@ -153,7 +141,7 @@ export async function indexTar(path: string): Promise<TarIndex> {
       if (pos === 0 && header[0] === 0x1f && header[1] === 0x8b) {
         throw new BuildfleetError('format', `${path}: is gzip-compressed; expected an uncompressed tar (gunzip it first)`);
       }
-      if (!checksumOk(header)) {
+      if (!checksumMatches(header, path)) {
         throw new BuildfleetError('format', `${path}: not a tar archive or corrupt tar header at byte ${pos}`);
       }
       const flag = header[156]!;

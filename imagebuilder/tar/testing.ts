@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { isBuildfleetError } from '../../oci/errors.js';
+import { isBuildfleetError } from '../oci/errors.js';
 import type { TarHeader } from './entry.js';
 import { readTar, type ReadTarOptions } from './reader.js';
 import { TarWriter } from './writer.js';

@@ -1,4 +1,4 @@
-import { BuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError } from '../oci/errors.js';
 import { BLOCK, parseNumeric, parsePaxInteger, type PaxRecord } from './fields.js';
 import type { ByteSource } from './source.js';
 

@@ -1,6 +1,6 @@
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
-import { BuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError } from '../oci/errors.js';
 import { normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
 import {
   BLOCK,

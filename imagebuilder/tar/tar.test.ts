@@ -7,7 +7,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import tarStream from 'tar-stream';
 import type { TarHeader } from './entry.js';
-import { isBuildfleetError } from '../../oci/errors.js';
+import { isBuildfleetError } from '../oci/errors.js';
 import { encodePaxRecord, formatNumeric, parseNumeric, setChecksum } from './fields.js';
 import { readTar } from './reader.js';
 import { CAP, chunked, collect, file, h, hardCases, item, readAll, rejectsFormat, sha256, SPLIT_NAME, writeTar } from './testing.js';

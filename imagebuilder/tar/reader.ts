@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { BuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError } from '../oci/errors.js';
 import { normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
 import {
   BLOCK,
