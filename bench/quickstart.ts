@@ -5,6 +5,7 @@ import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage, type CopyResult } from '../imagebuilder/copy/copy.js';
 import { inspectImage } from '../imagebuilder/copy/inspect.js';
+import { squashImage } from '../imagebuilder/squash/squash.js';
 
 export type QuickstartStep = { step: string; ms: number; detail: string };
 export type QuickstartResult = { registry: string; image: string; layers: number; steps: QuickstartStep[] };
@@ -13,7 +14,8 @@ export type QuickstartResult = { registry: string; image: string; layers: number
 const dockerfile = `FROM buildfleet/busybox:latest
 RUN mkdir -p /opt/node/bin /opt/python/lib && dd if=/dev/urandom of=/opt/node/bin/node bs=1M count=8 2>/dev/null
 RUN for i in $(seq 1 400); do echo "module $i" > /opt/python/lib/mod$i.py; done
-RUN dd if=/dev/urandom of=/opt/ruby.tar bs=1M count=4 2>/dev/null && rm /opt/ruby.tar
+RUN dd if=/dev/urandom of=/opt/ruby.tar bs=1M count=4 2>/dev/null
+RUN rm /opt/ruby.tar
 ENV PATH=/opt/node/bin:/usr/bin:/bin
 WORKDIR /work
 CMD ["sh", "-c", "ls /opt/python/lib | wc -l"]
@@ -22,7 +24,7 @@ CMD ["sh", "-c", "ls /opt/python/lib | wc -l"]
 /**
  * The main job on the embedded local default: a local Docker Engine and OCI registry (started
  * here, stopped at the end), build an image, push it with buildfleet, copy it to an OCI layout,
- * load it into a second, cold engine and run it. Everything runs on this machine.
+ * squash it to one layer, load that into a second, cold engine and run it. All on this machine.
  */
 export async function runQuickstart(log: (line: string) => void = () => {}): Promise<QuickstartResult> {
   const work = await mkdtemp(join(tmpdir(), 'buildfleet-quickstart-'));
@@ -57,9 +59,11 @@ export async function runQuickstart(log: (line: string) => void = () => {}): Pro
     };
     const pushed = await timed('push to registry (buildfleet)', () => copy('docker-daemon:quickstart/build-image:v1', image), (r) => `${r.layers.length} layers, ${r.manifestDigest.slice(0, 19)}`);
     await timed('copy to OCI layout', () => copy(image, `oci:${join(work, 'layout')}:v1`), (r) => `${r.layers.length} layers`);
+    const squashed = `${registry.host}/ci/build-image:squashed`;
+    await timed('squash to one layer (buildfleet)', async () => squashImage(await openSource(image), await openDestination(squashed), { tmpDir: work }), (r) => `${r.layers.before} -> ${r.layers.after} layers, ${(r.shadowedBytes / 1e6).toFixed(1)} MB shadowed content dropped`);
     node = await timed('start a cold node engine', () => DockerEngine.start({ root: join(work, 'node') }), () => 'fresh data-root');
     const coldNode = node;
-    await timed('load image onto the node', () => copy(image, 'docker-daemon:ci/build-image:v1', coldNode), () => 'docker-daemon:ci/build-image:v1');
+    await timed('load squashed image onto the node', () => copy(squashed, 'docker-daemon:ci/build-image:v1', coldNode), () => 'docker-daemon:ci/build-image:v1');
     await timed('first docker run on the node', () => coldNode.cli(['run', '--rm', '--network', 'none', 'ci/build-image:v1']), (r) => `output: ${r.stdout.trim()}`);
     const summary = await inspectImage(await openSource(image));
     return { registry: registry.host, image, layers: summary.layers.length, steps: steps.concat({ step: 'pushed manifest', ms: 0, detail: pushed.manifestDigest }) };
