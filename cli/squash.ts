@@ -23,6 +23,10 @@ export function registerSquash(image: Command, globals: () => GlobalOptions): vo
     .option('--source-date-epoch <seconds>', 'clamp file times and the image creation time to this, for reproducible output (default: $SOURCE_DATE_EPOCH)', (v) => nonNegativeInt(v, '--source-date-epoch'))
     .action(async (src: string, dst: string, flags: SquashFlags) => {
       const options = globals();
+      const maxLevel = flags.compression === 'zstd' ? 19 : 9;
+      if (flags.level !== undefined && (flags.compression === 'none' || flags.level > maxLevel)) {
+        throw new BuildfleetError('usage', flags.compression === 'none' ? '--level needs --compression gzip or zstd' : `--level for ${flags.compression} must be 1 to ${maxLevel}, got ${flags.level}`);
+      }
       const epoch = flags.sourceDateEpoch ?? (process.env.SOURCE_DATE_EPOCH ? nonNegativeInt(process.env.SOURCE_DATE_EPOCH, 'SOURCE_DATE_EPOCH') : undefined);
       const transports = transportOptions(options);
       const source = await openSource(src, transports);

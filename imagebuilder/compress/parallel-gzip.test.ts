@@ -57,3 +57,7 @@ test('ratio stays within 1% of single-threaded gzip at the same level', async ()
   const single = gzipSync(data, { level: 6 }).length;
   assert.ok(ours <= single * 1.01, `parallel ${ours} vs single ${single}`);
 });
+
+test('a bad level is refused at once, with one clear line', () => {
+  assert.throws(() => parallelGzip({ level: 12 }), /gzip level must be 1 to 9/);
+});

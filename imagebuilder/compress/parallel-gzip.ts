@@ -1,6 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { availableParallelism } from 'node:os';
 import { constants, crc32, deflateRaw, deflateRawSync, type ZlibOptions } from 'node:zlib';
+import { BuildfleetError } from '../oci/errors.js';
 
 /**
  * gzip on every core, as pigz does: the input is cut into fixed-size blocks, each block is
@@ -36,6 +37,9 @@ export class ParallelGzip extends Transform {
   constructor(options: ParallelGzipOptions = {}) {
     super();
     this.level = options.level ?? constants.Z_DEFAULT_COMPRESSION;
+    if (!Number.isInteger(this.level) || this.level < -1 || this.level > 9) {
+      throw new BuildfleetError('usage', `gzip level must be 1 to 9 (or -1 for the default), got ${options.level}`);
+    }
     this.blockSize = Math.max(WINDOW * 2, options.blockSize ?? 1024 * 1024);
     this.concurrency = Math.max(1, options.concurrency ?? availableParallelism() * 2);
   }
@@ -77,7 +81,10 @@ export class ParallelGzip extends Transform {
   }
 
   private startBlock(block: Buffer, last: boolean): void {
-    this.inFlight.push(deflateBlock(block, this.previousTail, this.level, last));
+    const deflated = deflateBlock(block, this.previousTail, this.level, last);
+    // Awaited later, in order; until then a failure must not count as unhandled (it would crash the process).
+    deflated.catch(() => {});
+    this.inFlight.push(deflated);
     // Only full blocks come before the last, so the tail is always a whole window (copied: the
     // dictionary must not alias a buffer the caller may reuse).
     if (!last) this.previousTail = Buffer.from(block.subarray(block.length - WINDOW));

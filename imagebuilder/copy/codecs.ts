@@ -40,9 +40,16 @@ export function recompress(source: Readable, from: Compression, to: Compression,
   return stream;
 }
 
-/** Like pipe(), but an error anywhere upstream reaches the end of the chain, as one clear line. */
+/**
+ * Like pipe(), but an error anywhere upstream reaches the end of the chain, as one clear line,
+ * and a chain torn down at its end stops everything feeding it (an open socket, a file, a zstd
+ * child blocked on a full pipe would otherwise keep the process alive).
+ */
 export function pipeOn<T extends Transform | Duplex>(source: Readable, next: T): T {
   source.once('error', (err) => next.destroy(explainStreamError(err)));
+  next.once('close', () => {
+    if (!source.destroyed && !source.readableEnded) source.destroy();
+  });
   source.pipe(next);
   return next;
 }

@@ -1,13 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gzipSync } from 'node:zlib';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest } from '../oci/digest.js';
 import type { ResolvedImage } from '../transports/types.js';
 import { buildManifest, planLayers } from './copy.js';
-import { recompress } from './codecs.js';
+import { decompressor, pipeOn, recompress } from './codecs.js';
 
 const d = (n: number) => 'sha256:' + String(n).repeat(64).slice(0, 64);
 
@@ -69,4 +70,15 @@ test('recompress round-trips gzip and zstd and is deterministic', async () => {
 test('recompress fails the stream on corrupt input', async () => {
   await assert.rejects(buffer(recompress(Readable.from([Buffer.from('not gzip at all')]), 'gzip', 'none')), /incorrect header|invalid/i);
   await assert.rejects(buffer(recompress(Readable.from([Buffer.from('not zstd at all')]), 'zstd', 'none')), /zstd/);
+});
+
+test('tearing down the end of a chain stops everything feeding it, a zstd child included', { timeout: 20_000 }, async () => {
+  const compressed = await buffer(recompress(Readable.from([Buffer.alloc(20 * 1024 * 1024, 'layer ')]), 'none', 'zstd'));
+  const source = Readable.from([compressed]);
+  const zstd = pipeOn(source, decompressor('zstd'));
+  const end = pipeOn(zstd, new PassThrough());
+  await once(end, 'readable');
+  end.destroy();
+  await once(zstd, 'close'); // before the fix the zstd child stayed blocked on a full pipe: no close, a hang
+  assert.ok(source.destroyed, 'the source is stopped too');
 });

@@ -103,12 +103,16 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
     const compressed = pipeOn(uncompressed, outputCompressor(options.compression, options.level));
     return writeFileAtomically(compressed, join(options.tmpDir, `layer-${k}.blob`));
   });
-  // A failed output must stop the input pass too, not leave it blocked on backpressure.
+  // A failed output must stop the input pass and every other output (each removes its temp file).
   let failed: unknown;
-  const failures = Promise.all(files).catch((err) => {
-    failed = err;
-    for (const writer of writers) writer.stream.destroy();
-  });
+  for (const file of files) {
+    file.catch((err: Error) => {
+      if (failed) return;
+      failed = err;
+      for (const writer of writers) writer.stream.destroy(err);
+    });
+  }
+  const settled = Promise.allSettled(files);
   try {
     for (const [k, directories] of plan.directories.entries()) {
       for (const header of directories) await writers[k]!.add(outputHeader(header, options.sourceDateEpoch));
@@ -141,10 +145,10 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
     for (const writer of writers) await writer.finish();
   } catch (err) {
     for (const writer of writers) writer.stream.destroy(err as Error);
-    await failures;
+    await settled;
     throw failed ?? err;
   }
-  await failures;
+  await settled;
   if (failed) throw failed;
   const stored = await Promise.all(files);
   return stored.map((file, k) => ({ path: join(options.tmpDir, `layer-${k}.blob`), digest: file.digest, size: file.size, diffId: diffs[k]!.digest, uncompressedSize: diffs[k]!.size }));

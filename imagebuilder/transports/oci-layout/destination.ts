@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
@@ -179,10 +180,11 @@ class OciLayoutDestination implements ImageDestination {
       await this.ensureAlgDir(algorithm);
       const temp = tempPathBeside(join(this.root, 'blobs', algorithm, 'incoming'));
       this.temps.add(temp);
+      const out = createWriteStream(temp, { flags: 'wx' });
       try {
         const hasher = new DigestStream();
         const checks = blob.digest !== undefined ? [new VerifyingStream(blob.digest, blob.size, what)] : [];
-        await pipeline([source, ...checks, hasher, createWriteStream(temp, { flags: 'wx' })]);
+        await pipeline([source, ...checks, hasher, out]);
         if (blob.size !== undefined && hasher.size !== blob.size) {
           throw new BuildfleetError('integrity', `${what}: got ${hasher.size} bytes, expected ${blob.size}`);
         }
@@ -193,6 +195,9 @@ class OciLayoutDestination implements ImageDestination {
         if (!existed) this.createdBlobs.set(path, digest);
         return { mediaType: blob.mediaType, digest, size: hasher.size };
       } finally {
+        // On an early failure pipeline() may settle before the file is even created: wait for it,
+        // or the rm below runs first and the file appears after it.
+        if (!out.closed) await once(out, 'close').catch(() => undefined);
         await rm(temp, { force: true });
         this.temps.delete(temp);
       }
