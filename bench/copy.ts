@@ -1,11 +1,9 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { RegistryServer } from '../imagebuilder/daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable, median, seconds } from './stats.js';
-import { repoRoot } from '../test/helpers/real.js';
+import { cliCommand } from '../test/helpers/real.js';
 
 /**
  * Registry -> registry copy: `buildfleet image copy` against `skopeo copy` (Debian's skopeo),
@@ -21,11 +19,6 @@ export type CopyBenchResult = {
   ratio: number;
   table: string;
 };
-
-function cliCommand(): string[] {
-  const built = join(repoRoot, 'dist', 'cli', 'main.js');
-  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts')];
-}
 
 export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchResult> {
   const log = options.log ?? (() => {});

@@ -25,7 +25,7 @@ export type GeneratorOptions = {
 export type GeneratedImage = { manifestDigest: string; layers: Descriptor[]; uncompressedBytes: number; files: number };
 
 /** Deterministic bytes: AES-128-CTR keystream from the seed, fast and the same on every run. */
-function contentStream(seed: string, size: number): Buffer {
+export function seededBytes(seed: string, size: number): Buffer {
   const key = createHash('sha256').update(seed).digest();
   const cipher = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16, 32));
   return cipher.update(Buffer.alloc(size));
@@ -69,7 +69,7 @@ export async function generateImage(destination: ImageDestination, options: Gene
           void (async () => {
             pack.entry({ name: `layer${index}`, type: 'directory', mode: 0o755, mtime: new Date(0) });
             for (const [file, size] of sizes.entries()) {
-              const body = contentStream(`${seed}/${index}/${file}`, size);
+              const body = seededBytes(`${seed}/${index}/${file}`, size);
               await new Promise<void>((resolve, reject) =>
                 pack.entry({ name: `layer${index}/f${file}.bin`, mode: 0o644, mtime: new Date(0), size }, body, (err) => (err ? reject(err) : resolve())),
               );

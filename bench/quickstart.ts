@@ -4,11 +4,10 @@ import { tmpdir } from 'node:os';
 import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder/daemons/index.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage, type CopyResult } from '../imagebuilder/copy/copy.js';
-import { inspectImage } from '../imagebuilder/copy/inspect.js';
 import { squashImage } from '../imagebuilder/squash/squash.js';
 
 export type QuickstartStep = { step: string; ms: number; detail: string };
-export type QuickstartResult = { registry: string; image: string; layers: number; steps: QuickstartStep[] };
+export type QuickstartResult = { registry: string; image: string; manifestDigest: string; layers: number; steps: QuickstartStep[] };
 
 /** A build image in miniature: a few toolchain-like layers, a deletion, config that must survive. */
 const dockerfile = `FROM buildfleet/busybox:latest
@@ -65,8 +64,7 @@ export async function runQuickstart(log: (line: string) => void = () => {}): Pro
     const coldNode = node;
     await timed('load squashed image onto the node', () => copy(squashed, 'docker-daemon:ci/build-image:v1', coldNode), () => 'docker-daemon:ci/build-image:v1');
     await timed('first docker run on the node', () => coldNode.cli(['run', '--rm', '--network', 'none', 'ci/build-image:v1']), (r) => `output: ${r.stdout.trim()}`);
-    const summary = await inspectImage(await openSource(image));
-    return { registry: registry.host, image, layers: summary.layers.length, steps: steps.concat({ step: 'pushed manifest', ms: 0, detail: pushed.manifestDigest }) };
+    return { registry: registry.host, image, manifestDigest: pushed.manifestDigest, layers: pushed.layers.length, steps };
   } finally {
     await Promise.allSettled([builder?.stop(), node?.stop(), registry?.stop()]);
     await rm(work, { recursive: true, force: true });

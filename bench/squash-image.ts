@@ -1,11 +1,10 @@
-import { createCipheriv, createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { TarWriter } from '../imagebuilder/tar/writer.js';
 import type { TarHeader } from '../imagebuilder/tar/entry.js';
-import { fileSizes } from './image-generator.js';
+import { fileSizes, seededBytes } from './image-generator.js';
 
 /**
  * A build context for the squash benchmark: `layers` tarballs that a Dockerfile ADDs one per
@@ -16,8 +15,7 @@ import { fileSizes } from './image-generator.js';
 export type SquashBenchImage = { layers: number; totalBytes: number; files: number };
 
 function content(seed: string, size: number): Buffer {
-  const key = createHash('sha256').update(seed).digest();
-  const random = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16)).update(Buffer.alloc(size));
+  const random = seededBytes(seed, size);
   // About two thirds text: a line of "source" with varying numbers, then random bytes.
   const textBytes = Math.floor((size * 2) / 3);
   let text = '';

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage } from '../imagebuilder/copy/copy.js';
 import { digestHex } from '../imagebuilder/oci/digest.js';
-import { repoRoot, tempDir } from '../test/helpers/real.js';
+import { cliCommand, tempDir } from '../test/helpers/real.js';
 import { writeSquashBenchContext, type SquashBenchImage } from './squash-image.js';
 import { markdownTable } from './stats.js';
 
@@ -20,11 +19,6 @@ import { markdownTable } from './stats.js';
  */
 export type SquashRow = { what: string; wallS: number; cpuS: number; peakRssMb?: number };
 export type SquashBenchResult = { image: SquashBenchImage & { inputLayers: number; compressedBytes: number }; rows: SquashRow[]; table: string };
-
-function cliCommand(): string[] {
-  const built = join(repoRoot, 'dist', 'cli', 'main.js');
-  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts')];
-}
 
 /** CPU seconds a process has used so far (utime + stime, clock ticks of 100 Hz). */
 async function cpuSeconds(pid: number | undefined): Promise<number> {

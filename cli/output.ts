@@ -25,12 +25,17 @@ export function table(rows: string[][]): string {
   return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('   ').trimEnd()).join('\n');
 }
 
+/** Progress bars only on a terminal, never with --json or --quiet (CI logs want no carriage returns). */
+export function showsProgress(options: OutputOptions): boolean {
+  return !options.json && !options.quiet && process.stderr.isTTY === true;
+}
+
 /**
  * A byte progress bar on a terminal; nothing otherwise (CI logs want no carriage returns).
  * Call `finish()` before printing results.
  */
 export function progressBar(label: string, options: OutputOptions): { listener: ProgressListener; setTotal(bytes: number): void; finish(): void } {
-  if (options.json || options.quiet || !process.stderr.isTTY) {
+  if (!showsProgress(options)) {
     return { listener: () => {}, setTotal: () => {}, finish: () => {} };
   }
   const bar = new cliProgress.SingleBar(

@@ -6,7 +6,7 @@ import type { Compression } from '../imagebuilder/oci/media-types.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { positiveInt, transportOptions } from './options.js';
 import type { GlobalOptions } from './program.js';
-import { BuildfleetError, formatBytes, printJson, table, type OutputOptions } from './output.js';
+import { BuildfleetError, formatBytes, printJson, showsProgress, table, type OutputOptions } from './output.js';
 
 type SquashFlags = { layers: number; fromLayer: number; compression: Compression; level?: number; sourceDateEpoch?: number };
 
@@ -76,7 +76,7 @@ export function formatReport(report: SquashReport): string {
 }
 
 function squashProgress(options: OutputOptions): { update: (event: SquashProgress) => void; stop: () => void } {
-  if (options.json || options.quiet || !process.stderr.isTTY) return { update: () => {}, stop: () => {} };
+  if (!showsProgress(options)) return { update: () => {}, stop: () => {} };
   const bar = new cliProgress.SingleBar({ stream: process.stderr, format: '{phase} [{bar}] {percentage}% {detail}', hideCursor: true, clearOnComplete: true, barsize: 30 }, cliProgress.Presets.shades_classic);
   bar.start(1, 0, { phase: 'index', detail: '' });
   return {

@@ -10,7 +10,7 @@ import {
   type ManifestFormat,
 } from '../oci/media-types.js';
 import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
-import { formatReference } from '../oci/reference.js';
+import { formatReference, type ImageReference } from '../oci/reference.js';
 import { BuildfleetError } from '../oci/errors.js';
 import type { DestinationPreferences, ImageDestination, ImageSource, ProgressListener, ResolvedImage } from '../transports/types.js';
 import { ByteCounter, pipeOn, recompress } from './codecs.js';
@@ -109,10 +109,7 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
     const configDescriptor: Descriptor = { ...image.manifest.config, mediaType: configMediaType(plan.format) };
     const putConfig = async () => {
       progress({ kind: 'blob-start', digest: configDescriptor.digest, size: configDescriptor.size, what: 'config' });
-      const present = await destination.hasBlob(configDescriptor, source.reference);
-      if (!present) {
-        await destination.putBlob(async () => Readable.from([image.configBytes]), { mediaType: configDescriptor.mediaType, digest: configDescriptor.digest, size: configDescriptor.size });
-      }
+      const present = await ensureBlob(destination, configDescriptor, async () => Readable.from([image.configBytes]), source.reference);
       progress({ kind: 'blob-done', digest: configDescriptor.digest, skipped: present });
     };
 
@@ -142,6 +139,16 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
     await destination.abort().catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Puts a blob unless the destination has it (or mounts it from `mountFrom`). True when it was
+ * already there. The digest is known, so the destination checks the bytes where they land.
+ */
+export async function ensureBlob(destination: ImageDestination, descriptor: Descriptor, open: () => Promise<Readable>, mountFrom?: ImageReference): Promise<boolean> {
+  if (await destination.hasBlob(descriptor, mountFrom)) return true;
+  await destination.putBlob(open, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size });
+  return false;
 }
 
 /** A manifest in the given format. Docker schema2 has no annotations; OCI keeps the source's. */

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -92,13 +92,12 @@ async function imageOf(name: string, layers: Buffer[], tamper?: (blobs: Buffer[]
   const blobs = layers.map(compress);
   const descriptors = blobs.map((blob) => ({ mediaType: MediaType.ociLayerGzip, digest: sha256Digest(blob), size: blob.length }));
   tamper?.(blobs);
-  for (const [i, blob] of blobs.entries()) await destination.putBlob(async () => Readable.from([blob]), { mediaType: MediaType.ociLayerGzip });
+  for (const blob of blobs) await destination.putBlob(async () => Readable.from([blob]), { mediaType: MediaType.ociLayerGzip });
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => sha256Digest(l)) } }));
   const configDescriptor = await destination.putBlob(async () => Readable.from([config]), { mediaType: MediaType.ociConfig });
   const manifest = buildManifest('oci', configDescriptor, descriptors);
   // A tampered blob is stored under its new digest: write the manifest by hand so it names the old one.
   if (tamper) {
-    const { writeFile, mkdir } = await import('node:fs/promises');
     for (const [i, blob] of blobs.entries()) {
       await mkdir(join(dir, 'blobs/sha256'), { recursive: true });
       await writeFile(join(dir, 'blobs/sha256', descriptors[i]!.digest.slice(7)), blob);

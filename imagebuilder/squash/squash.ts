@@ -9,7 +9,7 @@ import { configMediaType, formatOfManifestMediaType, layerCompression, layerMedi
 import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
 import type { ImageDestination, ImageSource } from '../transports/types.js';
-import { buildManifest } from '../copy/copy.js';
+import { buildManifest, ensureBlob } from '../copy/copy.js';
 import { mergeLayers } from './merge.js';
 import { planSquash, type SquashPlan } from './plan.js';
 import { indexLayers, writeOutputs, type IndexedLayer, type OutputLayer } from './passes.js';
@@ -111,23 +111,17 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     // Kept layers go over unchanged (and are mounted or skipped where the destination has them).
     for (const layer of kept) {
       const descriptor: Descriptor = { mediaType: layerMediaType(format, layerCompression(layer.mediaType)), digest: layer.digest, size: layer.size };
-      if (!(await destination.hasBlob(descriptor, source.reference))) {
-        await destination.putBlob(() => source.openBlob(layer, { verify: false }), { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size });
-      }
+      await ensureBlob(destination, descriptor, () => source.openBlob(layer, { verify: false }), source.reference);
       layerDescriptors.push(descriptor);
       progress({ phase: 'push', blobsDone: ++pushed, blobs });
     }
     for (const output of outputs) {
       const descriptor: Descriptor = { mediaType: layerMediaType(format, compression), digest: output.digest, size: output.size };
-      if (!(await destination.hasBlob(descriptor))) {
-        await destination.putBlob(async () => createReadStream(output.path), { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size });
-      }
+      await ensureBlob(destination, descriptor, async () => createReadStream(output.path));
       layerDescriptors.push(descriptor);
       progress({ phase: 'push', blobsDone: ++pushed, blobs });
     }
-    if (!(await destination.hasBlob(configDescriptor))) {
-      await destination.putBlob(async () => Readable.from([configBytes]), { mediaType: configDescriptor.mediaType, digest: configDescriptor.digest, size: configDescriptor.size });
-    }
+    await ensureBlob(destination, configDescriptor, async () => Readable.from([configBytes]));
     progress({ phase: 'push', blobsDone: ++pushed, blobs });
     const manifestDigest = await destination.putManifest(buildManifest(format, configDescriptor, layerDescriptors), manifestMediaType(format));
     await destination.commit();

@@ -20,6 +20,12 @@ function findRepoRoot(start: string): string {
   throw new Error(`buildfleet: cannot find the repository root above ${start}`);
 }
 
+/** How benchmarks run the CLI: the tsc build when there is one (as users run it), else through tsx. */
+export function cliCommand(): string[] {
+  const built = join(repoRoot, 'dist', 'cli', 'main.js');
+  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts')];
+}
+
 export const BASE_IMAGE = 'buildfleet/busybox:latest';
 
 let setupDone: Promise<void> | undefined;
