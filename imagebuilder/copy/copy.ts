@@ -56,7 +56,8 @@ export function planLayers(image: ResolvedImage, preferences: DestinationPrefere
 /**
  * Copies one image from a source to a destination: blobs first (skipping or mounting what the
  * destination has, converting compression where it wants another), then the manifest, then
- * commit. On any failure the destination is aborted, so nothing points at missing blobs.
+ * commit. On any failure the destination is aborted, so nothing points at missing blobs; blob
+ * copies still running are stopped and waited for first, and queued ones never start.
  */
 export async function copyImage(source: ImageSource, destination: ImageDestination, options: CopyOptions = {}): Promise<CopyResult> {
   const started = Date.now();
@@ -68,10 +69,16 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
     }
     const plan = planLayers(image, destination.preferences);
     const limit = pLimit(options.concurrency ?? 4);
+    const cancel = new BlobCancellation();
     let bytesRead = 0;
 
     const openCounted = async (descriptor: Descriptor, verify: boolean): Promise<Readable> => {
+      cancel.check();
       const stream = await source.openBlob(descriptor, { verify });
+      if (cancel.cancelled) {
+        stream.destroy();
+        cancel.check();
+      }
       return pipeOn(stream, new ByteCounter((bytes) => {
         bytesRead += bytes;
         progress({ kind: 'blob-bytes', digest: descriptor.digest, bytes });
@@ -88,8 +95,9 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
       if (layer.from === layer.to) {
         const target = { ...descriptor, mediaType: layer.mediaType };
         if (await destination.hasBlob(target, source.reference)) return done(target, 'present');
+        cancel.check();
         // Unchanged bytes: the destination checks the digest where they land, once.
-        const stored = await destination.putBlob(() => openCounted(descriptor, false), { mediaType: layer.mediaType, digest: descriptor.digest, size: descriptor.size });
+        const stored = await destination.putBlob(cancel.opener(() => openCounted(descriptor, false)), { mediaType: layer.mediaType, digest: descriptor.digest, size: descriptor.size });
         return done(stored, 'copied');
       }
       // Decompressing yields the diff_id, so the destination can check it and skip what it has.
@@ -97,10 +105,11 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
       if (expectedDigest) {
         const target = { mediaType: layer.mediaType, digest: expectedDigest, size: 0 };
         if (await destination.hasBlob(target)) return done(target, 'present');
+        cancel.check();
       }
       const stored = await destination.putBlob(
         // Converted bytes get a new digest, so the source's must be checked on the way.
-        async () => recompress(await openCounted(descriptor, true), layer.from, layer.to, options.compressionLevel),
+        cancel.opener(async () => recompress(await openCounted(descriptor, true), layer.from, layer.to, options.compressionLevel)),
         { mediaType: layer.mediaType, ...(expectedDigest && { digest: expectedDigest }) },
       );
       return done(stored, 'converted');
@@ -109,11 +118,44 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
     const configDescriptor: Descriptor = { ...image.manifest.config, mediaType: configMediaType(plan.format) };
     const putConfig = async () => {
       progress({ kind: 'blob-start', digest: configDescriptor.digest, size: configDescriptor.size, what: 'config' });
-      const present = await ensureBlob(destination, configDescriptor, async () => Readable.from([image.configBytes]), source.reference);
+      const present = await ensureBlob(destination, configDescriptor, cancel.opener(async () => Readable.from([image.configBytes])), source.reference);
       progress({ kind: 'blob-done', digest: configDescriptor.digest, skipped: present });
     };
 
-    const [layers] = await Promise.all([Promise.all(plan.layers.map((layer) => limit(() => copyLayer(layer)))), limit(putConfig)]);
+    // Every blob copy that has started, until it settles: after a failure, abort() must wait for them.
+    const running = new Set<Promise<unknown>>();
+    let firstError: { error: unknown } | undefined;
+    // On the first failure, right away (before the queue can start the next copy): start nothing
+    // more (cleared copies never settle; nothing waits on them) and stop the copies in flight.
+    const stopAll = (error: unknown) => {
+      firstError ??= { error };
+      limit.clearQueue();
+      cancel.cancel();
+    };
+    const schedule = <T>(task: () => Promise<T>): Promise<T> =>
+      limit(() => {
+        cancel.check();
+        const started = task();
+        running.add(started);
+        started.then(
+          () => running.delete(started),
+          (error: unknown) => {
+            running.delete(started);
+            stopAll(error);
+          },
+        );
+        return started;
+      });
+    let layers: Array<CopyResult['layers'][number]>;
+    try {
+      [layers] = await Promise.all([Promise.all(plan.layers.map((layer) => schedule(() => copyLayer(layer)))), schedule(putConfig)]);
+    } catch (err) {
+      stopAll(err);
+      // The stopped copies must be done before the destination is aborted, so none writes into
+      // it afterwards (a late write could recreate a removed staging directory).
+      await Promise.allSettled([...running]);
+      throw firstError?.error ?? err;
+    }
 
     const unchanged =
       plan.format === formatOfManifestMediaType(image.manifestMediaType) &&
@@ -138,6 +180,46 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
   } catch (err) {
     await destination.abort().catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Stops the blob copies of one copyImage once one has failed: streams handed to the destination
+ * are destroyed (which tears down everything feeding them: source sockets, files, zstd children),
+ * and nothing more is opened.
+ */
+class BlobCancellation {
+  private readonly live = new Set<Readable>();
+  private readonly reason = Object.assign(new Error('copy cancelled: another blob failed'), { name: 'AbortError' });
+  cancelled = false;
+
+  check(): void {
+    if (this.cancelled) throw this.reason;
+  }
+
+  cancel(): void {
+    this.cancelled = true;
+    for (const stream of this.live) {
+      // The destination may not be listening yet; it still sees the error when it reads.
+      stream.on('error', () => {});
+      stream.destroy(this.reason);
+    }
+    this.live.clear();
+  }
+
+  /** `open` for a destination's putBlob: refused once cancelled, and its stream stopped on cancel. */
+  opener(open: () => Promise<Readable>): () => Promise<Readable> {
+    return async () => {
+      this.check();
+      const stream = await open();
+      if (this.cancelled) {
+        stream.destroy();
+        this.check();
+      }
+      this.live.add(stream);
+      stream.once('close', () => this.live.delete(stream));
+      return stream;
+    };
   }
 }
 
