@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { registerImageCommands } from './image.js';
 import { registerQuickstart } from './quickstart.js';
+import { registerAgentCommand, registerPoolCommands } from './pool.js';
 import { reportError } from './output.js';
 
 export type GlobalOptions = {
@@ -40,6 +41,8 @@ export function buildProgram(): Command {
     .exitOverride();
   const globals = () => program.opts<GlobalOptions>();
   registerImageCommands(program, globals);
+  registerPoolCommands(program, globals);
+  registerAgentCommand(program);
   registerQuickstart(program, globals);
   return program;
 }
@@ -49,7 +52,8 @@ export async function main(argv: string[]): Promise<number> {
   program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
   try {
     await program.parseAsync(argv);
-    return 0;
+    // A command may set its own code (pool exec passes on the job's).
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     return reportError(err);
   }

@@ -6,11 +6,8 @@ import { BuildfleetError } from '../oci/errors.js';
 /** Applets the base image links to busybox, enough for shell scripts in builds and tests. */
 const applets = ['sh', 'ls', 'cat', 'echo', 'sleep', 'true', 'false', 'mkdir', 'rm', 'cp', 'mv', 'ln', 'chmod', 'chown', 'touch', 'dd', 'find', 'sha256sum', 'stat', 'test', 'env', 'id', 'mknod', 'mkfifo', 'tar', 'sync', 'head', 'wc', 'seq', 'printf', 'grep', 'sed', 'xargs', 'date', 'setcap'];
 
-/**
- * Nothing can be pulled from outside here, so the base image is made locally: a rootfs with a
- * static busybox (Debian's busybox-static), imported into the engine with `docker import`.
- */
-export async function importBusyboxBase(docker: Docker, reference = 'buildfleet/busybox:latest'): Promise<string> {
+/** The base image's rootfs as a tar stream: a static busybox and its applets, /etc/passwd and /etc/group. */
+export async function busyboxRootfs(): Promise<tar.Pack> {
   let busybox: Buffer;
   try {
     busybox = await readFile('/bin/busybox');
@@ -27,7 +24,15 @@ export async function importBusyboxBase(docker: Docker, reference = 'buildfleet/
   pack.entry({ name: 'etc/passwd', mode: 0o644, mtime }, 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
   pack.entry({ name: 'etc/group', mode: 0o644, mtime }, 'root:x:0:\nnogroup:x:65534:\n');
   pack.finalize();
+  return pack;
+}
 
+/**
+ * Nothing can be pulled from outside here, so the base image is made locally: a rootfs with a
+ * static busybox (Debian's busybox-static), imported into the engine with `docker import`.
+ */
+export async function importBusyboxBase(docker: Docker, reference = 'buildfleet/busybox:latest'): Promise<string> {
+  const pack = await busyboxRootfs();
   const [repo, tag] = splitTag(reference);
   const stream = await docker.importImage(pack as unknown as NodeJS.ReadableStream, { repo, tag });
   await new Promise<void>((resolve, reject) => {

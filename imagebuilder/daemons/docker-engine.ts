@@ -79,42 +79,21 @@ export class DockerEngine {
   private async startContainerd(): Promise<void> {
     const config = join(this.root, 'containerd.toml');
     await mkdir(join(this.root, 'containerd'), { recursive: true });
-    await writeFile(
-      config,
-      [
-        'version = 2',
-        `root = "${join(this.root, 'containerd', 'root')}"`,
-        `state = "${join(this.root, 'containerd', 'state')}"`,
-        // Plugins that need hardware or other storage, or that only Kubernetes uses.
-        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]',
-        '[grpc]',
-        `  address = "${this.containerdSocket}"`,
-        '[ttrpc]',
-        `  address = "${this.containerdSocket}.ttrpc"`,
-        '[debug]',
-        '  address = ""',
-        '[metrics]',
-        '  address = ""',
-        '',
-      ].join('\n'),
-    );
+    await writeFile(config, containerdConfig({ root: join(this.root, 'containerd', 'root'), state: join(this.root, 'containerd', 'state'), socket: this.containerdSocket }));
     this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.root, 'containerd.log'));
     await this.containerd.waitUntil(async () => existsSync(this.containerdSocket), this.options.startTimeoutMs ?? 30_000);
   }
 
   /** Starts dockerd (again, after a crash or a kill: containers survive with liveRestore). */
   async startDockerd(): Promise<void> {
-    const args = [
-      '--containerd', this.containerdSocket,
-      '--data-root', this.dataRoot,
-      '--exec-root', join(this.root, 'exec'),
-      '--host', this.host,
-      '--pidfile', join(this.root, 'docker.pid'),
-      '--bridge=none', '--iptables=false', '--ip6tables=false',
-    ];
-    if (this.options.experimental) args.push('--experimental');
-    if (this.options.liveRestore) args.push('--live-restore');
-    for (const registry of this.options.insecureRegistries ?? []) args.push('--insecure-registry', registry);
+    const args = dockerdArgs({
+      containerdSocket: this.containerdSocket,
+      dataRoot: this.dataRoot,
+      execRoot: join(this.root, 'exec'),
+      socket: this.socketPath,
+      pidfile: join(this.root, 'docker.pid'),
+      ...this.options,
+    });
     // Docker 20.10 decompresses layers with unpigz when it is on PATH; keep PATH as it is.
     this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.root, 'dockerd.log'));
     await this.dockerd.waitUntil(async () => {
@@ -158,6 +137,56 @@ export class DockerEngine {
       }
     }
   }
+}
+
+/** containerd's config for an engine of our own: own root, state and sockets; no CRI, no metrics. */
+export function containerdConfig(paths: { root: string; state: string; socket: string }): string {
+  return [
+    'version = 2',
+    `root = "${paths.root}"`,
+    `state = "${paths.state}"`,
+    // Plugins that need hardware or other storage, or that only Kubernetes uses.
+    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]',
+    '[grpc]',
+    `  address = "${paths.socket}"`,
+    '[ttrpc]',
+    `  address = "${paths.socket}.ttrpc"`,
+    '[debug]',
+    '  address = ""',
+    '[metrics]',
+    '  address = ""',
+    '',
+  ].join('\n');
+}
+
+export type DockerdArgsOptions = {
+  containerdSocket: string;
+  dataRoot: string;
+  execRoot: string;
+  socket: string;
+  pidfile: string;
+  experimental?: boolean;
+  liveRestore?: boolean;
+  insecureRegistries?: string[];
+  /** Parent cgroup of every container, so cleanup can find (and kill) a node's containers by cgroup. */
+  cgroupParent?: string;
+};
+
+/** dockerd on an external containerd, no bridge and no iptables (several engines share this host). */
+export function dockerdArgs(options: DockerdArgsOptions): string[] {
+  const args = [
+    '--containerd', options.containerdSocket,
+    '--data-root', options.dataRoot,
+    '--exec-root', options.execRoot,
+    '--host', `unix://${options.socket}`,
+    '--pidfile', options.pidfile,
+    '--bridge=none', '--iptables=false', '--ip6tables=false',
+  ];
+  if (options.experimental) args.push('--experimental');
+  if (options.liveRestore) args.push('--live-restore');
+  if (options.cgroupParent) args.push('--cgroup-parent', options.cgroupParent);
+  for (const registry of options.insecureRegistries ?? []) args.push('--insecure-registry', registry);
+  return args;
 }
 
 /** Unmounts every mount point below dir, deepest first (overlay and netns mounts of a killed dockerd). */

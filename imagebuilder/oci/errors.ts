@@ -12,7 +12,8 @@ export type ErrorKind =
   | 'integrity'
   | 'format'
   | 'unsupported'
-  | 'environment';
+  | 'environment'
+  | 'conflict';
 
 export class BuildfleetError extends Error {
   readonly kind: ErrorKind;
@@ -38,4 +39,5 @@ export const exitCodeFor: Record<ErrorKind, number> = {
   format: 6,
   unsupported: 7,
   environment: 8,
+  conflict: 9,
 };

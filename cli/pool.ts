@@ -1,0 +1,171 @@
+import type { Command } from 'commander';
+import { BuildfleetError } from '../imagebuilder/oci/errors.js';
+import { loadPoolSpec, parsePoolSpec, type PoolSpec } from '../nodepool/spec/spec.js';
+import { StateStore, stateDirFrom } from '../nodepool/state/store.js';
+import { PoolManager, type PoolView } from '../nodepool/pool.js';
+import { describePlan, type PoolPlan } from '../nodepool/plan.js';
+import { execJob } from '../nodepool/jobs.js';
+import type { GlobalOptions } from './program.js';
+import { printJson, table } from './output.js';
+import { transportOptions } from './options.js';
+
+type PoolFlags = { stateDir?: string };
+
+function nonNegativeInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new BuildfleetError('usage', `${flag} must be a whole number >= 0, got "${value}"`);
+  return n;
+}
+
+function seconds(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new BuildfleetError('usage', `${flag} must be a number of seconds > 0, got "${value}"`);
+  return n;
+}
+
+const secs = (ms: number | undefined) => (ms === undefined ? '-' : (ms / 1000).toFixed(2));
+
+export function formatPoolStatus(view: PoolView): string {
+  const rows = [['NODE', 'PHASE', 'JOBS', 'RUNTIME s', 'PULL s', 'READY s', 'RUNTIME DISK', 'WORKLOAD DISK', 'PROBE']];
+  for (const node of view.nodes) {
+    const disk = (key: 'RuntimeDiskSaturated' | 'WorkloadDiskSaturated') => (node.conditions[key]?.status ? 'Saturated' : 'ok');
+    const probe = node.conditions.RuntimeHealthy ? (node.conditions.RuntimeHealthy.status ? 'healthy' : `failing: ${node.conditions.RuntimeHealthy.reason ?? ''}`) : '-';
+    rows.push([
+      node.name,
+      `${node.phase}${node.cordoned ? ',cordoned' : ''}${node.agentAlive ? '' : ',agent-down'}`,
+      String(node.runningJobs),
+      secs(node.phaseTimes.runtimeMs),
+      secs(node.phaseTimes.pullMs),
+      secs(node.phaseTimes.readyMs),
+      disk('RuntimeDiskSaturated'),
+      disk('WorkloadDiskSaturated'),
+      probe,
+    ]);
+  }
+  const ready = view.nodes.filter((node) => node.phase === 'Ready').length;
+  return `pool ${view.name} (${view.provider}): ${ready}/${view.desiredNodes} nodes Ready; images: ${view.images.join(', ') || 'none'}\n` + (view.nodes.length ? table(rows) + '\n' : '');
+}
+
+export function registerPoolCommands(program: Command, globals: () => GlobalOptions): void {
+  const pool = program
+    .command('pool')
+    .description('dual-disk node pools: each node has a runtime disk, a workload disk and its own Docker Engine; new nodes take jobs only once the build image is pulled')
+    .option('--state-dir <dir>', 'where pools are recorded (default: $BUILDFLEET_STATE_DIR or /var/lib/buildfleet)');
+  const manager = () => {
+    const options = globals();
+    const store = new StateStore(stateDirFrom(pool.opts<PoolFlags>().stateDir));
+    const log = options.json || options.quiet ? undefined : (line: string) => process.stderr.write(line + '\n');
+    return { options, manager: new PoolManager(store, { registry: transportOptions(options).registry ?? {}, ...(log && { log }) }), log };
+  };
+  const report = (options: GlobalOptions, plan: PoolPlan, spec: PoolSpec, view: PoolView | undefined, dryRun: boolean) => {
+    if (options.json) return printJson({ dryRun, plan, ...(view && { pool: view }) });
+    if (options.quiet) return;
+    process.stdout.write((dryRun ? 'plan (dry run, nothing changed):\n' : 'applied:\n') + describePlan(plan, spec).map((line) => `  ${line}`).join('\n') + '\n');
+    if (view) process.stdout.write(formatPoolStatus(view));
+  };
+
+  pool
+    .command('apply')
+    .description('create or change a pool to match a spec file (YAML or JSON): adds, updates, drains and removes nodes')
+    .requiredOption('-f, --file <path>', 'pool spec (see nodepool/README.md)')
+    .option('--dry-run', 'print the plan and change nothing', false)
+    .option('--no-wait', 'return once new nodes are provisioned, before they are Ready')
+    .option('--timeout <seconds>', 'how long to wait for new nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
+    .action(async (flags: { file: string; dryRun: boolean; wait: boolean; timeout: number }) => {
+      const { options, manager: m } = manager();
+      const spec = await loadPoolSpec(flags.file);
+      const { plan, pool: view } = await m.apply(spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
+      report(options, plan, spec, view, flags.dryRun);
+    });
+
+  pool
+    .command('create')
+    .description('create a new pool (fails if the name is taken), from a spec file or from flags')
+    .argument('[name]', 'pool name (when no --file)')
+    .option('-f, --file <path>', 'pool spec (YAML or JSON)')
+    .option('--nodes <n>', 'node count', (v) => nonNegativeInt(v, '--nodes'), 1)
+    .option('--runtime-disk <size>', 'runtime disk size per node, e.g. 4G', '4G')
+    .option('--workload-disk <size>', 'workload disk size per node, e.g. 8G', '8G')
+    .option('--image <ref>', 'image to pre-pull (repeatable; the first is the build image)', (v: string, prev: string[] = []) => [...prev, v], [])
+    .option('--no-wait', 'return once nodes are provisioned, before they are Ready')
+    .option('--timeout <seconds>', 'how long to wait for nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
+    .action(async (name: string | undefined, flags: { file?: string; nodes: number; runtimeDisk: string; workloadDisk: string; image: string[]; wait: boolean; timeout: number }) => {
+      const { options, manager: m } = manager();
+      if (!flags.file && !name) throw new BuildfleetError('usage', 'pool create: give a pool name or --file');
+      const spec = flags.file
+        ? await loadPoolSpec(flags.file)
+        : parsePoolSpec({ name, nodes: flags.nodes, disks: { runtime: flags.runtimeDisk, workload: flags.workloadDisk }, images: flags.image }, 'flags');
+      const { plan, pool: view } = await m.apply(spec, { mustBeNew: true, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
+      report(options, plan, spec, view, false);
+    });
+
+  pool
+    .command('resize')
+    .description('change the node count: new nodes are Ready before the command returns; removed nodes are drained first')
+    .argument('<name>', 'pool name')
+    .requiredOption('--nodes <n>', 'new node count', (v) => nonNegativeInt(v, '--nodes'))
+    .option('--no-wait', 'return once new nodes are provisioned')
+    .option('--timeout <seconds>', 'how long to wait for new nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
+    .action(async (name: string, flags: { nodes: number; wait: boolean; timeout: number }) => {
+      const { options, manager: m } = manager();
+      const record = await m.store.requirePool(name);
+      const { plan, pool: view } = await m.resize(name, flags.nodes, { wait: flags.wait, timeoutMs: flags.timeout * 1000 });
+      report(options, plan, { ...record.spec, nodes: flags.nodes }, view, false);
+    });
+
+  pool
+    .command('status')
+    .description('per-node phase, running jobs, phase times (runtime up, pull, ready), disk and probe conditions')
+    .argument('[name]', 'pool name (default: every pool)')
+    .action(async (name: string | undefined) => {
+      const { options, manager: m } = manager();
+      const names = name ? [name] : await m.store.listPools();
+      const views: PoolView[] = [];
+      for (const each of names) views.push(await m.status(each));
+      if (options.json) return printJson(name ? views[0] : views);
+      process.stdout.write(views.length ? views.map(formatPoolStatus).join('\n') : `no pools in ${m.store.root}\n`);
+    });
+
+  pool
+    .command('delete')
+    .description('remove a pool: stops its agents, runtimes and containers, unmounts and detaches its disks, removes its files (also after a crash)')
+    .argument('<name>', 'pool name')
+    .action(async (name: string) => {
+      const { options, manager: m } = manager();
+      const result = await m.delete(name);
+      if (options.json) return printJson({ pool: name, ...result });
+      if (!options.quiet) process.stdout.write(`deleted pool ${name}: ${result.nodes} node(s); stopped ${result.processes} process(es), unmounted ${result.mounts} mount(s), detached ${result.loopDevices} loop device(s)\n`);
+    });
+
+  pool
+    .command('exec')
+    .description('run a build command in a container of the build image on a Ready, uncordoned node, with the workload disk as /workspace; exits with the command\'s code')
+    .argument('<name>', 'pool name')
+    .argument('<command...>', 'the command, after --')
+    .option('--image <ref>', 'image to run instead of the pool\'s build image')
+    .option('--wait <seconds>', 'how long to wait for a Ready node', (v) => seconds(v, '--wait'), 600)
+    .action(async (name: string, command: string[], flags: { image?: string; wait: number }) => {
+      const { options, manager: m, log } = manager();
+      const result = await execJob(m, name, command, {
+        waitMs: flags.wait * 1000,
+        ...(flags.image && { image: flags.image }),
+        ...(log && { log }),
+        // With --json, stdout carries only the result: the job's output goes to stderr.
+        ...(options.json && { stdout: process.stderr }),
+      });
+      if (options.json) printJson(result);
+      process.exitCode = result.exitCode;
+    });
+}
+
+export function registerAgentCommand(program: Command): void {
+  const agent = program.command('agent').description('the per-node agent: runtime, pre-pull gating, health probe, disk monitor, remediation, /metrics');
+  agent
+    .command('run')
+    .description('run the agent of one node until SIGTERM (the local provider starts one per node)')
+    .requiredOption('--node-dir <dir>', 'the node\'s directory in the state dir')
+    .action(async (flags: { nodeDir: string }) => {
+      const { runAgent } = await import('../nodepool/agent/agent.js');
+      await runAgent(flags.nodeDir);
+    });
+}

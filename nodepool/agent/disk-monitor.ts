@@ -1,0 +1,106 @@
+import { readFile, statfs } from 'node:fs/promises';
+
+/**
+ * Disk saturation, from the same signals node-problem-detector exports but never turns into a
+ * condition: utilisation (diskstats field 13, ms spent doing I/O) and average queue depth
+ * (field 14, weighted ms), each over a sliding window; plus space and inodes (statfs).
+ * The parsing and the hysteresis are pure; reading the files is the only I/O.
+ */
+
+export type DiskCounters = { ioTicksMs: number; weightedMs: number; readsCompleted: number; writesCompleted: number };
+
+/** /proc/diskstats by device name (loop0, vda...). Fields per Documentation/admin-guide/iostats.rst. */
+export function parseDiskstats(text: string): Map<string, DiskCounters> {
+  const devices = new Map<string, DiskCounters>();
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 14) continue;
+    // fields[0..2] = major, minor, name; then the numbered fields 1..: field N is fields[N + 2].
+    devices.set(fields[2]!, {
+      readsCompleted: Number(fields[3]),
+      writesCompleted: Number(fields[7]),
+      ioTicksMs: Number(fields[12]),
+      weightedMs: Number(fields[13]),
+    });
+  }
+  return devices;
+}
+
+export type DiskSample = DiskCounters & { atMs: number };
+
+/** Utilisation and queue depth over the samples of the last `windowMs`. */
+export class DiskWindow {
+  private samples: DiskSample[] = [];
+
+  constructor(private readonly windowMs: number) {}
+
+  add(sample: DiskSample): void {
+    this.samples.push(sample);
+    // Keep one sample at or before the window's start, so the window is fully covered.
+    while (this.samples.length > 2 && this.samples[1]!.atMs <= sample.atMs - this.windowMs) this.samples.shift();
+  }
+
+  /** Share of the window the device was busy, 0..1; undefined until two samples exist. */
+  get utilization(): number | undefined {
+    const span = this.span();
+    if (!span) return undefined;
+    return Math.min(1, Math.max(0, (span.last.ioTicksMs - span.first.ioTicksMs) / span.ms));
+  }
+
+  /** Average requests in flight over the window. */
+  get queueDepth(): number | undefined {
+    const span = this.span();
+    if (!span) return undefined;
+    return Math.max(0, (span.last.weightedMs - span.first.weightedMs) / span.ms);
+  }
+
+  private span(): { first: DiskSample; last: DiskSample; ms: number } | undefined {
+    const first = this.samples[0];
+    const last = this.samples.at(-1);
+    if (!first || !last || last.atMs <= first.atMs) return undefined;
+    return { first, last, ms: last.atMs - first.atMs };
+  }
+}
+
+export type SaturationThresholds = { utilization: number; queueDepth: number; clearUtilization: number; clearQueueDepth: number; minFreeRatio: number };
+export type DiskReading = { utilization: number; queueDepth: number; freeBytesRatio: number; freeInodesRatio: number };
+
+/**
+ * The Saturated condition with hysteresis: it is set when utilisation or queue depth reaches
+ * its threshold (or space or inodes run low), and cleared only when both fall below their
+ * lower clear thresholds, so a disk near the line does not flap.
+ */
+export class SaturationCondition {
+  saturated = false;
+  reason = '';
+
+  constructor(private readonly thresholds: SaturationThresholds) {}
+
+  /** Returns true when the condition changed. */
+  update(reading: DiskReading): boolean {
+    const t = this.thresholds;
+    const lowSpace = reading.freeBytesRatio < t.minFreeRatio || reading.freeInodesRatio < t.minFreeRatio;
+    const busy = reading.utilization >= t.utilization || reading.queueDepth >= t.queueDepth;
+    const calm = reading.utilization < t.clearUtilization && reading.queueDepth < t.clearQueueDepth;
+    const next = this.saturated ? lowSpace || !calm : lowSpace || busy;
+    if (next) {
+      this.reason = lowSpace
+        ? `free space ${(reading.freeBytesRatio * 100).toFixed(1)}%, inodes ${(reading.freeInodesRatio * 100).toFixed(1)}%`
+        : `utilisation ${(reading.utilization * 100).toFixed(0)}%, queue depth ${reading.queueDepth.toFixed(1)}`;
+    }
+    const changed = next !== this.saturated;
+    this.saturated = next;
+    return changed;
+  }
+}
+
+export async function readDiskstats(): Promise<Map<string, DiskCounters>> {
+  return parseDiskstats(await readFile('/proc/diskstats', 'utf8'));
+}
+
+export type SpaceReading = { totalBytes: number; freeBytes: number; totalInodes: number; freeInodes: number };
+
+export async function readSpace(mountPoint: string): Promise<SpaceReading> {
+  const stats = await statfs(mountPoint);
+  return { totalBytes: stats.blocks * stats.bsize, freeBytes: stats.bavail * stats.bsize, totalInodes: stats.files, freeInodes: stats.ffree };
+}

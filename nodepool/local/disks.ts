@@ -1,0 +1,88 @@
+import { open, mkdir, readFile, statfs, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
+import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import type { DiskSpec } from '../spec/spec.js';
+import type { DiskRecord } from '../state/store.js';
+
+/**
+ * A simulated node disk: a sparse file, attached to its own loop device (direct I/O, so its
+ * reads and writes show on that device in /proc/diskstats and under its blkio budget rather
+ * than in the host's page cache), formatted ext4 and mounted.
+ */
+
+const BLKIO = '/sys/fs/cgroup/blkio';
+
+async function run(command: string, args: string[], what: string): Promise<string> {
+  const result = await execa(command, args, { reject: false });
+  if (result.exitCode !== 0) {
+    throw new BuildfleetError('environment', `${what}: ${command} ${args.join(' ')} failed: ${(result.stderr || result.stdout).trim().split('\n').slice(-2).join(' | ')}`);
+  }
+  return result.stdout.trim();
+}
+
+/** Creates, attaches, formats and mounts one disk; records its loop device as soon as it exists. */
+export async function createDisk(disk: DiskRecord, spec: DiskSpec, onAttached: (loopDevice: string) => Promise<void>): Promise<DiskRecord> {
+  const handle = await open(disk.file, 'wx');
+  try {
+    await handle.truncate(disk.sizeBytes);
+  } finally {
+    await handle.close();
+  }
+  const loopDevice = await run('losetup', ['--find', '--show', '--direct-io=on', disk.file], `${disk.role} disk`);
+  await onAttached(loopDevice);
+  if (spec.readBytesPerSecond || spec.writeBytesPerSecond || spec.iops) await setThrottle(loopDevice, spec);
+  // Lazy init: the inode tables and journal are zeroed in the background, so mkfs takes milliseconds.
+  await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1', loopDevice], `${disk.role} disk`);
+  await mkdir(disk.mountPoint, { recursive: true });
+  await run('mount', ['-o', 'noatime', loopDevice, disk.mountPoint], `${disk.role} disk`);
+  return { ...disk, loopDevice };
+}
+
+async function deviceNumbers(loopDevice: string): Promise<string> {
+  const name = loopDevice.replace('/dev/', '');
+  return (await readFile(`/sys/block/${name}/dev`, 'utf8')).trim();
+}
+
+/** A disk's own I/O budget, like a cloud disk's limit (all loop files share one real disk otherwise). */
+export async function setThrottle(loopDevice: string, spec: Pick<DiskSpec, 'readBytesPerSecond' | 'writeBytesPerSecond' | 'iops'>): Promise<void> {
+  const device = await deviceNumbers(loopDevice);
+  const limits: Array<[string, number]> = [
+    ['blkio.throttle.read_bps_device', spec.readBytesPerSecond],
+    ['blkio.throttle.write_bps_device', spec.writeBytesPerSecond],
+    ['blkio.throttle.read_iops_device', spec.iops],
+    ['blkio.throttle.write_iops_device', spec.iops],
+  ];
+  for (const [file, value] of limits) {
+    await writeFile(`${BLKIO}/${file}`, `${device} ${value}`).catch((err: Error) => {
+      if (value) throw new BuildfleetError('environment', `cannot set the I/O budget of ${loopDevice} (${file}): ${err.message}`);
+    });
+  }
+}
+
+export async function clearThrottle(loopDevice: string): Promise<void> {
+  await setThrottle(loopDevice, { readBytesPerSecond: 0, writeBytesPerSecond: 0, iops: 0 }).catch(() => {});
+}
+
+/** Loop devices whose backing file lies under dir (found by path, so a crashed run's are found too). */
+export async function loopDevicesBelow(dir: string): Promise<string[]> {
+  const result = await execa('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], { reject: false });
+  if (result.exitCode !== 0 || !result.stdout.trim()) return [];
+  const parsed = JSON.parse(result.stdout) as { loopdevices?: Array<{ name: string; 'back-file'?: string | null }> };
+  return (parsed.loopdevices ?? [])
+    .filter((device) => {
+      const file = (device['back-file'] ?? '').replace(/ \(deleted\)$/, '');
+      return file === dir || file.startsWith(dir + '/');
+    })
+    .map((device) => device.name);
+}
+
+export async function detachLoopDevice(loopDevice: string): Promise<void> {
+  await clearThrottle(loopDevice);
+  await execa('losetup', ['--detach', loopDevice], { reject: false });
+}
+
+/** Free bytes for new disk files under dir (what an unprivileged user could get, like df). */
+export async function freeBytes(dir: string): Promise<number> {
+  const stats = await statfs(dir);
+  return stats.bavail * stats.bsize;
+}

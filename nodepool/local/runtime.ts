@@ -1,0 +1,84 @@
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import { containerdConfig, dockerdArgs, requireCommands } from '../../imagebuilder/daemons/docker-engine.js';
+import { Daemon } from '../../imagebuilder/daemons/process.js';
+import type { NodePaths, NodeRecord } from '../state/store.js';
+import { nodeCgroupName } from './cgroups.js';
+
+/**
+ * A node's container runtime: its own containerd and a dockerd on it, both children of the
+ * node's agent (so the agent reaps them and can restart dockerd). The data-root lies on the
+ * runtime disk; builds get the workload disk. With live-restore, containers outlive dockerd.
+ */
+export class NodeRuntime {
+  readonly docker: Docker;
+  private containerd: Daemon | undefined;
+  private dockerd: Daemon | undefined;
+
+  constructor(
+    private readonly paths: NodePaths,
+    private readonly node: NodeRecord,
+  ) {
+    this.docker = new Docker({ socketPath: paths.dockerSocket });
+  }
+
+  get dockerdPid(): number | undefined {
+    return this.dockerd?.running ? this.dockerd.pid : undefined;
+  }
+
+  get dockerdRunning(): boolean {
+    return this.dockerd?.running ?? false;
+  }
+
+  async start(timeoutMs = 60_000): Promise<void> {
+    await requireCommands(['dockerd', 'containerd'], 'docker.io');
+    await mkdir(this.paths.run, { recursive: true });
+    await mkdir(this.paths.logs, { recursive: true });
+    const config = join(this.paths.run, 'containerd.toml');
+    await writeFile(config, containerdConfig({ root: this.paths.containerdRoot, state: this.paths.containerdState, socket: this.paths.containerdSocket }));
+    this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'));
+    await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
+    await this.startDockerd(timeoutMs);
+  }
+
+  async startDockerd(timeoutMs = 60_000): Promise<void> {
+    // A killed dockerd that nobody reaped leaves its pidfile naming a zombie: dockerd would refuse to start.
+    await rm(this.paths.dockerPid, { force: true });
+    const args = dockerdArgs({
+      containerdSocket: this.paths.containerdSocket,
+      dataRoot: this.paths.dataRoot,
+      execRoot: this.paths.execRoot,
+      socket: this.paths.dockerSocket,
+      pidfile: this.paths.dockerPid,
+      liveRestore: this.node.spec.liveRestore,
+      insecureRegistries: this.node.spec.insecureRegistries,
+      cgroupParent: nodeCgroupName(this.node.pool, this.node.id),
+    });
+    this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.paths.logs, 'dockerd.log'));
+    await this.dockerd.waitUntil(async () => {
+      await this.docker.ping();
+      return true;
+    }, timeoutMs);
+  }
+
+  /** What the field's health monitor does to a hung runtime: SIGKILL (after SIGCONT, for a stopped one). */
+  async killDockerd(): Promise<void> {
+    if (!this.dockerd) return;
+    this.dockerd.child.kill('SIGCONT');
+    this.dockerd.child.kill('SIGKILL');
+    await this.dockerd.stop(2000);
+  }
+
+  /** Kill and start again: with live-restore the running containers keep running throughout. */
+  async restartDockerd(timeoutMs = 60_000): Promise<void> {
+    await this.killDockerd();
+    await this.startDockerd(timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    await this.dockerd?.stop(10_000);
+    await this.containerd?.stop(10_000);
+  }
+}

@@ -1,0 +1,139 @@
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+
+/**
+ * The pool spec: what an operator writes (YAML or JSON) and `pool apply` converges to.
+ * Every field but the name has a default that suits a small local pool.
+ */
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** "512M", "20G", "1.5g", "1048576": bytes, in powers of 1024 like truncate(1) and mkfs. */
+export function parseSize(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(value);
+  if (!match) return undefined;
+  const bytes = Math.round(Number(match[1]) * SIZE_UNITS[match[2]!.toLowerCase()]!);
+  return bytes > 0 ? bytes : undefined;
+}
+
+const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(value)} (use bytes or a number with K, M, G or T)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const MIN_DISK = 64 * 1024 ** 2; // smaller than this, ext4 plus a dockerd data-root do not fit
+
+const disk = z
+  .object({
+    size,
+    /** Per-disk I/O budget (blkio throttle on its loop device), like a cloud disk's limit; 0 = none. */
+    readBytesPerSecond: z.number().int().nonnegative().default(0),
+    writeBytesPerSecond: z.number().int().nonnegative().default(0),
+    iops: z.number().int().nonnegative().default(0),
+  })
+  .strict()
+  .refine((d) => d.size >= MIN_DISK, { message: `must be at least ${MIN_DISK / 1024 ** 2}M`, path: ['size'] });
+
+/** A disk is written as its size alone ("20G") or as an object with an I/O budget. */
+const diskOrSize = z.preprocess((value) => (typeof value === 'string' || typeof value === 'number' ? { size: value } : value), disk);
+
+export const PROVIDERS = ['local', 'gke'] as const;
+export const REMEDIATION_POLICIES = ['drain-then-restart', 'kill-on-first-failure', 'none'] as const;
+
+export const poolSpecSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9-]{0,30}[a-z0-9]$/, 'lowercase letters, digits and "-", 2-32 characters, starting with a letter'),
+    provider: z.enum(PROVIDERS).default('local'),
+    nodes: z.number().int().min(0).max(64),
+    disks: z
+      .object({
+        /** Holds the runtime's data-root (images, container layers): what `docker ps` depends on. */
+        runtime: diskOrSize.prefault('4G'),
+        /** Mounted where builds run, so build I/O cannot saturate the runtime's disk. */
+        workload: diskOrSize.prefault('8G'),
+      })
+      .strict()
+      .prefault({}),
+    /** Pre-pulled on every node; a node takes jobs only when all are present by digest. The first is the build image. */
+    images: z.array(z.string().min(1)).default([]),
+    /** Registries the node's runtime may reach over plain HTTP (loopback always may). */
+    insecureRegistries: z.array(z.string()).default([]),
+    probe: z
+      .object({
+        intervalSeconds: z.number().positive().default(10),
+        timeoutSeconds: z.number().positive().default(10),
+        /** Consecutive failures before the runtime counts as hung (the field's health monitor uses 1). */
+        failureThreshold: z.number().int().min(1).default(3),
+      })
+      .strict()
+      .prefault({}),
+    saturation: z
+      .object({
+        /** Share of time the disk was busy (diskstats io_ticks) over the window. */
+        utilization: z.number().gt(0).max(1).default(0.9),
+        /** Average requests in flight (diskstats weighted time) over the window. */
+        queueDepth: z.number().positive().default(8),
+        windowSeconds: z.number().positive().default(10),
+        /** Hysteresis: Saturated clears only below these, for a whole window. */
+        clearUtilization: z.number().gt(0).max(1).default(0.6),
+        clearQueueDepth: z.number().positive().default(4),
+        /** Space or inodes left below this share also count as saturated. */
+        minFreeRatio: z.number().min(0).max(1).default(0.05),
+        sampleSeconds: z.number().positive().default(1),
+      })
+      .strict()
+      .refine((s) => s.clearUtilization <= s.utilization, { message: 'clearUtilization must not exceed utilization', path: ['clearUtilization'] })
+      .refine((s) => s.clearQueueDepth <= s.queueDepth, { message: 'clearQueueDepth must not exceed queueDepth', path: ['clearQueueDepth'] })
+      .prefault({}),
+    remediation: z
+      .object({
+        policy: z.enum(REMEDIATION_POLICIES).default('drain-then-restart'),
+        /** How long running builds may go on before the runtime restarts anyway (live-restore keeps them). */
+        drainTimeoutSeconds: z.number().nonnegative().default(600),
+        /** No second restart within this time: a node that stays hung stays cordoned instead of looping. */
+        cooldownSeconds: z.number().nonnegative().default(600),
+      })
+      .strict()
+      .prefault({}),
+    /** dockerd --live-restore: containers survive a runtime restart. Off only to show what the field's monitor does. */
+    liveRestore: z.boolean().default(true),
+  })
+  .strict();
+
+export type PoolSpecInput = z.input<typeof poolSpecSchema>;
+export type PoolSpec = z.output<typeof poolSpecSchema>;
+export type DiskSpec = PoolSpec['disks']['runtime'];
+
+/** Validates a spec; a bad one fails with one line naming the field (`disks.runtime.size: ...`). */
+export function parsePoolSpec(input: unknown, source = 'pool spec'): PoolSpec {
+  const result = poolSpecSchema.safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const field = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+  const more = result.error.issues.length > 1 ? ` (and ${result.error.issues.length - 1} more)` : '';
+  throw new BuildfleetError('usage', `${source}: ${field}: ${issue.message}${more}`);
+}
+
+/** Reads a YAML or JSON spec file (JSON is YAML). */
+export async function loadPoolSpec(path: string): Promise<PoolSpec> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new BuildfleetError('not-found', `${path}: cannot read pool spec (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (err) {
+    throw new BuildfleetError('usage', `${path}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return parsePoolSpec(data, path);
+}
