@@ -62,26 +62,37 @@ export async function execJob(manager: PoolManager, pool: string, command: strin
   await mkdir(workdir, { recursive: true });
   const docker = new Docker({ socketPath: node.dockerSocket });
   log(`running ${job} on ${node.name}`);
-  const container = await docker.createContainer({
-    Image: image,
-    Cmd: command,
-    WorkingDir: WORKSPACE,
-    Labels: { [JOB_LABEL]: job, 'io.buildfleet.pool': pool },
-    HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host' },
-    AttachStdout: true,
-    AttachStderr: true,
-  });
+  const container = await docker
+    .createContainer({
+      Image: image,
+      Cmd: command,
+      WorkingDir: WORKSPACE,
+      Labels: { [JOB_LABEL]: job, 'io.buildfleet.pool': pool },
+      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host' },
+      AttachStdout: true,
+      AttachStderr: true,
+    })
+    .catch((err: unknown) => {
+      throw runtimeError(node.name, err);
+    });
   const startedAt = new Date();
   try {
     const stdout = new PassThrough();
     const stderr = new PassThrough();
     stdout.pipe(options.stdout ?? process.stdout, { end: false });
     stderr.pipe(options.stderr ?? process.stderr, { end: false });
-    const stream = await container.attach({ stream: true, stdout: true, stderr: true });
+    const stream = await container.attach({ stream: true, stdout: true, stderr: true }).catch((err: unknown) => {
+      throw runtimeError(node.name, err);
+    });
     docker.modem.demuxStream(stream, stdout, stderr);
     // If the runtime restarts mid-job, the attach breaks but the job goes on (live-restore).
     stream.on('error', () => {});
-    await container.start();
+    try {
+      await container.start();
+    } catch (err) {
+      // A runtime that dies mid-request may still have started the job: only an answer is final.
+      if ((err as { statusCode?: number }).statusCode !== undefined) throw runtimeError(node.name, err);
+    }
     const exitCode = await waitForExit(container);
     await new Promise((resolve) => setTimeout(resolve, 50)); // let the last output arrive
     const finishedAt = new Date();
@@ -92,17 +103,29 @@ export async function execJob(manager: PoolManager, pool: string, command: strin
 }
 
 /**
- * The job's exit code. A runtime restart (remediation) breaks the wait request: ask again until
- * the restarted runtime answers, as long as the container exists.
+ * The job's exit code, by polling: a hung runtime never answers a long `wait`, and a killed one
+ * drops it without a word. Each look has its own timeout, and a runtime restart (remediation)
+ * only delays the answer, as long as the container still exists.
  */
-async function waitForExit(container: Docker.Container): Promise<number> {
-  for (let attempt = 0; ; attempt++) {
+async function waitForExit(container: Docker.Container, startTimeoutMs = 60_000): Promise<number> {
+  const startDeadline = Date.now() + startTimeoutMs;
+  for (;;) {
     try {
-      const result = (await container.wait()) as { StatusCode: number };
-      return result.StatusCode;
+      const info = await container.inspect({ abortSignal: AbortSignal.timeout(5000) } as object);
+      if (!info.State.Running && info.State.Status !== 'created') return info.State.ExitCode;
+      if (info.State.Status === 'created' && Date.now() > startDeadline) {
+        throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} never started`);
+      }
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} vanished`);
-      await sleep(Math.min(2000, 100 * 2 ** Math.min(attempt, 5)));
+      if (err instanceof BuildfleetError) throw err;
+      if ((err as { statusCode?: number }).statusCode === 404) {
+        throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} is gone: the node's runtime restarted without live-restore and took it`);
+      }
     }
+    await sleep(250);
   }
+}
+
+function runtimeError(node: string, err: unknown): BuildfleetError {
+  return new BuildfleetError('environment', `${node}: the runtime refused the job: ${(err as Error).message.split('\n')[0]}`, { cause: err });
 }

@@ -97,10 +97,14 @@ export class PoolManager {
     return planPool(spec, record ? await this.existingNodes(spec.name) : undefined, pinned.map((image) => image.pinned));
   }
 
-  /** Checks what must hold before anything is created, so a bad request creates nothing. */
-  async preflight(spec: PoolSpec, plan: PoolPlan): Promise<void> {
+  /** What the host must offer before anything else is asked of it. */
+  checkProvider(spec: PoolSpec): void {
     if (spec.provider !== 'local') throw new BuildfleetError('unsupported', `provider ${spec.provider} is not available yet; use provider: local`);
     if (process.getuid?.() !== 0) throw new BuildfleetError('environment', 'the local provider needs root (loop devices, mounts, dockerd): run as root');
+  }
+
+  /** Checks what must hold before anything is created, so a bad request creates nothing. */
+  async preflight(spec: PoolSpec, plan: PoolPlan): Promise<void> {
     const needed = plan.add.length * (spec.disks.runtime.size + spec.disks.workload.size);
     if (needed > 0) {
       const free = await freeBytes(existsSync(this.store.root) ? this.store.root : '/');
@@ -116,6 +120,7 @@ export class PoolManager {
     if (options.mustBeNew && (await this.store.readPool(spec.name) || existsSync(this.store.poolDir(spec.name)))) {
       throw new BuildfleetError('conflict', `pool ${spec.name} already exists in ${this.store.root} (see "buildfleet pool status ${spec.name}")`);
     }
+    if (!options.dryRun) this.checkProvider(spec);
     const pinned = await this.pinImages(spec);
     const plan = await this.plan(spec, pinned);
     if (options.dryRun) return { plan };

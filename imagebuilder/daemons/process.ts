@@ -19,10 +19,11 @@ export class Daemon {
     args: string[],
     readonly logFile: string,
     env: NodeJS.ProcessEnv = process.env,
+    options: { ownSession?: boolean } = {},
   ) {
     const log = openSync(logFile, 'a');
     try {
-      this.child = spawn(command, args, { stdio: ['ignore', log, log], env });
+      this.child = spawn(command, args, { stdio: ['ignore', log, log], env, detached: options.ownSession ?? false });
     } finally {
       closeSync(log);
     }

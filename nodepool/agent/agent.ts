@@ -246,5 +246,7 @@ export async function runAgent(nodeDir: string): Promise<void> {
   const stop = () => agent.stop();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // A daemon outlives terminals: a hang-up is no reason to leave the node unwatched.
+  process.on('SIGHUP', () => {});
   await agent.run();
 }

@@ -8,6 +8,14 @@ import type { NodePaths, NodeRecord } from '../state/store.js';
 import { nodeCgroupName } from './cgroups.js';
 
 /**
+ * Each daemon in a session of its own: the agent's process group is orphaned (the agent is
+ * detached), and when a member of an orphaned group exits (runc does, at every container start)
+ * while another member is stopped, the kernel sends the whole group SIGHUP and SIGCONT. A
+ * stopped dockerd (a hang drill) would be woken and the agent hung up.
+ */
+const OWN_SESSION = { ownSession: true };
+
+/**
  * A node's container runtime: its own containerd and a dockerd on it, both children of the
  * node's agent (so the agent reaps them and can restart dockerd). The data-root lies on the
  * runtime disk; builds get the workload disk. With live-restore, containers outlive dockerd.
@@ -38,7 +46,7 @@ export class NodeRuntime {
     await mkdir(this.paths.logs, { recursive: true });
     const config = join(this.paths.run, 'containerd.toml');
     await writeFile(config, containerdConfig({ root: this.paths.containerdRoot, state: this.paths.containerdState, socket: this.paths.containerdSocket }));
-    this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'));
+    this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'), process.env, OWN_SESSION);
     await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
     await this.startDockerd(timeoutMs);
   }
@@ -56,7 +64,7 @@ export class NodeRuntime {
       insecureRegistries: this.node.spec.insecureRegistries,
       cgroupParent: nodeCgroupName(this.node.pool, this.node.id),
     });
-    this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.paths.logs, 'dockerd.log'));
+    this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.paths.logs, 'dockerd.log'), process.env, OWN_SESSION);
     await this.dockerd.waitUntil(async () => {
       await this.docker.ping();
       return true;

@@ -89,8 +89,8 @@ export const poolSpecSchema = z
         sampleSeconds: z.number().positive().default(1),
       })
       .strict()
-      .refine((s) => s.clearUtilization <= s.utilization, { message: 'clearUtilization must not exceed utilization', path: ['clearUtilization'] })
-      .refine((s) => s.clearQueueDepth <= s.queueDepth, { message: 'clearQueueDepth must not exceed queueDepth', path: ['clearQueueDepth'] })
+      .refine((s) => s.clearUtilization <= s.utilization, { message: 'must not exceed utilization', path: ['clearUtilization'] })
+      .refine((s) => s.clearQueueDepth <= s.queueDepth, { message: 'must not exceed queueDepth', path: ['clearQueueDepth'] })
       .prefault({}),
     remediation: z
       .object({
