@@ -8,6 +8,7 @@ import { copyImage } from '../imagebuilder/copy/copy.js';
 import { digestHex } from '../imagebuilder/oci/digest.js';
 import { cliCommand, tempDir } from '../test/helpers/real.js';
 import { writeSquashBenchContext, type SquashBenchImage } from './squash-image.js';
+import { generateImage } from './image-generator.js';
 import { markdownTable } from './stats.js';
 
 /**
@@ -110,12 +111,54 @@ export async function benchSquash(image: SquashBenchImage, log: (line: string) =
   }
 }
 
+/**
+ * Peak RSS of `buildfleet image squash` (registry -> registry) on an image with many files: the
+ * index, merge and plan hold every entry at once, so this is where memory per entry shows.
+ * The image comes from image-generator (mostly 1-32 KB incompressible files).
+ */
+export async function benchSquashMemory(shape: { layers: number; filesPerLayer: number }, log: (line: string) => void = () => {}): Promise<{ row: SquashRow; table: string }> {
+  const work = await tempDir('buildfleet-bench-squash-mem-');
+  let registry: RegistryServer | undefined;
+  try {
+    registry = await RegistryServer.start({ root: join(work.path, 'registry') });
+    const files = shape.layers * shape.filesPerLayer;
+    log(`generating a ${shape.layers}-layer image with ${files} files`);
+    const source = `${registry.host}/bench/many:v1`;
+    // Sizes follow the generator's mix (90% 1-32 KB); the large tenth shares what is left of ~150 MB a layer.
+    await generateImage(await openDestination(source), { layers: shape.layers, filesPerLayer: shape.filesPerLayer, totalBytes: shape.layers * 150e6 });
+    log('buildfleet image squash (registry -> registry), peak RSS');
+    const run = await timed(process.execPath, [...cliCommand(), '--quiet', 'image', 'squash', source, `${registry.host}/bench/many:squashed`]);
+    const row: SquashRow = { what: `buildfleet image squash, ${files} files in ${shape.layers} layers`, wallS: run.wallS, cpuS: run.cpuS, ...(run.peakRssMb !== undefined && { peakRssMb: run.peakRssMb }) };
+    const table = markdownTable(['', 'wall s', 'CPU s', 'peak RSS MB', 'target MB'], [[row.what, row.wallS.toFixed(1), row.cpuS.toFixed(1), row.peakRssMb?.toFixed(0) ?? '-', '300']]);
+    return { row, table };
+  } finally {
+    await registry?.stop();
+    await work.remove();
+  }
+}
+
+const usage = `node dist/bench/squash.js [--layers 40] [--mb 1000] [--files 100000] [--memory [--memory-layers 20] [--memory-files-per-layer 10000]]
+  --layers, --mb, --files   shape of the docker-built image squashed against docker build --squash and the pigz floor
+  --memory                  also measure peak RSS on a generated image with many files (default 20 x 10000)
+  --only-memory             only that`;
+
 if (import.meta.url === `file://${process.argv[1]}`) {
+  if (process.argv.includes('--help')) {
+    process.stdout.write(usage + '\n');
+    process.exit(0);
+  }
   const arg = (name: string, fallback: number) => {
     const i = process.argv.indexOf(`--${name}`);
     return i >= 0 ? Number(process.argv[i + 1]) : fallback;
   };
-  const image = { layers: arg('layers', 40), totalBytes: arg('mb', 1000) * 1e6, files: arg('files', 100_000) };
-  const result = await benchSquash(image, (line) => process.stderr.write(line + '\n'));
-  process.stdout.write(`registry -> registry squash + push: ${result.image.inputLayers} layers in, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, ${image.files} files\n\n${result.table}\n`);
+  const log = (line: string) => process.stderr.write(line + '\n');
+  if (!process.argv.includes('--only-memory')) {
+    const image = { layers: arg('layers', 40), totalBytes: arg('mb', 1000) * 1e6, files: arg('files', 100_000) };
+    const result = await benchSquash(image, log);
+    process.stdout.write(`registry -> registry squash + push: ${result.image.inputLayers} layers in, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, ${image.files} files\n\n${result.table}\n`);
+  }
+  if (process.argv.includes('--memory') || process.argv.includes('--only-memory')) {
+    const memory = await benchSquashMemory({ layers: arg('memory-layers', 20), filesPerLayer: arg('memory-files-per-layer', 10_000) }, log);
+    process.stdout.write(`\nmemory: registry -> registry squash + push of a generated image\n\n${memory.table}\n`);
+  }
 }

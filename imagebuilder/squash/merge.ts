@@ -110,7 +110,8 @@ export function mergeLayers(layers: IndexedEntry[][]): MergeResult {
       seenInLayer.add(header.path);
       if (header.type === 'file') inputFileBytes += header.size;
       const existing = nodes.get(header.path);
-      const ref: EntryRef = { layer: layerIndex, ordinal: entry.ordinal };
+      // The entry is its own ref (one object less per entry) unless a caller numbered it oddly.
+      const ref: EntryRef = entry.layer === layerIndex ? entry : { layer: layerIndex, ordinal: entry.ordinal };
       ensureParents(header.path, ref, header.mtime);
       if (header.type === 'directory') {
         // A directory over a directory merges (lower children stay); over anything else replaces it.

@@ -1,3 +1,5 @@
+import { createReadStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import pLimit from 'p-limit';
@@ -11,15 +13,17 @@ import { ByteCounter, compressor, decompressor, pipeOn } from '../copy/codecs.js
 import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
-import { headerOf, type SquashPlan } from './plan.js';
+import type { EmitAction, SquashPlan } from './plan.js';
 import { readTar } from '../tar/reader.js';
 import { TarWriter } from '../tar/writer.js';
+import { SpoolStream } from './spool.js';
 import type { TarHeader, TarTime } from '../tar/entry.js';
 
 /**
- * The two I/O passes of a squash. Pass 1 reads every layer's headers (contents are skipped),
- * in parallel; pass 2 streams the layers again in order and writes each surviving entry, with
- * its bytes, into its output layer as it goes by, so memory stays bounded whatever the size.
+ * The two I/O passes of a squash. Pass 1 reads every layer's headers in parallel (contents
+ * only flow to the spool); pass 2 streams the spooled tars again in order and writes each
+ * surviving entry, with its bytes, into its output layer as it goes by, so memory stays
+ * bounded whatever the size.
  */
 
 /**
@@ -38,32 +42,116 @@ async function drainRest(tar: Readable): Promise<void> {
   await finished(tar);
 }
 
-export type IndexedLayer = { entries: IndexedEntry[]; uncompressedBytes: number };
+/** `spool`: the verified uncompressed tar, on disk, for pass 2 (only when pass 1 read it to its end). */
+export type IndexedLayer = { entries: IndexedEntry[]; uncompressedBytes: number; spool?: string };
 
-export async function indexLayers(
-  source: ImageSource,
-  layers: Descriptor[],
-  diffIds: string[],
-  onLayer: (index: number) => void = () => {},
-): Promise<IndexedLayer[]> {
-  const limit = pLimit(Math.max(1, availableParallelism()));
-  return Promise.all(
-    layers.map((layer, index) =>
-      limit(async () => {
-        const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
-        const tar = await openLayerTar(source, layer, diffIds[index] ?? '', what);
-        const entries: IndexedEntry[] = [];
-        let ordinal = 0;
-        for await (const entry of readTar(tar, { what })) {
-          entries.push({ layer: index, ordinal: ordinal++, header: entry.header });
-          entry.body.resume();
-        }
-        await drainRest(tar);
-        onLayer(index);
-        return { entries, uncompressedBytes: tar.bytesSeen };
-      }),
-    ),
+export type IndexOptions = {
+  /** Spool the layers from this index (0-based) on into `spoolDir`; the ones below need no pass 2. */
+  spoolFrom?: number;
+  spoolDir?: string;
+  /** Layers read at once (default: one per core). */
+  concurrency?: number;
+  onLayer?: (index: number) => void;
+};
+
+/**
+ * Pass 1. The first layer that fails stops the others: nothing queued starts, every open
+ * stream is destroyed, and the call settles only once no layer is being read or spooled.
+ */
+export async function indexLayers(source: ImageSource, layers: Descriptor[], diffIds: string[], options: IndexOptions = {}): Promise<IndexedLayer[]> {
+  const limit = pLimit(options.concurrency ?? Math.max(1, availableParallelism()));
+  const stop = new AbortController();
+  const compact = headerCompactor();
+  const running = new Set<Promise<IndexedLayer>>();
+  const tasks = layers.map((layer, index) =>
+    limit(async () => {
+      const spool = options.spoolDir !== undefined && index >= (options.spoolFrom ?? 0) ? join(options.spoolDir, `layer-${index}.tar`) : undefined;
+      const task = indexLayer(source, layer, diffIds[index] ?? '', index, spool, stop.signal, compact);
+      running.add(task);
+      try {
+        const indexed = await task;
+        options.onLayer?.(index);
+        return indexed;
+      } catch (err) {
+        // Here, not after Promise.all: the freed slot must not start a queued layer first.
+        limit.clearQueue();
+        if (!stop.signal.aborted) stop.abort(err);
+        throw err;
+      } finally {
+        running.delete(task);
+      }
+    }),
   );
+  try {
+    return await Promise.all(tasks);
+  } catch (err) {
+    // Cleared tasks never settle: wait only for those that started.
+    await Promise.allSettled([...running]);
+    throw err;
+  }
+}
+
+/**
+ * What the index keeps of a header, for hundreds of thousands of them: no atime or ctime (no
+ * output carries them), and one copy of each owner name and whole-second mtime, shared by the
+ * headers that have it (nothing changes a header once read).
+ */
+function headerCompactor(): (header: TarHeader) => TarHeader {
+  const limit = 1 << 16;
+  const names = new Map<string, string>();
+  const times = new Map<number, TarTime>();
+  const shared = (value: string) => {
+    const known = names.get(value);
+    if (known !== undefined) return known;
+    if (names.size < limit) names.set(value, value);
+    return value;
+  };
+  return (read) => {
+    const header = withoutAccessTimes(read);
+    if (header.uname !== undefined) header.uname = shared(header.uname);
+    if (header.gname !== undefined) header.gname = shared(header.gname);
+    if (header.mtime.nsec === 0) {
+      const known = times.get(header.mtime.sec);
+      if (known) header.mtime = known;
+      else if (times.size < limit) times.set(header.mtime.sec, header.mtime);
+    }
+    return header;
+  };
+}
+
+async function indexLayer(
+  source: ImageSource,
+  layer: Descriptor,
+  diffId: string,
+  index: number,
+  spoolPath: string | undefined,
+  signal: AbortSignal,
+  compact: (header: TarHeader) => TarHeader,
+): Promise<IndexedLayer> {
+  signal.throwIfAborted();
+  const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
+  const verified = await openLayerTar(source, layer, diffId, what);
+  const spool = spoolPath !== undefined ? new SpoolStream(spoolPath) : undefined;
+  // Destroying the end of the chain stops all of it, the download included (pipeOn).
+  const tar: Readable = spool ? pipeOn(verified, spool) : verified;
+  const stopReading = () => tar.destroy(signal.reason as Error);
+  if (signal.aborted) stopReading();
+  else signal.addEventListener('abort', stopReading, { once: true });
+  let complete = false;
+  try {
+    const entries: IndexedEntry[] = [];
+    let ordinal = 0;
+    // Bodies are not touched: the reader skips them without making a stream for each.
+    for await (const entry of readTar(tar, { what })) entries.push({ layer: index, ordinal: ordinal++, header: compact(entry.header) });
+    await drainRest(tar);
+    complete = true;
+    return { entries, uncompressedBytes: verified.bytesSeen, ...(spoolPath !== undefined && { spool: spoolPath }) };
+  } finally {
+    signal.removeEventListener('abort', stopReading);
+    if (!complete && !tar.destroyed) tar.destroy();
+    const spooled = await spool?.settle();
+    if (complete && spool && !spooled) throw new Error(`${what}: spool ${spoolPath} was not written completely`);
+  }
 }
 
 export type OutputLayer = { path: string; digest: string; size: number; diffId: string; uncompressedSize: number };
@@ -74,6 +162,8 @@ export type WriteOptions = {
   /** Clamp every mtime to this (SOURCE_DATE_EPOCH) for reproducible layers. */
   sourceDateEpoch?: number;
   tmpDir: string;
+  /** Per input layer: its verified uncompressed tar from pass 1, read instead of the blob. */
+  spools?: Array<string | undefined>;
   onBytes?: (bytes: number) => void;
 };
 
@@ -82,10 +172,27 @@ function clampTime(time: TarTime, epoch: number | undefined): TarTime {
 }
 
 /** Output headers carry mtime only: atime and ctime change on every read and would break determinism. */
-function outputHeader(header: TarHeader, epoch: number | undefined): TarHeader {
+function withoutAccessTimes(header: TarHeader): TarHeader {
+  if (header.atime === undefined && header.ctime === undefined) return header;
   const { atime: _atime, ctime: _ctime, ...rest } = header;
-  return { ...rest, mtime: clampTime(header.mtime, epoch) };
+  return rest;
 }
+
+function outputHeader(header: TarHeader, epoch: number | undefined): TarHeader {
+  return { ...withoutAccessTimes(header), mtime: clampTime(header.mtime, epoch) };
+}
+
+/** An action's header as written (headerOf, then outputHeader), in one copy: this runs for every entry. */
+function actionHeader(action: EmitAction, epoch: number | undefined): TarHeader {
+  const mtime = clampTime(action.source.mtime, epoch);
+  const source = withoutAccessTimes(action.source);
+  return action.linkTo === undefined
+    ? { ...source, path: action.path, mtime }
+    : { ...source, path: action.path, mtime, type: 'hardlink', linkname: action.linkTo, size: 0 };
+}
+
+/** Files up to this size are read whole (one buffer, no stream per entry); larger ones stream. */
+const BUFFERED_FILE = 1 << 20;
 
 function outputCompressor(compression: Compression, level: number | undefined) {
   return compression === 'gzip' ? parallelGzip(level !== undefined ? { level } : {}) : compressor(compression, level);
@@ -121,26 +228,37 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
     for (const [index, layer] of layers.entries()) {
       if (index < plan.fromLayer) continue; // kept as it is
       const actions = plan.actions[index]!;
+      if (actions.size === 0) continue; // nothing of it survives
       const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
-      // Pass 1 verified the blob; the diff_id check alone proves the content is the same again.
-      const tar = await openLayerTar(source, layer, diffIds[index] ?? '', what, false);
+      const spool = options.spools?.[index];
+      // Pass 1 verified the blob and, for a spool, the tar; else the diff_id check alone proves
+      // the content is the same again, and needs the whole layer read.
+      const tar = spool !== undefined ? createReadStream(spool, { highWaterMark: 1 << 20 }) : await openLayerTar(source, layer, diffIds[index] ?? '', what, false);
+      let last = -1;
+      for (const ordinal of actions.keys()) last = Math.max(last, ordinal);
       let ordinal = 0;
       for await (const entry of readTar(tar, { what })) {
         if (failed) throw failed;
         const list = actions.get(ordinal++);
-        if (!list) {
-          entry.body.resume();
-          continue;
+        if (!list) continue; // shadowed: the reader skips its body
+        const first = list[0]!;
+        let body: Readable | Buffer | undefined;
+        if (first.source.type === 'file' && first.source.size <= BUFFERED_FILE) {
+          body = await entry.buffer();
+          options.onBytes?.(body.length);
+        } else if (first.source.type === 'file') {
+          // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
+          body = options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
         }
-        const [first, ...links] = list;
-        // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
-        const isFile = first!.source.type === 'file';
-        const body = !isFile ? undefined : options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
-        if (!body) entry.body.resume();
-        await writers[first!.output]!.add(outputHeader(headerOf(first!), options.sourceDateEpoch), body);
-        for (const link of links) await writers[link.output]!.add(outputHeader(headerOf(link), options.sourceDateEpoch));
+        await writers[first.output]!.add(actionHeader(first, options.sourceDateEpoch), body);
+        for (let i = 1; i < list.length; i++) await writers[list[i]!.output]!.add(actionHeader(list[i]!, options.sourceDateEpoch));
+        if (spool !== undefined && ordinal > last) break; // the rest of a verified spool holds nothing we write
       }
-      await drainRest(tar);
+      if (spool === undefined) await drainRest(tar);
+      else {
+        tar.destroy();
+        await rm(spool, { force: true }); // its disk space is free from here on
+      }
     }
     for (const writer of writers) await writer.finish();
   } catch (err) {

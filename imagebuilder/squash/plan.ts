@@ -1,5 +1,5 @@
 import { BuildfleetError } from '../oci/errors.js';
-import { WHITEOUT_PREFIX, ancestorsOf, baseName, parentOf, type TarHeader } from '../tar/entry.js';
+import { WHITEOUT_PREFIX, baseName, parentOf, type TarHeader } from '../tar/entry.js';
 import type { EntryRef, Inode, MergeResult, MergedNode } from './merge.js';
 
 /**
@@ -36,18 +36,27 @@ export type SquashPlan = {
 };
 
 /** One inode with every surviving name, or a directory with nothing below it: the unit of placement. */
-type Unit = { names: string[]; inode?: Inode; directory?: MergedNode; weight: number; order: EntryRef };
+type Unit = { names: string[]; inode?: Inode; directory?: MergedNode; weight: number; output: number };
 
 const compareRefs = (a: EntryRef, b: EntryRef) => a.layer - b.layer || a.ordinal - b.ordinal;
 const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
+/**
+ * Adds `path`'s ancestors to `set`. Every path in the set has its ancestors there too, so the
+ * walk stops at the first one present: one parent lookup per entry instead of its whole depth.
+ */
+function addAncestors(set: Set<string>, path: string): void {
+  for (let parent = parentOf(path); parent !== '' && !set.has(parent); parent = parentOf(parent)) set.add(parent);
+}
+
 function unitsOf(merge: MergeResult, fromLayer: number): Unit[] {
-  const byInode = new Map<number, { inode: Inode; names: Array<{ path: string; from: EntryRef }> }>();
+  // Per inode, its surviving names; one object per inode, as an image holds hundreds of thousands.
+  const byInode = new Map<number, Unit>();
   const parents = new Set<string>();
   for (const node of merge.nodes.values()) {
     // Below fromLayer everything stays in the kept layers.
     if (node.from.layer < fromLayer) continue;
-    for (const ancestor of ancestorsOf(node.path)) parents.add(ancestor);
+    addAncestors(parents, node.path);
     if (node.kind !== 'leaf') continue;
     if (node.inode.source.layer < fromLayer) {
       throw new BuildfleetError(
@@ -55,36 +64,39 @@ function unitsOf(merge: MergeResult, fromLayer: number): Unit[] {
         `--from-layer ${fromLayer + 1}: ${node.path} in layer ${node.from.layer + 1} is a hardlink to ${node.inode.source.header.path} in kept layer ${node.inode.source.layer + 1}; squash from a lower layer`,
       );
     }
-    let group = byInode.get(node.inode.id);
-    if (!group) byInode.set(node.inode.id, (group = { inode: node.inode, names: [] }));
-    group.names.push({ path: node.path, from: node.from });
+    const unit = byInode.get(node.inode.id);
+    if (unit) unit.names.push(node.path);
+    else byInode.set(node.inode.id, { names: [node.path], inode: node.inode, weight: 0, output: 0 });
   }
   const units: Unit[] = [];
-  for (const { inode, names } of byInode.values()) {
-    // The inode's own name keeps the bytes when it survives; else the earliest surviving link takes them.
-    const sourcePath = inode.source.header.path;
-    names.sort((a, b) => (a.path === sourcePath ? -1 : b.path === sourcePath ? 1 : compareRefs(a.from, b.from) || byPath(a.path, b.path)));
-    const size = inode.source.header.type === 'file' ? inode.source.header.size : 0;
-    units.push({ names: names.map((n) => n.path), inode, weight: size + 512 * names.length, order: inode.source });
+  for (const unit of byInode.values()) {
+    const { inode, names } = unit;
+    const source = inode!.source.header;
+    if (names.length > 1) {
+      // The inode's own name keeps the bytes when it survives; else the earliest surviving link takes them.
+      const from = (path: string) => merge.nodes.get(path)!.from;
+      names.sort((a, b) => (a === source.path ? -1 : b === source.path ? 1 : compareRefs(from(a), from(b)) || byPath(a, b)));
+    }
+    unit.weight = (source.type === 'file' ? source.size : 0) + 512 * names.length;
+    units.push(unit);
   }
   for (const node of merge.nodes.values()) {
-    if (node.kind === 'directory' && node.from.layer >= fromLayer && !parents.has(node.path)) units.push({ names: [node.path], directory: node, weight: 512, order: node.from });
+    if (node.kind === 'directory' && node.from.layer >= fromLayer && !parents.has(node.path)) units.push({ names: [node.path], directory: node, weight: 512, output: 0 });
   }
   return units;
 }
 
 /** Largest first onto the lightest output: within a few percent of even for real images, and deterministic. */
-function assign(units: Unit[], outputs: number): { bins: number[]; of: Map<Unit, number> } {
+function assign(units: Unit[], outputs: number): void {
+  if (outputs === 1) return; // every unit is already in output 0
   const bins = new Array<number>(outputs).fill(0);
-  const of = new Map<Unit, number>();
   const sorted = [...units].sort((a, b) => b.weight - a.weight || byPath(a.names[0]!, b.names[0]!));
   for (const unit of sorted) {
     let lightest = 0;
     for (let i = 1; i < outputs; i++) if (bins[i]! < bins[lightest]!) lightest = i;
     bins[lightest]! += unit.weight;
-    of.set(unit, lightest);
+    unit.output = lightest;
   }
-  return { bins, of };
 }
 
 /**
@@ -117,24 +129,24 @@ export function planSquash(merge: MergeResult, inputLayers: number, options: Pla
   const outputs = Math.max(1, options.layers ?? 1);
   const fromLayer = options.fromLayer ?? 0;
   const units = unitsOf(merge, fromLayer);
-  const { of } = assign(units, outputs);
+  assign(units, outputs);
   const actions = Array.from({ length: inputLayers }, () => new Map<number, EmitAction[]>());
   const directorySets = Array.from({ length: outputs }, () => new Set<string>());
   const outputBytes = new Array<number>(outputs).fill(0);
   let files = 0;
 
   for (const unit of units) {
-    const output = of.get(unit)!;
-    for (const name of unit.names) for (const ancestor of ancestorsOf(name)) directorySets[output]!.add(ancestor);
+    const { output } = unit;
+    for (const name of unit.names) addAncestors(directorySets[output]!, name);
     if (unit.directory) {
       directorySets[output]!.add(unit.directory.path);
       continue;
     }
     const inode = unit.inode!;
-    const [first, ...links] = unit.names;
+    const first = unit.names[0]!;
     const source = inode.source.header;
-    const list: EmitAction[] = [{ output, source, path: first! }];
-    for (const link of links) list.push({ output, source, path: link, linkTo: first! });
+    const list: EmitAction[] = [{ output, source, path: first }];
+    for (let i = 1; i < unit.names.length; i++) list.push({ output, source, path: unit.names[i]!, linkTo: first });
     if (source.type === 'file') {
       files++;
       outputBytes[output]! += source.size;
@@ -146,7 +158,7 @@ export function planSquash(merge: MergeResult, inputLayers: number, options: Pla
   const whiteouts = Array.from({ length: outputs }, (): TarHeader[] => []);
   if (fromLayer > 0 && options.lower) {
     whiteouts[0] = whiteoutsFor(options.lower, merge);
-    for (const whiteout of whiteouts[0]) for (const ancestor of ancestorsOf(whiteout.path)) directorySets[0]!.add(ancestor);
+    for (const whiteout of whiteouts[0]) addAncestors(directorySets[0]!, whiteout.path);
   }
 
   const directories = directorySets.map((set) =>

@@ -74,15 +74,21 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     }
     const resolveMs = lap();
 
-    let indexed = 0;
-    let index: IndexedLayer[] | undefined = await indexLayers(source, layers, diffIds, () => progress({ phase: 'index', layersDone: ++indexed, layers: layers.length }));
-    const uncompressedBefore = index.reduce((sum, layer) => sum + layer.uncompressedBytes, 0);
-    const indexMs = lap();
-
     const fromLayer = (options.fromLayer ?? 1) - 1;
     if (fromLayer < 0 || fromLayer >= Math.max(1, layers.length)) {
       throw new BuildfleetError('usage', `--from-layer ${options.fromLayer} is outside the image's layers 1..${layers.length}`);
     }
+
+    let indexed = 0;
+    let index: IndexedLayer[] | undefined = await indexLayers(source, layers, diffIds, {
+      spoolDir: work,
+      spoolFrom: fromLayer,
+      onLayer: () => progress({ phase: 'index', layersDone: ++indexed, layers: layers.length }),
+    });
+    const uncompressedBefore = index.reduce((sum, layer) => sum + layer.uncompressedBytes, 0);
+    const spools = index.map((layer) => layer.spool);
+    const indexMs = lap();
+
     const { plan, shadowedBytes, inputEntries } = planFromIndex(index, { layers: options.layers ?? 1, fromLayer });
     // From here on only the plan is needed: let the index (and the merged tree, gone with planFromIndex's frame) be collected.
     index = undefined;
@@ -94,6 +100,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const outputs = await writeOutputs(source, layers, diffIds, plan, {
       compression,
       tmpDir: work,
+      spools,
       ...(options.level !== undefined && { level: options.level }),
       ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
       onBytes: (bytes) => progress({ phase: 'write', bytes: (written += bytes), totalBytes }),

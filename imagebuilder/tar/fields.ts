@@ -45,16 +45,26 @@ export function parseNumeric(field: Buffer, what: string): number {
   let end = field.length;
   while (start < end && (field[start] === 0x20 || field[start] === 0)) start++;
   while (end > start && (field[end - 1] === 0x20 || field[end - 1] === 0)) end--;
-  if (start === end) return 0;
-  const text = field.toString('latin1', start, end);
-  if (!/^[0-7]+$/.test(text)) throw new BuildfleetError('format', `${what}: invalid numeric tar field ${JSON.stringify(text)}`);
-  return toSafe(BigInt(`0o${text}`), what);
+  // Every header has several of these: digits are summed directly, no string or BigInt (17
+  // octal digits stay below 2^53; longer fields take the exact path).
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = field[i]! - 0x30;
+    if (digit < 0 || digit > 7) throw new BuildfleetError('format', `${what}: invalid numeric tar field ${JSON.stringify(field.toString('latin1', start, end))}`);
+    value = value * 8 + digit;
+  }
+  return end - start <= 17 ? value : toSafe(BigInt(`0o${field.toString('latin1', start, end)}`), what);
 }
 
 /** Writes `value` as zero-padded octal + NUL when it fits, else as base-256 (as GNU tar and Go do). */
 export function formatNumeric(block: Buffer, offset: number, length: number, value: number): void {
   if (Number.isInteger(value) && value >= 0 && value < 8 ** (length - 1)) {
-    block.write(value.toString(8).padStart(length - 1, '0'), offset, length - 1, 'latin1');
+    // Digit by digit into the block: no string per field (several fields per header).
+    let rest = value;
+    for (let i = offset + length - 2; i >= offset; i--) {
+      block[i] = 0x30 + (rest % 8);
+      rest = Math.floor(rest / 8);
+    }
     block[offset + length - 1] = 0;
     return;
   }
@@ -106,14 +116,21 @@ export function checksumMatches(block: Buffer, what: string): boolean {
   } catch {
     return false; // not even a number: not a tar header
   }
+  // One tight pass over the block (it runs for every header), then the checksum field itself
+  // counted as spaces; the signed sum differs by 256 for every byte above 127.
   let unsigned = 0;
-  let signed = 0;
+  let high = 0;
   for (let i = 0; i < BLOCK; i++) {
-    const byte = i >= 148 && i < 156 ? 0x20 : block[i]!;
+    const byte = block[i]!;
     unsigned += byte;
-    signed += byte > 127 ? byte - 256 : byte;
+    high += byte >> 7;
   }
-  return stored === unsigned || stored === signed;
+  for (let i = 148; i < 156; i++) {
+    const byte = block[i]!;
+    unsigned += 0x20 - byte;
+    high -= byte >> 7;
+  }
+  return stored === unsigned || stored === unsigned - 256 * high;
 }
 
 /** Fills in the checksum field the way Go archive/tar does: six octal digits, NUL, space. */
@@ -121,7 +138,10 @@ export function setChecksum(block: Buffer): void {
   block.fill(0x20, 148, 156);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += block[i]!;
-  block.write(sum.toString(8).padStart(6, '0'), 148, 6, 'latin1');
+  for (let i = 153; i >= 148; i--) {
+    block[i] = 0x30 + (sum & 7);
+    sum >>>= 3;
+  }
   block[154] = 0;
   block[155] = 0x20;
 }

@@ -1,6 +1,6 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { BuildfleetError } from '../oci/errors.js';
-import { normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
+import { NO_XATTRS, normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
 import {
   BLOCK,
   checksumMatches,
@@ -16,6 +16,7 @@ import {
   type PaxRecord,
 } from './fields.js';
 import { ByteSource } from './source.js';
+import { EntryBody } from './body.js';
 import { paxSparse, piecesFromMap, readOldGnuSparse, readSparse1Map, type Piece, type SparseMap } from './sparse.js';
 
 /**
@@ -24,7 +25,16 @@ import { paxSparse, piecesFromMap, readOldGnuSparse, readSparse1Map, type Piece,
  * header's metadata and one body chunk, never a whole body.
  */
 
-export type TarEntry = { header: TarHeader; body: Readable };
+export type TarEntry = {
+  header: TarHeader;
+  /** The content as a stream; made on first use, so a body nobody asks for costs no stream. */
+  readonly body: Readable;
+  /**
+   * The whole content in one buffer, for small files, instead of `body` (not both): no stream
+   * per entry. May share memory with the input's chunks; do not write to it.
+   */
+  buffer(): Promise<Buffer>;
+};
 
 export type ReadTarOptions = {
   /** Names the input in error messages ("layer 3 (sha256:...)"). */
@@ -39,7 +49,6 @@ export type ReadTarOptions = {
 
 /** Limit for PAX and GNU long-name data (all held in memory). */
 const MAX_META = 16 << 20;
-const CHUNK = 256 << 10;
 
 const TYPES: Record<string, TarEntryType> = {
   '0': 'file',
@@ -76,8 +85,14 @@ export async function* readTar(input: Readable, options: ReadTarOptions = {}): A
       const parsed = await headers.next();
       if (!parsed) break;
       const truncated = () => formatError(`${what}: truncated tar (input ends inside the data of "${parsed.header.path}")`);
-      body = new EntryBody(src, parsed, truncated);
-      yield { header: parsed.header, body: body.stream };
+      const current = (body = new EntryBody(src, parsed.pieces, parsed.dataBytes, parsed.padBytes, truncated));
+      yield {
+        header: parsed.header,
+        get body() {
+          return current.stream;
+        },
+        buffer: () => current.buffer(),
+      };
       await body.finish();
       body = undefined;
     }
@@ -87,6 +102,11 @@ export async function* readTar(input: Readable, options: ReadTarOptions = {}): A
     if (clean) src.release();
     else src.destroy();
   }
+}
+
+function ownXattrs(header: TarHeader): Map<string, Buffer> {
+  if (header.xattrs === NO_XATTRS) header.xattrs = new Map();
+  return header.xattrs;
 }
 
 class HeaderReader {
@@ -174,7 +194,7 @@ class HeaderReader {
       gid: parseNumeric(block.subarray(116, 124), what),
       size: 0,
       mtime: { sec: parseNumeric(block.subarray(136, 148), what), nsec: 0 },
-      xattrs: new Map(),
+      xattrs: NO_XATTRS,
     };
     if (ustar || gnu) {
       const uname = fieldBytes(block, 265, 32).toString('utf8');
@@ -202,11 +222,11 @@ class HeaderReader {
       else if (key === 'uname') header.uname = text();
       else if (key === 'gname') header.gname = text();
       else if (key === 'mtime' || key === 'atime' || key === 'ctime') header[key] = parsePaxTime(text(), what);
-      else if (key.startsWith('SCHILY.xattr.')) header.xattrs.set(key.slice('SCHILY.xattr.'.length), value);
+      else if (key.startsWith('SCHILY.xattr.')) ownXattrs(header).set(key.slice('SCHILY.xattr.'.length), value);
       else if (key.startsWith('LIBARCHIVE.xattr.')) libarchive.set(percentDecode(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(value.toString('latin1'), 'base64'));
       else if (!key.startsWith('GNU.sparse.')) (header.paxExtra ??= new Map()).set(key, value);
     }
-    for (const [key, value] of libarchive) if (!header.xattrs.has(key)) header.xattrs.set(key, value);
+    for (const [key, value] of libarchive) if (!header.xattrs.has(key)) ownXattrs(header).set(key, value);
     const storedSize = dataSize; // bytes after the header in the archive, sparse map included
 
     // GNU sparse: old 'S' headers, or PAX GNU.sparse.* records.
@@ -258,119 +278,5 @@ class HeaderReader {
     }
     header.size = dataSize;
     return { header, pieces: dataSize > 0 ? [{ zero: false, length: dataSize }] : [], dataBytes: dataSize, padBytes };
-  }
-}
-
-/** One entry's body: pulls from the source only as fast as the consumer reads. */
-class EntryBody {
-  readonly stream: Readable;
-  private readonly pieces: Piece[];
-  private index = 0;
-  /** Archive data bytes of this entry not yet taken from the source. */
-  private dataLeft: number;
-  private readonly padBytes: number;
-  private done = false;
-  private running = false;
-  private abandoned = false;
-  private error: unknown;
-  private waiters: Array<() => void> = [];
-
-  constructor(
-    private readonly src: ByteSource,
-    parsed: Parsed,
-    private readonly truncated: () => BuildfleetError,
-  ) {
-    this.pieces = parsed.pieces.map((piece) => ({ ...piece }));
-    this.dataLeft = parsed.dataBytes;
-    this.padBytes = parsed.padBytes;
-    this.stream = new Readable({
-      highWaterMark: 64 << 10,
-      read: () => void this.pump(),
-      destroy: (err, callback) => {
-        this.notify();
-        callback(err);
-      },
-    });
-    if (this.pieces.length === 0) {
-      this.done = true;
-      this.stream.push(null);
-    }
-  }
-
-  private notify(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const wake of waiters) wake();
-  }
-
-  private async until(ready: () => boolean): Promise<void> {
-    while (!ready()) await new Promise<void>((resolve) => this.waiters.push(resolve));
-  }
-
-  private async pump(): Promise<void> {
-    if (this.running || this.done || this.abandoned || this.error !== undefined) return;
-    this.running = true;
-    try {
-      for (;;) {
-        const piece = this.pieces[this.index];
-        if (!piece) {
-          this.done = true;
-          this.stream.push(null);
-          return;
-        }
-        if (piece.length === 0) {
-          this.index++;
-          continue;
-        }
-        let chunk: Buffer;
-        if (piece.zero) chunk = Buffer.alloc(Math.min(piece.length, CHUNK));
-        else {
-          chunk = await this.src.readSome(Math.min(piece.length, CHUNK));
-          if (chunk.length === 0) throw this.truncated();
-          this.dataLeft -= chunk.length;
-        }
-        piece.length -= chunk.length;
-        if (this.abandoned || this.stream.destroyed) return;
-        if (!this.stream.push(chunk)) return;
-      }
-    } catch (err) {
-      this.fail(err);
-    } finally {
-      this.running = false;
-      this.notify();
-    }
-  }
-
-  private fail(err: unknown): void {
-    this.error ??= err;
-    if (this.stream.destroyed) return;
-    // An 'error' event without listeners would crash the process: the iterator reports it anyway.
-    if (this.stream.listenerCount('error') > 0) this.stream.destroy(err as Error);
-    else this.stream.destroy();
-  }
-
-  private consumerAttached(): boolean {
-    return this.stream.listenerCount('data') > 0 || this.stream.listenerCount('readable') > 0;
-  }
-
-  /** Before the next header: waits for an attached consumer, else skips what is left. */
-  async finish(): Promise<void> {
-    if (!this.done && this.error === undefined && this.consumerAttached()) {
-      await this.until(() => this.done || this.error !== undefined || this.stream.destroyed);
-    }
-    if (!this.done && this.error === undefined) {
-      this.abandoned = true;
-      await this.until(() => !this.running);
-      if (!this.stream.destroyed) this.stream.destroy();
-    }
-    if (this.error !== undefined) throw this.error;
-    const rest = this.dataLeft + this.padBytes;
-    if ((await this.src.skip(rest)) < rest) throw this.truncated();
-  }
-
-  /** The consumer stopped iterating mid-entry. */
-  abort(): void {
-    this.abandoned = true;
-    if (!this.stream.destroyed) this.stream.destroy();
   }
 }

@@ -4,7 +4,7 @@ import { link, lstat, mkdir, open, readdir, readFile, readlink, stat, symlink, t
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { TarHeader } from './entry.js';
-import { CAP, getxattrHex, has, hardCases, LONG_NAME, LONG_TARGET, readAll, run, sha256, SPLIT_NAME, UNICODE, withTemp, writeTar } from './testing.js';
+import { CAP, getxattrHex, has, hardCases, LONG_NAME, LONG_TARGET, readAll, readAllBuffered, run, sha256, SPLIT_NAME, UNICODE, withTemp, writeTar } from './testing.js';
 
 /** Interop with GNU tar (/bin/tar): it reads what we write, we read what it writes (posix, gnu, sparse). */
 
@@ -141,6 +141,7 @@ test('tars GNU tar creates read correctly: posix with xattrs, gnu, long names, h
       run(TAR!, ['--sparse', '-cf', archive, ...options, '-C', root, '.']);
       assert.ok((await stat(archive)).size < 2 << 20, `${label}: sparse files were stored sparse`);
       const entries = await readAll(await readFile(archive));
+      assert.deepEqual((await readAllBuffered(await readFile(archive))).map((e) => e.body), entries.map((e) => e.body), `${label}: buffer() gives what the stream gives`);
       await checkAgainstTree(root, entries, subsecond);
       const sparse = entries.find((e) => e.header.path === 'd/sparse')!;
       assert.equal(sparse.header.size, 10 << 20, label);

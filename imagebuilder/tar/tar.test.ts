@@ -10,7 +10,7 @@ import type { TarHeader } from './entry.js';
 import { isBuildfleetError } from '../oci/errors.js';
 import { encodePaxRecord, formatNumeric, parseNumeric, setChecksum } from './fields.js';
 import { readTar } from './reader.js';
-import { CAP, chunked, collect, file, h, hardCases, item, readAll, rejectsFormat, sha256, SPLIT_NAME, writeTar } from './testing.js';
+import { CAP, chunked, collect, file, h, hardCases, item, readAll, readAllBuffered, rejectsFormat, sha256, SPLIT_NAME, writeTar } from './testing.js';
 import { encodeHeader, TarWriter } from './writer.js';
 
 /** The codec on its own: round trips, streaming, end-of-archive forms, errors, other writers. GNU tar interop: tar-gnu.test.ts. */
@@ -21,6 +21,7 @@ test('every entry type and hard case round-trips byte for byte, deterministicall
   assert.deepEqual(tar, await writeTar(hardCases().concat(items.slice(-1))), 'same input, same bytes');
   const back = await readAll(tar);
   assert.deepStrictEqual(back, items);
+  assert.deepStrictEqual(await readAllBuffered(tar), items, 'buffer() reads what the body stream reads');
   assert.equal(back.find((e) => e.header.path === 'd/cap')!.header.xattrs.get('security.capability')!.toString('hex'), CAP.toString('hex'));
   assert.deepEqual(await writeTar(back), tar, 'what was read writes back identically');
   // Go archive/tar's layout: PAX header "DIR/PaxHeaders.0/NAME"; none when ustar suffices.

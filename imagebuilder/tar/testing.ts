@@ -55,6 +55,13 @@ export async function readAll(input: Buffer | Readable, options?: ReadTarOptions
   return out;
 }
 
+/** As readAll, but through entry.buffer(), the way a squash reads small files. */
+export async function readAllBuffered(input: Buffer, options?: ReadTarOptions): Promise<Item[]> {
+  const out: Item[] = [];
+  for await (const entry of readTar(chunked(input), options)) out.push({ header: entry.header, body: await entry.buffer() });
+  return out;
+}
+
 export async function rejectsFormat(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(isBuildfleetError(err) && err.kind === 'format', `expected a format error, got ${String(err)}`);

@@ -1,7 +1,7 @@
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { BuildfleetError } from '../oci/errors.js';
-import { normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
+import { normaliseEntryPath, type TarEntryType, type TarHeader, type TarTime } from './entry.js';
 import {
   BLOCK,
   ZERO_BLOCK,
@@ -36,7 +36,15 @@ const TYPEFLAG: Record<TarEntryType, string> = {
 const RESERVED = new Set(['path', 'linkpath', 'size', 'uid', 'gid', 'uname', 'gname', 'mtime', 'atime', 'ctime']);
 
 function writeString(block: Buffer, offset: number, length: number, text: string): void {
-  block.write(text, offset, length, 'utf8');
+  if (text !== '') block.write(text, offset, length, 'utf8');
+}
+
+const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
+
+/** Go's best effort for ustar text fields: ASCII only, cut to the field (most names fit as they are). */
+function truncate(text: string, bytes: number): string {
+  if (text.length <= bytes && isAscii(text)) return text;
+  return Buffer.from(toAscii(text), 'latin1').subarray(0, bytes).toString('latin1');
 }
 
 /** Go's splitUSTARPath: a name over 100 bytes may go as prefix (<= 155) + "/" + name (<= 100). */
@@ -54,7 +62,8 @@ function splitUstar(name: string): { prefix: string; name: string } | undefined 
 
 /** A ustar header block with everything but the checksum; fields that do not fit are left to PAX. */
 function ustarBlock(name: string, flag: string, fields: { mode: number; uid: number; gid: number; size: number; mtime: number; linkname?: string; uname?: string; gname?: string; devmajor?: number; devminor?: number; prefix?: string }): Buffer {
-  const block = Buffer.alloc(BLOCK);
+  // From the shared pool, not a new ArrayBuffer per header; zeroed, as every unset field must be.
+  const block = Buffer.allocUnsafe(BLOCK).fill(0);
   writeString(block, 0, 100, name);
   formatNumeric(block, 100, 8, fields.mode);
   formatNumeric(block, 108, 8, fields.uid);
@@ -63,7 +72,7 @@ function ustarBlock(name: string, flag: string, fields: { mode: number; uid: num
   formatNumeric(block, 136, 12, fields.mtime);
   block.write(flag, 156, 1, 'latin1');
   writeString(block, 157, 100, fields.linkname ?? '');
-  block.write('ustar\x0000', 257, 8, 'latin1');
+  USTAR_MAGIC.copy(block, 257);
   writeString(block, 265, 32, fields.uname ?? '');
   writeString(block, 297, 32, fields.gname ?? '');
   formatNumeric(block, 329, 8, fields.devmajor ?? 0);
@@ -90,13 +99,20 @@ export function encodeHeader(header: TarHeader): Buffer {
   const checkInt = (value: number, field: string) => {
     if (!Number.isSafeInteger(value) || value < 0) throw bad(`invalid ${field} ${value}`);
   };
-  for (const field of ['uid', 'gid', 'size', 'mode'] as const) checkInt(header[field], field);
+  checkInt(header.uid, 'uid');
+  checkInt(header.gid, 'gid');
+  checkInt(header.size, 'size');
+  checkInt(header.mode, 'mode');
 
-  const pax = new Map<string, Buffer>();
+  // Most entries need no PAX record: the map is made only for one that does.
+  let records: Map<string, Buffer> | undefined;
+  const pax = {
+    set: (key: string, value: Buffer) => void (records ??= new Map()).set(key, value),
+    has: (key: string) => records?.has(key) === true,
+  };
   const name = path === '' ? './' : header.type === 'directory' ? `${path}/` : path;
   const split = splitUstar(name);
   if (!split) pax.set('path', Buffer.from(name, 'utf8'));
-  const truncate = (text: string, bytes: number) => Buffer.from(toAscii(text), 'latin1').subarray(0, bytes).toString('latin1');
 
   let linkname = header.linkname ?? '';
   if (header.type === 'hardlink') {
@@ -106,18 +122,21 @@ export function encodeHeader(header: TarHeader): Buffer {
   } else if (header.type !== 'symlink') linkname = '';
   if (linkname.length > 100 || !isAscii(linkname)) pax.set('linkpath', Buffer.from(linkname, 'utf8'));
 
-  const ids: Array<['uid' | 'gid', number]> = [['uid', header.uid], ['gid', header.gid]];
-  for (const [key, value] of ids) if (value > octalMax(8)) pax.set(key, Buffer.from(String(value)));
+  if (header.uid > octalMax(8)) pax.set('uid', Buffer.from(String(header.uid)));
+  if (header.gid > octalMax(8)) pax.set('gid', Buffer.from(String(header.gid)));
   if (header.size > octalMax(12)) pax.set('size', Buffer.from(String(header.size)));
   for (const key of ['uname', 'gname'] as const) {
     const value = header[key] ?? '';
-    if (Buffer.byteLength(value) > 32 || !isAscii(value)) pax.set(key, Buffer.from(value, 'utf8'));
+    if (value !== '' && (Buffer.byteLength(value) > 32 || !isAscii(value))) pax.set(key, Buffer.from(value, 'utf8'));
   }
 
   const { mtime, atime, ctime } = header;
-  for (const time of [mtime, atime, ctime]) {
+  const checkTime = (time: TarTime | undefined) => {
     if (time && (!Number.isSafeInteger(time.sec) || !Number.isInteger(time.nsec) || time.nsec < 0 || time.nsec >= 1e9)) throw bad(`invalid time ${JSON.stringify(time)}`);
-  }
+  };
+  checkTime(mtime);
+  checkTime(atime);
+  checkTime(ctime);
   if (mtime.nsec !== 0 || mtime.sec < 0 || mtime.sec > octalMax(12) || atime || ctime) pax.set('mtime', Buffer.from(formatPaxTime(mtime)));
   if (atime) pax.set('atime', Buffer.from(formatPaxTime(atime)));
   if (ctime) pax.set('ctime', Buffer.from(formatPaxTime(ctime)));
@@ -146,14 +165,17 @@ export function encodeHeader(header: TarHeader): Buffer {
     devminor: device ? (header.devminor ?? 0) : 0,
     prefix: split?.prefix ?? '',
   });
-  if (pax.size === 0) return block;
+  if (records === undefined) return block;
 
   // Records sorted by key bytes (as Go does), so the output does not depend on Map order.
-  const keys = [...pax.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-  const data = Buffer.concat(keys.map((key) => encodePaxRecord(key, pax.get(key)!)));
+  const all = records;
+  const keys = [...all.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  const data = Buffer.concat(keys.map((key) => encodePaxRecord(key, all.get(key)!)));
   const paxBlock = ustarBlock(paxHeaderName(name), 'x', { mode: 0, uid: 0, gid: 0, size: data.length, mtime: 0 });
   return Buffer.concat([paxBlock, data, Buffer.alloc(padding(data.length)), block]);
 }
+
+const STAGE = 64 << 10;
 
 export class TarWriter {
   /** The archive bytes; read it (or pipe it) while adding entries, or `add` waits. */
@@ -161,6 +183,8 @@ export class TarWriter {
   private wake: (() => void) | undefined;
   private queue: Promise<void> = Promise.resolve();
   private finished = false;
+  private staged: Buffer[] = [];
+  private stagedBytes = 0;
 
   constructor(options: { highWaterMark?: number } = {}) {
     this.stream = new Readable({
@@ -191,6 +215,30 @@ export class TarWriter {
     }
   }
 
+  /**
+   * Small pieces (headers, padding, small files) are gathered into chunks of STAGE bytes: every
+   * chunk costs each stream after this one (hashing, compression) a call, whatever its size.
+   */
+  private async write(chunk: Buffer): Promise<void> {
+    this.checkOpen();
+    if (chunk.length >= STAGE) {
+      await this.flushStaged();
+      await this.push(chunk);
+      return;
+    }
+    this.staged.push(chunk);
+    this.stagedBytes += chunk.length;
+    if (this.stagedBytes >= STAGE) await this.flushStaged();
+  }
+
+  private async flushStaged(): Promise<void> {
+    if (this.stagedBytes === 0) return;
+    const data = this.staged.length === 1 ? this.staged[0]! : Buffer.concat(this.staged, this.stagedBytes);
+    this.staged = [];
+    this.stagedBytes = 0;
+    await this.push(data);
+  }
+
   /** Calls run one after another, in call order. */
   private serial(task: () => Promise<void>): Promise<void> {
     const run = this.queue.then(task);
@@ -203,24 +251,28 @@ export class TarWriter {
     return this.serial(async () => {
       if (this.finished) throw new Error('tar writer: add after finish');
       if (body && header.type !== 'file') throw new BuildfleetError('format', `tar writer: entry "${header.path}" is a ${header.type} and cannot have a body`);
-      await this.push(encodeHeader(header));
+      const encoded = encodeHeader(header);
       let written = 0;
       const mismatch = (count: string) => new BuildfleetError('integrity', `tar writer: entry "${header.path}" has ${count} bytes of content, its header says ${header.size}`);
       if (Buffer.isBuffer(body)) {
         if (body.length !== header.size) throw this.fail(mismatch(String(body.length)));
-        if (body.length > 0) await this.push(body);
+        await this.write(encoded);
+        if (body.length > 0) await this.write(body);
         written = body.length;
-      } else if (body) {
-        for await (const chunk of body as AsyncIterable<Buffer | string>) {
-          const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-          written += bytes.length;
-          if (written > header.size) throw this.fail(mismatch(`more than ${header.size}`));
-          if (bytes.length > 0) await this.push(bytes);
+      } else {
+        await this.write(encoded);
+        if (body) {
+          for await (const chunk of body as AsyncIterable<Buffer | string>) {
+            const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+            written += bytes.length;
+            if (written > header.size) throw this.fail(mismatch(`more than ${header.size}`));
+            if (bytes.length > 0) await this.write(bytes);
+          }
         }
       }
       if (written !== header.size) throw this.fail(mismatch(String(written)));
       const pad = padding(header.size);
-      if (pad > 0) await this.push(ZERO_BLOCK.subarray(0, pad));
+      if (pad > 0) await this.write(ZERO_BLOCK.subarray(0, pad));
     });
   }
 
@@ -236,7 +288,8 @@ export class TarWriter {
     return this.serial(async () => {
       if (this.finished) return;
       this.finished = true;
-      await this.push(Buffer.alloc(2 * BLOCK));
+      await this.write(Buffer.alloc(2 * BLOCK));
+      await this.flushStaged();
       this.stream.push(null);
     });
   }
