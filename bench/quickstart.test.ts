@@ -10,11 +10,12 @@ test('quickstart runs the main job end to end and reports every step', { timeout
   const report = JSON.parse(result.stdout) as { layers: number; steps: Array<{ step: string; ms: number; detail: string }> };
   assert.equal(report.layers, 5);
   const steps = report.steps.map((s) => s.step);
-  for (const expected of ['docker build', 'push to registry (buildfleet)', 'copy to OCI layout', 'squash to one layer (buildfleet)', 'load squashed image onto the node', 'first docker run on the node']) {
+  for (const expected of ['docker build', 'push to registry (buildfleet)', 'copy to OCI layout', 'squash to one layer (buildfleet)', 'create a dual-disk node (local pool)', 'first build job on the node', 'delete the pool']) {
     assert.ok(steps.includes(expected), `step "${expected}" in ${steps.join(', ')}`);
   }
   assert.match(report.steps.find((s) => s.step === 'squash to one layer (buildfleet)')?.detail ?? '', /^5 -> 1 layers, 4\.2 MB shadowed/, 'the deleted ruby tarball is dropped');
-  assert.equal(report.steps.find((s) => s.step === 'first docker run on the node')?.detail, 'output: 400', 'the squashed image runs on the cold node');
+  assert.match(report.steps.find((s) => s.step === 'create a dual-disk node (local pool)')?.detail ?? '', /^quickstart-n1 Ready: disks \+ runtime [\d.]+ s, pre-pull [\d.]+ s$/);
+  assert.equal(report.steps.find((s) => s.step === 'first build job on the node')?.detail, 'quickstart-n1, exit 0, output: 400', 'the squashed image runs on the new node');
   const mounts = await readFile('/proc/mounts', 'utf8');
   assert.ok(!mounts.includes('buildfleet-quickstart-'), 'nothing left mounted');
 });

@@ -5,6 +5,11 @@ import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage, type CopyResult } from '../imagebuilder/copy/copy.js';
 import { squashImage } from '../imagebuilder/squash/squash.js';
+import { parsePoolSpec } from '../nodepool/spec/spec.js';
+import { StateStore } from '../nodepool/state/store.js';
+import { PoolManager } from '../nodepool/pool.js';
+import { execJob } from '../nodepool/jobs.js';
+import { Writable } from 'node:stream';
 
 export type QuickstartStep = { step: string; ms: number; detail: string };
 export type QuickstartResult = { registry: string; image: string; manifestDigest: string; layers: number; steps: QuickstartStep[] };
@@ -23,7 +28,8 @@ CMD ["sh", "-c", "ls /opt/python/lib | wc -l"]
 /**
  * The main job on the embedded local default: a local Docker Engine and OCI registry (started
  * here, stopped at the end), build an image, push it with buildfleet, copy it to an OCI layout,
- * squash it to one layer, load that into a second, cold engine and run it. All on this machine.
+ * squash it to one layer, create a dual-disk node of a local pool that pre-pulls it, run a build
+ * job there, and delete the pool. All on this machine.
  */
 export async function runQuickstart(log: (line: string) => void = () => {}): Promise<QuickstartResult> {
   const work = await mkdtemp(join(tmpdir(), 'buildfleet-quickstart-'));
@@ -33,11 +39,11 @@ export async function runQuickstart(log: (line: string) => void = () => {}): Pro
     const value = await fn();
     const entry = { step, ms: Math.round(performance.now() - started), detail: detail(value) };
     steps.push(entry);
-    log(`${step.padEnd(34)} ${(entry.ms / 1000).toFixed(2).padStart(6)} s  ${entry.detail}`);
+    log(`${step.padEnd(38)} ${(entry.ms / 1000).toFixed(2).padStart(6)} s  ${entry.detail}`);
     return value;
   };
   let builder: DockerEngine | undefined;
-  let node: DockerEngine | undefined;
+  let pools: PoolManager | undefined;
   let registry: RegistryServer | undefined;
   try {
     [builder, registry] = await timed('start Docker Engine + registry', () => Promise.all([DockerEngine.start({ root: join(work, 'builder') }), RegistryServer.start({ root: join(work, 'registry') })]), ([, r]) => `registry at ${r.host}`);
@@ -60,13 +66,22 @@ export async function runQuickstart(log: (line: string) => void = () => {}): Pro
     await timed('copy to OCI layout', () => copy(image, `oci:${join(work, 'layout')}:v1`), (r) => `${r.layers.length} layers`);
     const squashed = `${registry.host}/ci/build-image:squashed`;
     await timed('squash to one layer (buildfleet)', async () => squashImage(await openSource(image), await openDestination(squashed), { tmpDir: work }), (r) => `${r.layers.before} -> ${r.layers.after} layers, ${(r.shadowedBytes / 1e6).toFixed(1)} MB shadowed content dropped`);
-    node = await timed('start a cold node engine', () => DockerEngine.start({ root: join(work, 'node') }), () => 'fresh data-root');
-    const coldNode = node;
-    await timed('load squashed image onto the node', () => copy(squashed, 'docker-daemon:ci/build-image:v1', coldNode), () => 'docker-daemon:ci/build-image:v1');
-    await timed('first docker run on the node', () => coldNode.cli(['run', '--rm', '--network', 'none', 'ci/build-image:v1']), (r) => `output: ${r.stdout.trim()}`);
+    // A real node of a local pool: its own disks and runtime; Ready only once the image is there.
+    pools = new PoolManager(new StateStore(join(work, 'state')));
+    const manager = pools;
+    const pool = await timed('create a dual-disk node (local pool)', () => manager.apply(parsePoolSpec({ name: 'quickstart', nodes: 1, disks: { runtime: '1G', workload: '1G' }, images: [squashed] })), (r) => {
+      const node = r.pool!.nodes[0]!;
+      return `${node.name} ${node.phase}: disks + runtime ${((node.phaseTimes.runtimeMs ?? 0) / 1000).toFixed(2)} s, pre-pull ${((node.phaseTimes.pullMs ?? 0) / 1000).toFixed(2)} s`;
+    });
+    let output = '';
+    const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => void ((output += chunk.toString()), done()) });
+    await timed('first build job on the node', () => execJob(manager, 'quickstart', ['sh', '-c', 'ls /opt/python/lib | wc -l'], { stdout: sink, stderr: sink }), (r) => `${r.node}, exit ${r.exitCode}, output: ${output.trim()}`);
+    await timed('delete the pool', () => manager.delete(pool.plan.pool), (r) => `${r.mounts} mounts, ${r.loopDevices} loop devices released`);
+    pools = undefined;
     return { registry: registry.host, image, manifestDigest: pushed.manifestDigest, layers: pushed.layers.length, steps };
   } finally {
-    await Promise.allSettled([builder?.stop(), node?.stop(), registry?.stop()]);
+    if (pools) await pools.delete('quickstart').catch(() => {});
+    await Promise.allSettled([builder?.stop(), registry?.stop()]);
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -3,7 +3,7 @@
 # OCI registry the tests and the quickstart start, plus the tools they compare against. Run once,
 # never from parallel tests (dpkg holds a lock).
 set -euo pipefail
-packages=(docker.io docker-registry containerd busybox-static pigz zstd skopeo umoci openssl attr libcap2-bin)
+packages=(docker.io docker-registry containerd busybox-static pigz zstd skopeo umoci openssl attr libcap2-bin e2fsprogs util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

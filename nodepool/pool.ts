@@ -117,10 +117,10 @@ export class PoolManager {
   }
 
   async apply(spec: PoolSpec, options: ApplyOptions = {}): Promise<{ plan: PoolPlan; pool?: PoolView }> {
+    if (!options.dryRun) this.checkProvider(spec);
     if (options.mustBeNew && (await this.store.readPool(spec.name) || existsSync(this.store.poolDir(spec.name)))) {
       throw new BuildfleetError('conflict', `pool ${spec.name} already exists in ${this.store.root} (see "buildfleet pool status ${spec.name}")`);
     }
-    if (!options.dryRun) this.checkProvider(spec);
     const pinned = await this.pinImages(spec);
     const plan = await this.plan(spec, pinned);
     if (options.dryRun) return { plan };
