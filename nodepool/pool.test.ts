@@ -95,3 +95,30 @@ test('jobs run in the build image on a Ready node, with the workload disk as /wo
   assert.match(job.stderr, / \/workspace /);
   await fixture.manager.delete('jobs');
 });
+
+test('apply: --dry-run prints the plan and changes nothing; a new image is verified before the node takes jobs again', { timeout: 300_000 }, async () => {
+  const spec = { name: 'apply', nodes: 1, disks: { runtime: '256M', workload: '256M' }, images: [fixture.image] };
+  const dry = await fixture.cli(['pool', 'apply', '-f', await fixture.writeSpec('apply', spec), '--dry-run']);
+  assert.equal(dry.exitCode, 0, dry.stderr);
+  assert.match(dry.stdout, /plan \(dry run, nothing changed\):\n {2}create pool apply \(provider local\)\n {2}create node apply-n1 \(runtime disk 0\.25 GiB/);
+  assert.equal(existsSync(fixture.manager.store.poolDir('apply')), false);
+  assert.equal((await fixture.cli(['pool', 'apply', '-f', await fixture.writeSpec('apply', spec)])).exitCode, 0);
+
+  const next = await fixture.pushImage('ci/next', { dataLayers: 1, layerBytes: 1024 * 1024, seed: 'next' });
+  const changed = await fixture.writeSpec('apply', { ...spec, images: [next] });
+  const plan = await fixture.cli(['pool', 'apply', '-f', changed, '--dry-run']);
+  assert.match(plan.stdout, /update node apply-n1 \(images or thresholds changed\)/);
+  const applied = await fixture.cli(['pool', 'apply', '-f', changed]);
+  assert.equal(applied.exitCode, 0, applied.stderr);
+  const updatedAt = Date.now();
+  // The agent takes the new settings at its next probe and verifies the new image before Ready.
+  for (let i = 0; i < 300; i++) {
+    const status = await fixture.manager.store.readStatus('apply', 'n1');
+    if (status?.phase === 'Ready' && status.transitions.some((t) => t.phase === 'Pulling' && Date.parse(t.at) >= updatedAt - 1000)) break;
+    await sleep(100);
+  }
+  const job = await fixture.cli(['pool', 'exec', 'apply', '--', 'ls', '/data']);
+  assert.equal(job.exitCode, 0, job.stderr);
+  assert.equal(job.stdout.trim(), 'blob0.bin', 'the job ran in the new image');
+  await fixture.manager.delete('apply');
+});

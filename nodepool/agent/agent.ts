@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, destination, stdTimeFunctions, type Logger } from 'pino';
@@ -34,6 +34,7 @@ export class NodeAgent {
   private pulling: Promise<void> | undefined;
   private lastRestartAt: number | undefined;
   private suppressedLogged = false;
+  private recordModified: number | undefined;
 
   constructor(nodeDir: string) {
     this.paths = nodePaths(nodeDir);
@@ -58,12 +59,7 @@ export class NodeAgent {
     this.status.metricsUrl = server.url;
     this.event('agent-started', { pid: process.pid, metrics: server.url });
     this.runtime = new NodeRuntime(this.paths, this.node);
-    this.disks = new DiskMonitor(this.node, this.metrics, (disk, saturated, reason) => {
-      const key = disk === 'runtime' ? 'RuntimeDiskSaturated' : 'WorkloadDiskSaturated';
-      this.status.conditions[key] = { status: saturated, since: new Date().toISOString(), ...(reason && { reason }) };
-      this.event(saturated ? 'disk-saturated' : 'disk-calm', { disk, reason });
-      this.save();
-    });
+    this.disks = this.diskMonitor();
     try {
       await this.runtime.start();
       this.setPhase('RuntimeReady', 'containerd and dockerd answer');
@@ -81,6 +77,15 @@ export class NodeAgent {
 
   stop(): void {
     this.stopping.abort();
+  }
+
+  private diskMonitor(): DiskMonitor {
+    return new DiskMonitor(this.node, this.metrics, (disk, saturated, reason) => {
+      const key = disk === 'runtime' ? 'RuntimeDiskSaturated' : 'WorkloadDiskSaturated';
+      this.status.conditions[key] = { status: saturated, since: new Date().toISOString(), ...(reason && { reason }) };
+      this.event(saturated ? 'disk-saturated' : 'disk-calm', { disk, reason });
+      this.save();
+    });
   }
 
   private async untilStopped(): Promise<void> {
@@ -160,8 +165,9 @@ export class NodeAgent {
   }
 
   private async probeLoop(): Promise<void> {
-    const { intervalSeconds, timeoutSeconds } = this.node.spec.probe;
     while (!this.stopping.signal.aborted) {
+      await this.reloadIfChanged().catch((err: Error) => this.event('reload-failed', { error: err.message }));
+      const { intervalSeconds, timeoutSeconds } = this.node.spec.probe;
       const result = await probeRuntime(this.runtime.docker, timeoutSeconds * 1000);
       this.metrics.probeLatency.observe({ node: this.node.name }, result.latencyMs / 1000);
       if (!result.ok) this.metrics.probeFailures.inc({ node: this.node.name });
@@ -175,6 +181,25 @@ export class NodeAgent {
       }
       await sleep(intervalSeconds * 1000, undefined, { signal: this.stopping.signal }).catch(() => {});
     }
+  }
+
+  /**
+   * `pool apply` rewrites node.json when images or thresholds change: take the new settings, and
+   * verify (or pull) the new images before the node takes jobs again.
+   */
+  private async reloadIfChanged(): Promise<void> {
+    const modified = (await stat(this.paths.record)).mtimeMs;
+    if (modified === this.recordModified) return;
+    const first = this.recordModified === undefined;
+    this.recordModified = modified;
+    if (first) return;
+    const previous = this.node;
+    this.node = await readNodeRecord(this.paths.dir);
+    this.detector = new HangDetector(this.node.spec.remediation.policy === 'kill-on-first-failure' ? 1 : this.node.spec.probe.failureThreshold);
+    this.disks = this.diskMonitor();
+    const imagesChanged = JSON.stringify(previous.images) !== JSON.stringify(this.node.images);
+    this.event('settings-reloaded', { imagesChanged });
+    if (imagesChanged && !this.remediating) void this.ensureImages();
   }
 
   private async diskLoop(): Promise<void> {
