@@ -85,18 +85,23 @@ export async function generateImage(destination: ImageDestination, options: Gene
     ),
   );
 
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: hostPlatform().architecture,
-      os: 'linux',
-      config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['sh'] },
-      rootfs: { type: 'layers', diff_ids: diffIds },
-      history: diffIds.map((_, i) => ({ created: '1970-01-01T00:00:00Z', created_by: `buildfleet generate layer ${i}` })),
-    }),
-  );
+  const config = syntheticConfig(diffIds, (i) => `buildfleet generate layer ${i}`);
   const configDescriptor = await destination.putBlob(async () => Readable.from([config]), { mediaType: configMediaType(format) });
   const manifest = buildManifest(format, configDescriptor, layers);
   const manifestDigest = await destination.putManifest(manifest, manifestMediaType(format));
   await destination.commit();
   return { manifestDigest, layers, uncompressedBytes: layerBytes * options.layers, files: filesPerLayer * options.layers };
+}
+
+/** The config of a generated image: this machine's platform, a shell as its command, one history entry per layer. */
+export function syntheticConfig(diffIds: string[], createdBy: (layer: number) => string): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      architecture: hostPlatform().architecture,
+      os: 'linux',
+      config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['sh'] },
+      rootfs: { type: 'layers', diff_ids: diffIds },
+      history: diffIds.map((_, i) => ({ created: '1970-01-01T00:00:00Z', created_by: createdBy(i) })),
+    }),
+  );
 }

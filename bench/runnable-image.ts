@@ -3,12 +3,11 @@ import tar from 'tar-stream';
 import { DigestStream } from '../imagebuilder/oci/digest.js';
 import { busyboxRootfs } from '../imagebuilder/daemons/base-image.js';
 import { configMediaType, layerMediaType, manifestMediaType } from '../imagebuilder/oci/media-types.js';
-import { hostPlatform } from '../imagebuilder/oci/platform.js';
 import type { Descriptor } from '../imagebuilder/oci/schemas.js';
 import { buildManifest } from '../imagebuilder/copy/copy.js';
 import { compressor, pipeOn } from '../imagebuilder/copy/codecs.js';
 import type { ImageDestination } from '../imagebuilder/transports/types.js';
-import { seededBytes } from './image-generator.js';
+import { seededBytes, syntheticConfig } from './image-generator.js';
 
 export type RunnableImageOptions = {
   /** Data layers on top of the busybox base; each holds one file of layerBytes under /data. */
@@ -46,15 +45,7 @@ export async function writeRunnableImage(destination: ImageDestination, options:
       return pack as unknown as Readable;
     });
   }
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: hostPlatform().architecture,
-      os: 'linux',
-      config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['sh'] },
-      rootfs: { type: 'layers', diff_ids: diffIds },
-      history: diffIds.map((_, i) => ({ created: '1970-01-01T00:00:00Z', created_by: i === 0 ? 'busybox base' : `data layer ${i}` })),
-    }),
-  );
+  const config = syntheticConfig(diffIds, (i) => (i === 0 ? 'busybox base' : `data layer ${i}`));
   const configDescriptor = await destination.putBlob(async () => Readable.from([config]), { mediaType: configMediaType('docker') });
   const manifestDigest = await destination.putManifest(buildManifest('docker', configDescriptor, layers), manifestMediaType('docker'));
   await destination.commit();

@@ -8,7 +8,7 @@ import type { RegistryOptions } from '../imagebuilder/registry/index.js';
 import { openSource } from '../imagebuilder/transports/index.js';
 import { type PoolSpec } from './spec/spec.js';
 import { phaseTimes, type NodePhase, type PhaseTimes } from './state/lifecycle.js';
-import { StateStore, writeJsonAtomically, type NodeRecord, type NodeStatus, type PinnedImage } from './state/store.js';
+import { StateStore, type NodeRecord, type NodeStatus, type PinnedImage } from './state/store.js';
 import { planIsEmpty, planPool, settingsKey, type ExistingNode, type PoolPlan } from './plan.js';
 import { LocalProvider } from './local/provider.js';
 import { freeBytes } from './local/disks.js';
@@ -171,12 +171,10 @@ export class PoolManager {
     const paths = this.store.paths(spec.name, id);
     await writeFile(paths.cordon, `${new Date().toISOString()} scale-down\n`).catch(() => {});
     const deadline = Date.now() + spec.remediation.drainTimeoutSeconds * 1000;
-    while ((await runningContainers(nodeCgroupName(spec.name, id))).length > 0 && Date.now() < deadline) {
+    while ((await runningContainers(nodeCgroupName(this.store.nodeDir(spec.name, id)))).length > 0 && Date.now() < deadline) {
       this.log(`waiting for builds on ${spec.name}-${id} to finish`);
       await sleep(1000);
     }
-    const status = await this.store.readStatus(spec.name, id);
-    if (status) await writeJsonAtomically(paths.status, { ...status, phase: 'Removing', transitions: [...status.transitions, { phase: 'Removing', at: new Date().toISOString(), reason: 'scale-down' }] });
     this.log(`deleting node ${spec.name}-${id}`);
     await this.provider.deleteNode(spec.name, id);
   }
@@ -215,7 +213,7 @@ export class PoolManager {
         phaseTimes: phaseTimes(status?.transitions ?? []),
         transitions: status?.transitions ?? [],
         images: status?.images ?? [],
-        runningJobs: (await runningContainers(nodeCgroupName(pool, id))).length,
+        runningJobs: (await runningContainers(nodeCgroupName(this.store.nodeDir(pool, id)))).length,
         ...(status?.metricsUrl && { metricsUrl: status.metricsUrl }),
         disks: {
           runtime: { sizeBytes: node?.disks.runtime.sizeBytes ?? 0, ...(node?.disks.runtime.loopDevice && { loopDevice: node.disks.runtime.loopDevice }) },

@@ -255,7 +255,7 @@ export class NodeAgent {
   /** Waits for the node's containers to exit, read from their cgroups (dockerd may be hung). */
   private async drain(timeoutMs: number): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;
-    const cgroup = nodeCgroupName(this.node.pool, this.node.id);
+    const cgroup = nodeCgroupName(this.paths.dir);
     for (;;) {
       const running = await runningContainers(cgroup);
       if (running.length === 0 || Date.now() >= deadline || this.stopping.signal.aborted) return running;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { killAll } from './processes.js';
@@ -10,9 +11,13 @@ import { killAll } from './processes.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
-/** The parent cgroup of a node's containers (dockerd --cgroup-parent), one per node on this host. */
-export function nodeCgroupName(pool: string, id: string): string {
-  return `buildfleet-${pool}-${id}`;
+/**
+ * The parent cgroup of a node's containers (dockerd --cgroup-parent). Cgroups are host-wide:
+ * a hash of the node dir keeps two state dirs with a pool of the same name apart.
+ */
+export function nodeCgroupName(nodeDir: string): string {
+  const [pool, , id] = nodeDir.split('/').slice(-3);
+  return `buildfleet-${pool}-${id}-${createHash('sha256').update(nodeDir).digest('hex').slice(0, 8)}`;
 }
 
 /** Containers of the node with at least one live process (read from the pids controller, or v2's tree). */

@@ -108,7 +108,10 @@ export class LocalProvider {
       const deadline = Date.now() + 15_000;
       while (isAlive(agentPid) && Date.now() < deadline) await sleep(50);
     }
-    const report = await cleanupBelow(paths.dir, [nodeCgroupName(pool, id)]);
+    // The agent, sole writer of status.json, is gone: the last transition is ours to write.
+    const status = await this.store.readStatus(pool, id);
+    if (status) await writeNodeStatus(paths.dir, { ...status, phase: 'Removing', transitions: transition(status.transitions, 'Removing', new Date(), 'node deleted'), updatedAt: new Date().toISOString() });
+    const report = await cleanupBelow(paths.dir, [nodeCgroupName(paths.dir)]);
     await rm(paths.dir, { recursive: true, force: true });
     return report;
   }

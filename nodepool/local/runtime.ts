@@ -62,7 +62,7 @@ export class NodeRuntime {
       pidfile: this.paths.dockerPid,
       liveRestore: this.node.spec.liveRestore,
       insecureRegistries: this.node.spec.insecureRegistries,
-      cgroupParent: nodeCgroupName(this.node.pool, this.node.id),
+      cgroupParent: nodeCgroupName(this.paths.dir),
     });
     this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.paths.logs, 'dockerd.log'), process.env, OWN_SESSION);
     await this.dockerd.waitUntil(async () => {
