@@ -6,6 +6,7 @@ import Docker from 'dockerode';
 import { execa } from 'execa';
 import { BuildfleetError } from '../oci/errors.js';
 import { Daemon } from './process.js';
+import { containerdConfig, dockerdArgs, requireCommands } from './engine-config.js';
 
 export type DockerEngineOptions = {
   /** Directory that holds everything of this engine; a fresh temp dir when absent. */
@@ -139,56 +140,6 @@ export class DockerEngine {
   }
 }
 
-/** containerd's config for an engine of our own: own root, state and sockets; no CRI, no metrics. */
-export function containerdConfig(paths: { root: string; state: string; socket: string }): string {
-  return [
-    'version = 2',
-    `root = "${paths.root}"`,
-    `state = "${paths.state}"`,
-    // Plugins that need hardware or other storage, or that only Kubernetes uses.
-    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]',
-    '[grpc]',
-    `  address = "${paths.socket}"`,
-    '[ttrpc]',
-    `  address = "${paths.socket}.ttrpc"`,
-    '[debug]',
-    '  address = ""',
-    '[metrics]',
-    '  address = ""',
-    '',
-  ].join('\n');
-}
-
-export type DockerdArgsOptions = {
-  containerdSocket: string;
-  dataRoot: string;
-  execRoot: string;
-  socket: string;
-  pidfile: string;
-  experimental?: boolean;
-  liveRestore?: boolean;
-  insecureRegistries?: string[];
-  /** Parent cgroup of every container, so cleanup can find (and kill) a node's containers by cgroup. */
-  cgroupParent?: string;
-};
-
-/** dockerd on an external containerd, no bridge and no iptables (several engines share this host). */
-export function dockerdArgs(options: DockerdArgsOptions): string[] {
-  const args = [
-    '--containerd', options.containerdSocket,
-    '--data-root', options.dataRoot,
-    '--exec-root', options.execRoot,
-    '--host', `unix://${options.socket}`,
-    '--pidfile', options.pidfile,
-    '--bridge=none', '--iptables=false', '--ip6tables=false',
-  ];
-  if (options.experimental) args.push('--experimental');
-  if (options.liveRestore) args.push('--live-restore');
-  if (options.cgroupParent) args.push('--cgroup-parent', options.cgroupParent);
-  for (const registry of options.insecureRegistries ?? []) args.push('--insecure-registry', registry);
-  return args;
-}
-
 /** Unmounts every mount point below dir, deepest first (overlay and netns mounts of a killed dockerd). */
 export async function unmountBelow(dir: string): Promise<void> {
   const mounts = (await readFile('/proc/mounts', 'utf8'))
@@ -198,15 +149,5 @@ export async function unmountBelow(dir: string): Promise<void> {
     .sort((a, b) => b.length - a.length);
   for (const mountPoint of mounts) {
     await execa('umount', ['-l', mountPoint], { reject: false });
-  }
-}
-
-/** Fails with one line naming the Debian package when a command is missing. */
-export async function requireCommands(commands: string[], debianPackage: string): Promise<void> {
-  for (const command of commands) {
-    const found = await execa('sh', ['-c', `command -v ${command}`], { reject: false });
-    if (found.exitCode !== 0) {
-      throw new BuildfleetError('environment', `${command} not found: install it with "apt-get install -y ${debianPackage}" (or run the README's set-up command)`);
-    }
   }
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { Daemon, freePort } from './process.js';
-import { requireCommands } from './docker-engine.js';
+import { requireCommands } from './engine-config.js';
 
 export type RegistryAuth =
   | { kind: 'htpasswd'; file: string; realm?: string }

@@ -23,11 +23,11 @@ import { isAlive } from './processes.js';
 const here = fileURLToPath(import.meta.url);
 const repoRoot = resolve(dirname(here), '..', '..', here.endsWith('.ts') ? '.' : '..');
 
-/** How to start `buildfleet agent run`: the built CLI, or the TypeScript one under tsx (tests). */
+/** How to start a node's agent: its light entry, built, or under tsx when running from source (tests). */
 function agentCommand(nodeDir: string): { command: string; args: string[]; cwd: string } {
-  const args = ['agent', 'run', '--node-dir', nodeDir];
-  if (here.endsWith('.ts')) return { command: process.execPath, args: ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts'), ...args], cwd: repoRoot };
-  return { command: process.execPath, args: [join(repoRoot, 'dist', 'cli', 'main.js'), ...args], cwd: repoRoot };
+  const args = ['--node-dir', nodeDir];
+  if (here.endsWith('.ts')) return { command: process.execPath, args: ['--import', 'tsx', join(repoRoot, 'nodepool', 'agent', 'main.ts'), ...args], cwd: repoRoot };
+  return { command: process.execPath, args: [join(repoRoot, 'dist', 'nodepool', 'agent', 'main.js'), ...args], cwd: repoRoot };
 }
 
 export class LocalProvider {

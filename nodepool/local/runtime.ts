@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Docker from 'dockerode';
-import { containerdConfig, dockerdArgs, requireCommands } from '../../imagebuilder/daemons/docker-engine.js';
+import { request } from 'node:http';
+import type Docker from 'dockerode';
+import { containerdConfig, dockerdArgs, requireCommands } from '../../imagebuilder/daemons/engine-config.js';
 import { Daemon } from '../../imagebuilder/daemons/process.js';
 import type { NodePaths, NodeRecord } from '../state/store.js';
 import { nodeCgroupName } from './cgroups.js';
@@ -21,15 +22,19 @@ const OWN_SESSION = { ownSession: true };
  * runtime disk; builds get the workload disk. With live-restore, containers outlive dockerd.
  */
 export class NodeRuntime {
-  readonly docker: Docker;
+  private client: Docker | undefined;
   private containerd: Daemon | undefined;
   private dockerd: Daemon | undefined;
 
   constructor(
     private readonly paths: NodePaths,
     private readonly node: NodeRecord,
-  ) {
-    this.docker = new Docker({ socketPath: paths.dockerSocket });
+  ) {}
+
+  /** The Docker API client; there once start() returned. */
+  get docker(): Docker {
+    if (!this.client) throw new Error('NodeRuntime: start() first');
+    return this.client;
   }
 
   get dockerdPid(): number | undefined {
@@ -42,6 +47,8 @@ export class NodeRuntime {
 
   async start(timeoutMs = 60_000): Promise<void> {
     await requireCommands(['dockerd', 'containerd'], 'docker.io');
+    // dockerode takes a while to load: let it load while the daemons start in their own processes.
+    const dockerode = import('dockerode');
     await mkdir(this.paths.run, { recursive: true });
     await mkdir(this.paths.logs, { recursive: true });
     const config = join(this.paths.run, 'containerd.toml');
@@ -49,6 +56,8 @@ export class NodeRuntime {
     this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'), process.env, OWN_SESSION);
     await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
     await this.startDockerd(timeoutMs);
+    const { default: DockerClient } = await dockerode;
+    this.client = new DockerClient({ socketPath: this.paths.dockerSocket });
   }
 
   async startDockerd(timeoutMs = 60_000): Promise<void> {
@@ -65,10 +74,7 @@ export class NodeRuntime {
       cgroupParent: nodeCgroupName(this.paths.dir),
     });
     this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.paths.logs, 'dockerd.log'), process.env, OWN_SESSION);
-    await this.dockerd.waitUntil(async () => {
-      await this.docker.ping();
-      return true;
-    }, timeoutMs);
+    await this.dockerd.waitUntil(() => ping(this.paths.dockerSocket), timeoutMs);
   }
 
   /** What the field's health monitor does to a hung runtime: SIGKILL (after SIGCONT, for a stopped one). */
@@ -89,4 +95,17 @@ export class NodeRuntime {
     await this.dockerd?.stop(10_000);
     await this.containerd?.stop(10_000);
   }
+}
+
+/** GET /_ping on the engine's socket: true once dockerd answers OK. */
+function ping(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/_ping', timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }
