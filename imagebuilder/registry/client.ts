@@ -187,6 +187,21 @@ export class RegistryClient {
     return this.limit(() => uploadBlob(this.http, repo, open, expected, this.options.chunkSize));
   }
 
+  /**
+   * An upload of bytes still being produced (`expected.settled`), one attempt. Not counted
+   * against the limit: its producer may wait on its reading, and nothing it waits for may wait
+   * for a slot.
+   */
+  uploadBlobWhileWritten(repo: string, bytes: Readable, settled: Promise<{ digest: string; size: number }>): Promise<{ digest: string; size: number }> {
+    let opened = false;
+    const open = async () => {
+      if (opened) throw new Error('a blob being written can be sent only once');
+      opened = true;
+      return bytes;
+    };
+    return uploadBlob(this.http, repo, open, { settled, once: true }, this.options.chunkSize);
+  }
+
   /** Abandons an upload session; best effort (the registry purges stale uploads anyway). */
   async cancelUpload(location: string): Promise<void> {
     try {

@@ -15,6 +15,14 @@ export type UploadExpectation = {
    * committed). Default true: a mismatch is caught before the PUT is sent.
    */
   hashLocally?: boolean;
+  /**
+   * For bytes still being produced, whose digest is known only at their end: they are sent as
+   * they come, and the PUT waits for this and commits under its digest (the registry checks it).
+   * A rejection commits nothing.
+   */
+  settled?: Promise<{ digest: string; size: number }>;
+  /** One attempt only: the source cannot be read again (the caller retries another way). */
+  once?: boolean;
 };
 
 /** How long a registry may take to answer once the whole body of a PATCH is sent. */
@@ -63,7 +71,8 @@ export async function uploadBlob(
       source = await open();
 
       const trusted = expected.hashLocally === false && expected.digest !== undefined;
-      const hasher = new DigestStream(algorithm, trusted ? { knownDigest: expected.digest } : {});
+      // Settled bytes are hashed by their producer: here they are only counted.
+      const hasher = new DigestStream(algorithm, trusted || expected.settled ? { knownDigest: expected.digest ?? '' } : {});
       // The source's own error (a broken download, corrupt input) is what the caller must see,
       // not the request failure it causes.
       let sourceError: Error | undefined;
@@ -79,8 +88,12 @@ export async function uploadBlob(
       if (sourceError) throw sourceError;
       if (!hasher.readableEnded) await once(hasher, 'end');
 
-      const digest = hasher.digest;
+      const settled = expected.settled ? await expected.settled : undefined;
+      const digest = settled?.digest ?? hasher.digest;
       const size = hasher.size;
+      if (settled && size !== settled.size) {
+        throw new BuildfleetError('integrity', `${ctx.what} to ${host}/${repo}: sent ${size} bytes, the producer wrote ${settled.size}; not committed`);
+      }
       if (expected.digest !== undefined && digest !== expected.digest) {
         throw new BuildfleetError('integrity', `${ctx.what} to ${host}/${repo}: content digest ${digest} does not match ${expected.digest}; not committed`);
       }
@@ -178,12 +191,14 @@ export async function uploadBlob(
     }
   };
 
+  // Awaited only once the bytes are sent: it may fail earlier, and that must not go unhandled.
+  expected.settled?.catch(() => {});
   let attempts = 0;
   try {
     return await withRetry(async () => {
       attempts++;
       return attempt();
-    }, http.policy);
+    }, expected.once ? { ...http.policy, retries: 0 } : http.policy);
   } catch (err) {
     throw finalError(err, ctx, attempts);
   }

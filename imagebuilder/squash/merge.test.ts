@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TarEntryType, TarHeader } from '../tar/entry.js';
 import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
-import { headerOf, planSquash } from './plan.js';
+import { actionList, headerOf, planSquash } from './plan.js';
 
 type Spec = string | [string, TarEntryType | 'wh', Partial<TarHeader>?];
 
@@ -27,7 +27,7 @@ function layers(...specs: Spec[][]): IndexedEntry[][] {
 /** The merged tree as "path type [-> inode source path]" lines, sorted. */
 function tree(result: MergeResult): string[] {
   return [...result.nodes.values()]
-    .map((node) => (node.kind === 'directory' ? `${node.path}/` : `${node.path} ${node.inode.source.header.type}@${node.inode.source.layer}:${node.inode.source.header.path}`))
+    .map((node) => (node.kind === 'directory' ? `${node.path}/` : `${node.path} ${node.inode.header.type}@${node.inode.layer}:${node.inode.header.path}`))
     .sort();
 }
 
@@ -68,7 +68,7 @@ test('hardlink target deleted later: the link keeps the bytes and becomes the fi
   const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], [['.wh.orig', 'wh']]));
   assert.deepEqual(tree(merged), ['link file@0:orig']);
   const plan = planSquash(merged, 2);
-  const emitted = plan.actions[0]!.get(0)!;
+  const emitted = actionList(plan.actions[0]![0]);
   assert.deepEqual(emitted.map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).size]), [['link', 'file', 100]]);
 });
 
@@ -76,21 +76,21 @@ test('hardlink target overwritten later: the link keeps the original bytes', () 
   const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], ['f:orig:5']));
   assert.deepEqual(tree(merged), ['link file@0:orig', 'orig file@1:orig']);
   const plan = planSquash(merged, 2);
-  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type]), [['link', 'file']]);
-  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type]), [['orig', 'file']]);
+  assert.deepEqual(actionList(plan.actions[0]![0]).map((a) => [headerOf(a).path, headerOf(a).type]), [['link', 'file']]);
+  assert.deepEqual(actionList(plan.actions[1]![0]).map((a) => [headerOf(a).path, headerOf(a).type]), [['orig', 'file']]);
 });
 
 test('a copy-up (chmod) splits one name off a hardlink group; the others stay linked', () => {
   const merged = mergeLayers(layers(['f:a:10', ['b', 'hardlink', { linkname: 'a' }], ['c', 'hardlink', { linkname: 'a' }]], [['b', 'file', { size: 10, mode: 0o600 }]]));
   const plan = planSquash(merged, 2);
-  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).linkname]), [['a', 'file', undefined], ['c', 'hardlink', 'a']]);
-  assert.deepEqual(plan.actions[1]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).mode]), [['b', 0o600]]);
+  assert.deepEqual(actionList(plan.actions[0]![0]).map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).linkname]), [['a', 'file', undefined], ['c', 'hardlink', 'a']]);
+  assert.deepEqual(actionList(plan.actions[1]![0]).map((a) => [headerOf(a).path, headerOf(a).mode]), [['b', 0o600]]);
 });
 
 test('a later layer may hardlink to a lower file', () => {
   const merged = mergeLayers(layers(['f:lib.so:50'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]));
   const plan = planSquash(merged, 2);
-  assert.deepEqual(plan.actions[0]!.get(0)!.map((a) => [headerOf(a).path, headerOf(a).type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
+  assert.deepEqual(actionList(plan.actions[0]![0]).map((a) => [headerOf(a).path, headerOf(a).type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
 });
 
 test('a hardlink to a path in no layer is an error', () => {
@@ -108,9 +108,19 @@ test('missing parent directories are implied as the runtime would create them', 
   assert.deepEqual(plan.directories[0]!.map((h) => [h.path, h.mode]), [['deep', 0o755], ['deep/er', 0o755]]);
 });
 
+test('an image of directories only: every ancestor of an empty directory is written, with its newest metadata', () => {
+  const merged = mergeLayers(layers(['d:empty', 'd:empty/nested', 'd:empty/nested/leaf', 'd:empty/plain'], [['empty', 'directory', { mode: 0o700 }], 'd:empty/later']));
+  for (const outputs of [1, 2]) {
+    const plan = planSquash(merged, 2, { layers: outputs });
+    const written = plan.directories.flat().map((h) => `${h.path}@${h.mtime.sec}`);
+    assert.deepEqual(new Set(written), new Set(['empty@1', 'empty/later@1', 'empty/nested@0', 'empty/nested/leaf@0', 'empty/plain@0']));
+    for (const dirs of plan.directories) for (const h of dirs) if (h.path !== 'empty') assert.ok(dirs.some((d) => d.path === 'empty'), `${h.path}'s parent in its output`);
+  }
+});
+
 test('duplicate paths in one layer: the later entry wins', () => {
   const merged = mergeLayers(layers(['f:x:1', 'f:x:9']));
-  assert.deepEqual([...merged.nodes.values()].map((n) => n.kind === 'leaf' && n.inode.source.header.size), [9]);
+  assert.deepEqual([...merged.nodes.values()].map((n) => n.kind === 'leaf' && n.inode.header.size), [9]);
   assert.equal(merged.shadowedBytes, 1);
 });
 
@@ -122,7 +132,7 @@ test('K balanced layers: disjoint leaves, every output carries its ancestors, ha
   const plan = planSquash(merged, 1, { layers: 4 });
   const leaves = plan.actions[0]!;
   const outputsOf = new Map<string, number>();
-  for (const list of leaves.values()) for (const action of list) outputsOf.set(headerOf(action).path, action.output);
+  for (const group of leaves) for (const action of actionList(group)) outputsOf.set(headerOf(action).path, action.output);
   assert.equal(outputsOf.size, 41, 'every leaf emitted once');
   assert.equal(outputsOf.get('usr/lib/link'), outputsOf.get('usr/lib/f39'), 'hardlink group in one output');
   for (let out = 0; out < 4; out++) {
@@ -152,12 +162,32 @@ test('from-layer: whiteouts keep lower content hidden, topmost only, and kept la
   const lower = mergeLayers(all.slice(0, 1));
   const plan = planSquash(merged, 2, { fromLayer: 1, lower });
   assert.deepEqual(plan.whiteouts[0]!.map((h) => h.path), ['.wh.old', 'dir/.wh.x', 'etc/.wh.gone']);
-  assert.equal(plan.actions[0]!.size, 0, 'nothing of the kept layer is emitted');
-  assert.deepEqual([...plan.actions[1]!.values()].flat().map((a) => headerOf(a).path).sort(), ['dir/y', 'file/in']);
+  assert.equal(plan.actions[0]!.length, 0, 'nothing of the kept layer is emitted');
+  assert.deepEqual(plan.actions[1]!.flatMap(actionList).map((a) => headerOf(a).path).sort(), ['dir/y', 'file/in']);
   assert.deepEqual(plan.directories[0]!.map((h) => h.path), ['dir', 'etc', 'file'], 'ancestors of whiteouts and entries, and replaced dirs');
 });
 
 test('from-layer: a hardlink from a squashed layer into a kept layer is refused clearly', () => {
   const all = layers(['f:lib.so:5'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]);
   assert.throws(() => planSquash(mergeLayers(all), 2, { fromLayer: 1, lower: mergeLayers(all.slice(0, 1)) }), /--from-layer 2: lib.so.1 in layer 2 is a hardlink to lib.so in kept layer 1/);
+});
+
+test('a parent a layer leaves out becomes a new 0755 root dir over the lower one; an entry of the layer for it wins', () => {
+  const dir = (path: string, mode: number, uid: number): Spec => [path, 'directory', { mode, uid, gid: uid }];
+  const lower = [dir('a', 0o750, 1000), dir('a/b', 0o700, 1000), 'f:a/b/lower:1'];
+  const header = (result: MergeResult, path: string) => {
+    const node = result.nodes.get(path)!;
+    return node.kind === 'directory' ? [node.header.mode, node.header.uid, node.from.layer] : undefined;
+  };
+  // Docker 20.10 on overlay2 shows exactly this (conformance/implied-parent.test.ts).
+  const implied = mergeLayers(layers(lower, ['f:a/b/file:2']));
+  assert.deepEqual([header(implied, 'a'), header(implied, 'a/b')], [[0o755, 0, 1], [0o755, 0, 1]]);
+  assert.deepEqual(tree(implied), ['a/', 'a/b/', 'a/b/file file@1:a/b/file', 'a/b/lower file@0:a/b/lower'], 'the directories merge');
+  // The layer's own entry for a/b sets it, even when it comes after the file in the tar.
+  const explicit = mergeLayers(layers(lower, ['f:a/b/file:2', dir('a/b', 0o711, 7)]));
+  assert.deepEqual([header(explicit, 'a'), header(explicit, 'a/b')], [[0o755, 0, 1], [0o711, 7, 1]]);
+  // A whiteout's directory is created like any entry's.
+  const whiteout = mergeLayers(layers(lower, [['a/b/.wh.lower', 'wh']]));
+  assert.deepEqual(header(whiteout, 'a/b'), [0o755, 0, 1]);
+  assert.deepEqual(tree(whiteout), ['a/', 'a/b/']);
 });

@@ -17,6 +17,7 @@ import type { EmitAction, SquashPlan } from './plan.js';
 import { readTar } from '../tar/reader.js';
 import { TarWriter } from '../tar/writer.js';
 import { SpoolStream } from './spool.js';
+import { LiveCopy } from './live.js';
 import type { TarHeader, TarTime } from '../tar/entry.js';
 
 /**
@@ -165,6 +166,12 @@ export type WriteOptions = {
   /** Per input layer: its verified uncompressed tar from pass 1, read instead of the blob. */
   spools?: Array<string | undefined>;
   onBytes?: (bytes: number) => void;
+  /**
+   * Called at the start for each output k: its compressed bytes as they are written (read them
+   * or destroy them: a copy left unread holds the output back), and its temp file's digest and
+   * size once complete (rejects when the output fails).
+   */
+  live?: (k: number, bytes: Readable, stored: Promise<{ digest: string; size: number }>) => void;
 };
 
 function clampTime(time: TarTime, epoch: number | undefined): TarTime {
@@ -207,8 +214,11 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
   const diffs = writers.map(() => new DigestStream());
   const files = writers.map((writer, k) => {
     const uncompressed = pipeOn(writer.stream, diffs[k]!);
-    const compressed = pipeOn(uncompressed, outputCompressor(options.compression, options.level));
-    return writeFileAtomically(compressed, join(options.tmpDir, `layer-${k}.blob`));
+    const compressed: Readable = pipeOn(uncompressed, outputCompressor(options.compression, options.level));
+    const copy = options.live ? pipeOn(compressed, new LiveCopy()) : undefined;
+    const file = writeFileAtomically(copy ?? compressed, join(options.tmpDir, `layer-${k}.blob`));
+    if (copy) options.live!(k, copy.live, file);
+    return file;
   });
   // A failed output must stop the input pass and every other output (each removes its temp file).
   let failed: unknown;
@@ -228,20 +238,19 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
     for (const [index, layer] of layers.entries()) {
       if (index < plan.fromLayer) continue; // kept as it is
       const actions = plan.actions[index]!;
-      if (actions.size === 0) continue; // nothing of it survives
+      if (actions.length === 0) continue; // nothing of it survives
       const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
       const spool = options.spools?.[index];
       // Pass 1 verified the blob and, for a spool, the tar; else the diff_id check alone proves
       // the content is the same again, and needs the whole layer read.
       const tar = spool !== undefined ? createReadStream(spool, { highWaterMark: 1 << 20 }) : await openLayerTar(source, layer, diffIds[index] ?? '', what, false);
-      let last = -1;
-      for (const ordinal of actions.keys()) last = Math.max(last, ordinal);
+      const last = actions.length - 1;
       let ordinal = 0;
       for await (const entry of readTar(tar, { what })) {
         if (failed) throw failed;
-        const list = actions.get(ordinal++);
-        if (!list) continue; // shadowed: the reader skips its body
-        const first = list[0]!;
+        const group = actions[ordinal++];
+        if (!group) continue; // shadowed: the reader skips its body
+        const first = Array.isArray(group) ? group[0]! : group;
         let body: Readable | Buffer | undefined;
         if (first.source.type === 'file' && first.source.size <= BUFFERED_FILE) {
           body = await entry.buffer();
@@ -251,7 +260,7 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
           body = options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
         }
         await writers[first.output]!.add(actionHeader(first, options.sourceDateEpoch), body);
-        for (let i = 1; i < list.length; i++) await writers[list[i]!.output]!.add(actionHeader(list[i]!, options.sourceDateEpoch));
+        if (Array.isArray(group)) for (let i = 1; i < group.length; i++) await writers[group[i]!.output]!.add(actionHeader(group[i]!, options.sourceDateEpoch));
         if (spool !== undefined && ordinal > last) break; // the rest of a verified spool holds nothing we write
       }
       if (spool === undefined) await drainRest(tar);

@@ -1,6 +1,6 @@
 import { BuildfleetError } from '../oci/errors.js';
 import { WHITEOUT_PREFIX, baseName, parentOf, type TarHeader } from '../tar/entry.js';
-import type { EntryRef, Inode, MergeResult, MergedNode } from './merge.js';
+import type { EntryRef, MergeResult } from './merge.js';
 
 /**
  * What pass 2 writes, and where: pure, from the merge. Directories (headers only) go first, in
@@ -12,6 +12,17 @@ import type { EntryRef, Inode, MergeResult, MergedNode } from './merge.js';
  * name written just before. References, not copies: a plan for 200k files must stay small.
  */
 export type EmitAction = { output: number; source: TarHeader; path: string; linkTo?: string };
+
+/**
+ * What to write when one input entry streams by: a single action for an inode with one name
+ * (nearly every file: no list object for each), else the name that takes the bytes, then its links.
+ */
+export type EmitGroup = EmitAction | EmitAction[];
+
+/** A group as a list, for callers that do not care about the single-action shape. */
+export function actionList(group: EmitGroup | undefined): EmitAction[] {
+  return group === undefined ? [] : Array.isArray(group) ? group : [group];
+}
 
 /** The header an action writes. */
 export function headerOf(action: EmitAction): TarHeader {
@@ -28,15 +39,16 @@ export type SquashPlan = {
   directories: TarHeader[][];
   /** Per output layer: whiteouts that keep lower (unsquashed) content hidden; empty for a full squash. */
   whiteouts: TarHeader[][];
-  /** Per input layer: entry ordinal -> what to write when that entry streams by (a file with its bytes, then its hardlinks). */
-  actions: Array<Map<number, EmitAction[]>>;
+  /**
+   * Per input layer, indexed by entry ordinal: what to write when that entry streams by. A plain
+   * array (packed, undefined where nothing is written) ends at the last ordinal that writes, so
+   * `length` is 0 for a layer with nothing left.
+   */
+  actions: Array<Array<EmitGroup | undefined>>;
   /** Per output layer: uncompressed content bytes, for balance reports. */
   outputBytes: number[];
   files: number;
 };
-
-/** One inode with every surviving name, or a directory with nothing below it: the unit of placement. */
-type Unit = { names: string[]; inode?: Inode; directory?: MergedNode; weight: number; output: number };
 
 const compareRefs = (a: EntryRef, b: EntryRef) => a.layer - b.layer || a.ordinal - b.ordinal;
 const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -49,53 +61,78 @@ function addAncestors(set: Set<string>, path: string): void {
   for (let parent = parentOf(path); parent !== '' && !set.has(parent); parent = parentOf(parent)) set.add(parent);
 }
 
-function unitsOf(merge: MergeResult, fromLayer: number): Unit[] {
-  // Per inode, its surviving names; one object per inode, as an image holds hundreds of thousands.
-  const byInode = new Map<number, Unit>();
+/** A directory with nothing below it: placed on its own, as its ancestors come with any entry. */
+type LoneDirectory = { path: string; output: number };
+
+/** What a group or lone directory weighs in an output: its content bytes plus a header block per entry. */
+function weightOf(item: EmitGroup | LoneDirectory): number {
+  if ('path' in item && !('source' in item)) return 512;
+  const first = Array.isArray(item) ? item[0]! : item;
+  const names = Array.isArray(item) ? item.length : 1;
+  return (first.source.type === 'file' ? first.source.size : 0) + 512 * names;
+}
+
+const nameOf = (item: EmitGroup | LoneDirectory) => (Array.isArray(item) ? item[0]!.path : item.path);
+
+/**
+ * The emit groups, straight into `actions` (no object per inode besides its action: an image
+ * holds hundreds of thousands), and the directories that need placing on their own.
+ */
+function groupsOf(merge: MergeResult, fromLayer: number, actions: Array<Array<EmitGroup | undefined>>): LoneDirectory[] {
   const parents = new Set<string>();
+  const linked: EmitAction[][] = [];
   for (const node of merge.nodes.values()) {
     // Below fromLayer everything stays in the kept layers.
     if (node.from.layer < fromLayer) continue;
     addAncestors(parents, node.path);
     if (node.kind !== 'leaf') continue;
-    if (node.inode.source.layer < fromLayer) {
+    const { inode } = node;
+    if (inode.layer < fromLayer) {
       throw new BuildfleetError(
         'unsupported',
-        `--from-layer ${fromLayer + 1}: ${node.path} in layer ${node.from.layer + 1} is a hardlink to ${node.inode.source.header.path} in kept layer ${node.inode.source.layer + 1}; squash from a lower layer`,
+        `--from-layer ${fromLayer + 1}: ${node.path} in layer ${node.from.layer + 1} is a hardlink to ${inode.header.path} in kept layer ${inode.layer + 1}; squash from a lower layer`,
       );
     }
-    const unit = byInode.get(node.inode.id);
-    if (unit) unit.names.push(node.path);
-    else byInode.set(node.inode.id, { names: [node.path], inode: node.inode, weight: 0, output: 0 });
+    // The inode's slot is its source entry's: a second name turns its action into a list.
+    const layer = actions[inode.layer]!;
+    const existing = layer[inode.ordinal];
+    const action: EmitAction = { output: 0, source: inode.header, path: node.path };
+    if (existing === undefined) {
+      // Filled up to the ordinal with undefined, so the array stays packed (holes would make it a dictionary).
+      while (layer.length < inode.ordinal) layer.push(undefined);
+      layer[inode.ordinal] = action;
+    } else if (Array.isArray(existing)) existing.push(action);
+    else linked.push((layer[inode.ordinal] = [existing, action]));
   }
-  const units: Unit[] = [];
-  for (const unit of byInode.values()) {
-    const { inode, names } = unit;
-    const source = inode!.source.header;
-    if (names.length > 1) {
-      // The inode's own name keeps the bytes when it survives; else the earliest surviving link takes them.
-      const from = (path: string) => merge.nodes.get(path)!.from;
-      names.sort((a, b) => (a === source.path ? -1 : b === source.path ? 1 : compareRefs(from(a), from(b)) || byPath(a, b)));
-    }
-    unit.weight = (source.type === 'file' ? source.size : 0) + 512 * names.length;
-    units.push(unit);
+  for (const list of linked) {
+    const source = list[0]!.source;
+    // The inode's own name keeps the bytes when it survives; else the earliest surviving link takes them.
+    const from = (path: string) => merge.nodes.get(path)!.from;
+    list.sort((a, b) => (a.path === source.path ? -1 : b.path === source.path ? 1 : compareRefs(from(a.path), from(b.path)) || byPath(a.path, b.path)));
+    for (let i = 1; i < list.length; i++) list[i]!.linkTo = list[0]!.path;
   }
+  const lone: LoneDirectory[] = [];
   for (const node of merge.nodes.values()) {
-    if (node.kind === 'directory' && node.from.layer >= fromLayer && !parents.has(node.path)) units.push({ names: [node.path], directory: node, weight: 512, output: 0 });
+    if (node.kind === 'directory' && node.from.layer >= fromLayer && !parents.has(node.path)) lone.push({ path: node.path, output: 0 });
   }
-  return units;
+  return lone;
 }
 
 /** Largest first onto the lightest output: within a few percent of even for real images, and deterministic. */
-function assign(units: Unit[], outputs: number): void {
-  if (outputs === 1) return; // every unit is already in output 0
+function assign(actions: Array<Array<EmitGroup | undefined>>, lone: LoneDirectory[], outputs: number): void {
+  if (outputs === 1) return; // everything is already in output 0
+  const items: Array<EmitGroup | LoneDirectory> = [...lone];
+  for (const layer of actions) for (const group of layer) if (group) items.push(group);
+  const weights = new Map(items.map((item) => [item, weightOf(item)]));
+  // Names are unique across items, so the order is total whatever the input order.
+  items.sort((a, b) => weights.get(b)! - weights.get(a)! || byPath(nameOf(a), nameOf(b)));
   const bins = new Array<number>(outputs).fill(0);
-  const sorted = [...units].sort((a, b) => b.weight - a.weight || byPath(a.names[0]!, b.names[0]!));
-  for (const unit of sorted) {
+  for (const item of items) {
     let lightest = 0;
     for (let i = 1; i < outputs; i++) if (bins[i]! < bins[lightest]!) lightest = i;
-    bins[lightest]! += unit.weight;
-    unit.output = lightest;
+    bins[lightest]! += weights.get(item)!;
+    if (Array.isArray(item)) for (const action of item) action.output = lightest;
+    else item.output = lightest;
   }
 }
 
@@ -128,30 +165,27 @@ export type PlanOptions = {
 export function planSquash(merge: MergeResult, inputLayers: number, options: PlanOptions = {}): SquashPlan {
   const outputs = Math.max(1, options.layers ?? 1);
   const fromLayer = options.fromLayer ?? 0;
-  const units = unitsOf(merge, fromLayer);
-  assign(units, outputs);
-  const actions = Array.from({ length: inputLayers }, () => new Map<number, EmitAction[]>());
+  const actions = Array.from({ length: inputLayers }, (): Array<EmitGroup | undefined> => []);
+  const lone = groupsOf(merge, fromLayer, actions);
+  assign(actions, lone, outputs);
   const directorySets = Array.from({ length: outputs }, () => new Set<string>());
   const outputBytes = new Array<number>(outputs).fill(0);
   let files = 0;
-
-  for (const unit of units) {
-    const { output } = unit;
-    for (const name of unit.names) addAncestors(directorySets[output]!, name);
-    if (unit.directory) {
-      directorySets[output]!.add(unit.directory.path);
-      continue;
+  for (const directory of lone) {
+    addAncestors(directorySets[directory.output]!, directory.path);
+    directorySets[directory.output]!.add(directory.path);
+  }
+  for (const layer of actions) {
+    for (const group of layer) {
+      if (!group) continue;
+      const first = Array.isArray(group) ? group[0]! : group;
+      addAncestors(directorySets[first.output]!, first.path);
+      if (Array.isArray(group)) for (const link of group) addAncestors(directorySets[link.output]!, link.path);
+      if (first.source.type === 'file') {
+        files++;
+        outputBytes[first.output]! += first.source.size;
+      }
     }
-    const inode = unit.inode!;
-    const first = unit.names[0]!;
-    const source = inode.source.header;
-    const list: EmitAction[] = [{ output, source, path: first }];
-    for (let i = 1; i < unit.names.length; i++) list.push({ output, source, path: unit.names[i]!, linkTo: first });
-    if (source.type === 'file') {
-      files++;
-      outputBytes[output]! += source.size;
-    }
-    actions[inode.source.layer]!.set(inode.source.ordinal, list);
   }
 
   // Whiteouts go into the lowest output layer: a whiteout hides only what lies below its layer.

@@ -65,6 +65,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     };
   })();
   const work = await mkdtemp(join(options.tmpDir ?? tmpdir(), 'buildfleet-squash-'));
+  const liveUploads: Array<Promise<Descriptor> | undefined> = [];
   try {
     const image = await source.resolve(options.platform ? { platform: options.platform } : {});
     const { layers } = image.manifest;
@@ -95,19 +96,29 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const mergeMs = lap();
 
     const compression = options.compression ?? 'gzip';
+    const format = destination.preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : destination.preferences.manifestFormat;
     const totalBytes = plan.outputBytes.reduce((a, b) => a + b, 0);
     let written = 0;
+    // Where the destination can take a blob before its digest is known (a registry: the digest
+    // is needed only at the PUT), each output streams there while it is compressed.
+    const putWhileWritten = destination.putBlobWhileWritten?.bind(destination);
+    const live = (k: number, bytes: Readable, stored: Promise<{ digest: string; size: number }>) => {
+      const upload = putWhileWritten!(bytes, stored, { mediaType: layerMediaType(format, compression) });
+      // Settled before the blob is needed; a failed one is sent again from its file.
+      upload.catch(() => {});
+      liveUploads[k] = upload;
+    };
     const outputs = await writeOutputs(source, layers, diffIds, plan, {
       compression,
       tmpDir: work,
       spools,
       ...(options.level !== undefined && { level: options.level }),
       ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
+      ...(putWhileWritten && { live }),
       onBytes: (bytes) => progress({ phase: 'write', bytes: (written += bytes), totalBytes }),
     });
     const writeMs = lap();
 
-    const format = destination.preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : destination.preferences.manifestFormat;
     const kept = layers.slice(0, fromLayer);
     const config = squashedConfig(image.config, outputs, layers.length, image.manifestDigest, { ...options, keptLayers: fromLayer });
     const configBytes = Buffer.from(JSON.stringify(config));
@@ -122,9 +133,13 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       layerDescriptors.push(descriptor);
       progress({ phase: 'push', blobsDone: ++pushed, blobs });
     }
-    for (const output of outputs) {
+    for (const [k, output] of outputs.entries()) {
       const descriptor: Descriptor = { mediaType: layerMediaType(format, compression), digest: output.digest, size: output.size };
-      await ensureBlob(destination, descriptor, async () => createReadStream(output.path));
+      const sent = await liveUploads[k]?.then(
+        (stored) => stored.digest === output.digest && stored.size === output.size,
+        () => false,
+      );
+      if (!sent) await ensureBlob(destination, descriptor, async () => createReadStream(output.path));
       layerDescriptors.push(descriptor);
       progress({ phase: 'push', blobsDone: ++pushed, blobs });
     }
@@ -152,6 +167,9 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       phasesMs: { resolve: resolveMs, index: indexMs, merge: mergeMs, write: writeMs, push: pushMs, total: Math.round(performance.now() - started) },
     };
   } catch (err) {
+    // A failed output rejects its upload's digest, so none of them commits; wait for them to be
+    // done (sessions cancelled) before the destination is aborted.
+    await Promise.allSettled(liveUploads);
     await destination.abort().catch(() => {});
     throw err;
   } finally {

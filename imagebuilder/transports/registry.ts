@@ -133,6 +133,11 @@ export async function openRegistryDestination(ref: RegistryReference, options: R
       return { mediaType: blob.mediaType, digest: stored.digest, size: stored.size };
     },
 
+    async putBlobWhileWritten(bytes: Readable, stored: Promise<{ digest: string; size: number }>, blob: { mediaType: string }): Promise<Descriptor> {
+      const sent = await client.uploadBlobWhileWritten(repo, bytes, stored);
+      return { mediaType: blob.mediaType, digest: sent.digest, size: sent.size };
+    },
+
     async putManifest(manifestBytes: Buffer, mediaType: string): Promise<string> {
       if (ref.digest && !ref.tag && sha256Digest(manifestBytes) !== ref.digest) {
         throw new BuildfleetError('integrity', `${formatReference(ref)}: the manifest to push has digest ${sha256Digest(manifestBytes)}, not the one the reference names`);

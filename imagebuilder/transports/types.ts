@@ -75,6 +75,14 @@ export interface ImageDestination {
    * given, content that does not match it is rejected and not kept.
    */
   putBlob(open: () => Promise<Readable>, blob: BlobToStore): Promise<Descriptor>;
+  /**
+   * Optional (registries): starts storing a blob while its producer still writes it, for bytes
+   * whose digest is known only at their end. `bytes` is read once, as produced; the blob is
+   * committed only once `stored` gives the digest and size of everything written, under that
+   * digest (the destination checks it). A rejection of `stored` commits nothing. No retry: on
+   * any failure the caller puts the blob again, with putBlob, from its complete copy.
+   */
+  putBlobWhileWritten?(bytes: Readable, stored: Promise<{ digest: string; size: number }>, blob: { mediaType: string }): Promise<Descriptor>;
   /** Stores the manifest that names only blobs already put. Returns its digest. */
   putManifest(manifestBytes: Buffer, mediaType: string): Promise<string>;
   /** Makes the image visible (rename of an archive, index.json update, docker load). */

@@ -145,10 +145,6 @@ test(
   'squash keeps what the runtime sees: a layer that leaves out its parent directories',
   {
     timeout: 300_000,
-    todo:
-      'merge.ts (ensureParents) keeps the lower a/ and a/b/ (0750 and 0700, uid 1000, their mtimes) for parents the top layer leaves out, ' +
-      'but Docker 20.10 (overlay2) shows them as 0755 root:root with the time of docker load: applying the layer creates the missing ' +
-      'parents in the layer dir (0755, root), and overlayfs shows the topmost layer\'s directory',
   },
   async (t) => {
     await loadOnce();
@@ -160,7 +156,14 @@ test(
       await squash(`docker-daemon:${ORIGINAL}`, `docker-daemon:${squashed}`, options);
       const actual = await exportRootfs(engine, squashed);
       t.diagnostic(`squashed ${name}: ${show(actual, WATCHED)}`);
-      failures.push(...diffRootfs(expected, actual).map((line) => `${name}: ${line}`));
+      for (const path of ['/a', '/a/b']) {
+        const entry = actual.find((e) => e.path === path)!;
+        assert.deepEqual([entry.type, entry.mode, entry.uid, entry.gid], ['dir', 0o755, 0, 0], `${name}: ${path}`);
+      }
+      // The one thing no squash can give back: Docker stamps the directories it creates with the
+      // time it applied the layer. The squash uses the entry's own time (deterministic output).
+      const withoutApplyTime = (entries: RootfsEntry[]) => entries.map((e) => (e.path === '/a' || e.path === '/a/b' ? { ...e, mtimeNs: null } : e));
+      failures.push(...diffRootfs(withoutApplyTime(expected), withoutApplyTime(actual)).map((line) => `${name}: ${line}`));
     }
     assert.deepEqual(failures, [], 'root filesystems differ');
   },
