@@ -37,14 +37,6 @@ export class NodeRuntime {
     return this.client;
   }
 
-  get dockerdPid(): number | undefined {
-    return this.dockerd?.running ? this.dockerd.pid : undefined;
-  }
-
-  get dockerdRunning(): boolean {
-    return this.dockerd?.running ?? false;
-  }
-
   async start(timeoutMs = 60_000): Promise<void> {
     await requireCommands(['dockerd', 'containerd'], 'docker.io');
     // dockerode takes a while to load: let it load while the daemons start in their own processes.
