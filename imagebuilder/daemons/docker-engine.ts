@@ -141,13 +141,19 @@ export class DockerEngine {
 }
 
 /** Unmounts every mount point below dir, deepest first (overlay and netns mounts of a killed dockerd). */
-export async function unmountBelow(dir: string): Promise<void> {
-  const mounts = (await readFile('/proc/mounts', 'utf8'))
+export async function unmountBelow(dir: string): Promise<number> {
+  const mounts = await mountsBelow(dir);
+  for (const mountPoint of mounts) {
+    await execa('umount', ['-l', mountPoint], { reject: false });
+  }
+  return mounts.length;
+}
+
+/** Mount points at or below dir, deepest first (the order they can be unmounted in). */
+export async function mountsBelow(dir: string): Promise<string[]> {
+  return (await readFile('/proc/mounts', 'utf8'))
     .split('\n')
     .map((line) => line.split(' ')[1]?.replace(/\\040/g, ' '))
     .filter((mountPoint): mountPoint is string => !!mountPoint && (mountPoint === dir || mountPoint.startsWith(dir + '/')))
     .sort((a, b) => b.length - a.length);
-  for (const mountPoint of mounts) {
-    await execa('umount', ['-l', mountPoint], { reject: false });
-  }
 }

@@ -1,5 +1,4 @@
-import { readFile } from 'node:fs/promises';
-import { unmountBelow } from '../../imagebuilder/daemons/docker-engine.js';
+import { mountsBelow, unmountBelow } from '../../imagebuilder/daemons/docker-engine.js';
 import { detachLoopDevice, loopDevicesBelow } from './disks.js';
 import { killCgroup } from './cgroups.js';
 import { isAlive, killAll, processesNaming } from './processes.js';
@@ -26,20 +25,13 @@ export async function cleanupBelow(dir: string, cgroups: string[]): Promise<Clea
     await killAll(pids);
   }
   for (const cgroup of cgroups) await killCgroup(cgroup);
-  report.mounts = await mountsBelow(dir).then((mounts) => mounts.length);
-  await unmountBelow(dir);
+  report.mounts = await unmountBelow(dir);
   const loops = await loopDevicesBelow(dir);
   report.loopDevices = loops.length;
   for (const loop of loops) await detachLoopDevice(loop);
   return report;
 }
 
-export async function mountsBelow(dir: string): Promise<string[]> {
-  return (await readFile('/proc/mounts', 'utf8'))
-    .split('\n')
-    .map((line) => line.split(' ')[1]?.replace(/\\040/g, ' '))
-    .filter((mountPoint): mountPoint is string => !!mountPoint && (mountPoint === dir || mountPoint.startsWith(dir + '/')));
-}
 
 /** What is still alive or attached below dir: the leak check tests and `doctor` use. */
 export async function leftoversBelow(dir: string): Promise<{ processes: number[]; mounts: string[]; loopDevices: string[] }> {
