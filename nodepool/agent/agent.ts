@@ -243,6 +243,7 @@ export class NodeAgent {
       this.detector.record(true);
       this.setCondition('RuntimeHealthy', true, 'restarted');
       if (policy === 'drain-then-restart') this.setPhase('RuntimeReady', 'dockerd restarted');
+      // Done remediating before the images are verified: verification holds back Ready while it is set.
       this.remediating = false;
       await this.ensureImages();
     } catch (err) {
