@@ -2,18 +2,42 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { availableParallelism } from 'node:os';
 import { constants, crc32, deflateRaw, deflateRawSync, type ZlibOptions } from 'node:zlib';
 import { BuildfleetError } from '../oci/errors.js';
+import { native, type Native } from '../native/index.js';
 
 /**
- * gzip on every core, as pigz does: the input is cut into fixed-size blocks, each block is
- * deflated on libuv's thread pool (zlib's async calls), primed with the previous block's last
- * 32 KiB so the ratio stays close to single-threaded gzip, and ended with a sync flush so the
- * pieces concatenate into ONE valid deflate stream in one gzip member that every runtime reads.
- * The bytes depend only on level and block size, never on the number of cores or on timing.
+ * gzip on every core, as pigz does: the input is cut into fixed-size blocks and the blocks are
+ * compressed on libuv's thread pool, a few at once, then written in order. Two engines:
+ *
+ * - `libdeflate` (the native addon, ./native.ts): each block becomes a complete gzip member.
+ *   A gzip file is a series of members (RFC 1952 2.2) and every reader we know of (Go's
+ *   compress/gzip as in Docker and containerd, unpigz, zlib, Node) reads them all. About twice
+ *   as fast as zlib at the same level, and 4 MiB blocks lose under 0.1% of ratio.
+ * - `zlib` (always there): raw deflate per block, primed with the previous block's last 32 KiB
+ *   so the ratio stays close to single-threaded gzip, ended with a sync flush so the pieces
+ *   concatenate into ONE deflate stream in one member.
+ *
+ * The bytes depend only on engine, level and block size, never on the number of cores or on timing.
  */
-export type ParallelGzipOptions = { level?: number; blockSize?: number; concurrency?: number };
+export type GzipEngine = 'libdeflate' | 'zlib';
+export type ParallelGzipOptions = { level?: number; blockSize?: number; concurrency?: number; engine?: GzipEngine };
 
 const WINDOW = 32 * 1024;
+const DEFAULT_LEVEL = 6;
 const HEADER = Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03]); // no name, mtime 0, OS unix: as Node's gzip
+const DEFAULT_BLOCK: Record<GzipEngine, number> = { libdeflate: 4 * 1024 * 1024, zlib: 1024 * 1024 };
+
+/** The engine used when none is asked for: libdeflate where the addon is built. */
+export function defaultGzipEngine(): GzipEngine {
+  return native() ? 'libdeflate' : 'zlib';
+}
+
+function checkedLevel(level: number | undefined): number {
+  const value = level ?? DEFAULT_LEVEL;
+  if (!Number.isInteger(value) || value < -1 || value > 9) {
+    throw new BuildfleetError('usage', `gzip level must be 1 to 9 (or -1 for the default), got ${level}`);
+  }
+  return value === -1 ? DEFAULT_LEVEL : value;
+}
 
 function deflateBlock(block: Buffer, dictionary: Buffer | undefined, level: number, last: boolean): Promise<Buffer> {
   // One output chunk per block: zlib's default 16 KiB chunks cost a main-thread callback each.
@@ -23,6 +47,8 @@ function deflateBlock(block: Buffer, dictionary: Buffer | undefined, level: numb
 }
 
 export class ParallelGzip extends Transform {
+  readonly engine: GzipEngine;
+  private readonly native: Native | undefined;
   private readonly level: number;
   private readonly blockSize: number;
   private readonly concurrency: number;
@@ -33,69 +59,104 @@ export class ParallelGzip extends Transform {
   private crc = 0;
   private total = 0;
   private headerSent = false;
+  private blocksStarted = 0;
 
   constructor(options: ParallelGzipOptions = {}) {
     super();
-    this.level = options.level ?? constants.Z_DEFAULT_COMPRESSION;
-    if (!Number.isInteger(this.level) || this.level < -1 || this.level > 9) {
-      throw new BuildfleetError('usage', `gzip level must be 1 to 9 (or -1 for the default), got ${options.level}`);
+    this.level = checkedLevel(options.level);
+    this.engine = options.engine ?? defaultGzipEngine();
+    if (this.engine === 'libdeflate') {
+      this.native = native();
+      if (!this.native) throw new BuildfleetError('environment', 'gzip engine libdeflate asked for, but the native addon is not built (npm run build:native; needs libdeflate-dev)');
     }
-    this.blockSize = Math.max(WINDOW * 2, options.blockSize ?? 1024 * 1024);
-    this.concurrency = Math.max(1, options.concurrency ?? availableParallelism() * 2);
+    this.blockSize = Math.max(WINDOW * 2, options.blockSize ?? DEFAULT_BLOCK[this.engine]);
+    // One more block than cores keeps every core busy while the main thread hands out the next.
+    this.concurrency = Math.max(1, options.concurrency ?? availableParallelism() + 1);
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    this.crc = crc32(chunk, this.crc);
+    if (!this.native) this.crc = crc32(chunk, this.crc);
     this.total += chunk.length;
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
+    if (this.pendingBytes < this.blockSize) return done();
     this.drainFullBlocks().then(() => done(), done);
   }
 
   override _flush(done: TransformCallback): void {
     (async () => {
       await this.drainFullBlocks();
-      const rest = Buffer.concat(this.pending, this.pendingBytes);
+      const rest = this.pending;
+      const restBytes = this.pendingBytes;
       this.pending = [];
       this.pendingBytes = 0;
-      this.startBlock(rest, true);
+      // zlib's stream needs its final block even when empty; members need one only for an empty input.
+      if (!this.native || restBytes > 0 || this.blocksStarted === 0) this.startBlock(rest.length > 0 ? rest : [Buffer.alloc(0)], true);
       while (this.inFlight.length > 0) this.pushOut(await this.inFlight.shift()!);
-      const trailer = Buffer.alloc(8);
-      trailer.writeUInt32LE(this.crc >>> 0, 0);
-      trailer.writeUInt32LE(this.total % 2 ** 32, 4);
-      this.push(trailer);
+      if (!this.native) {
+        const trailer = Buffer.alloc(8);
+        trailer.writeUInt32LE(this.crc >>> 0, 0);
+        trailer.writeUInt32LE(this.total % 2 ** 32, 4);
+        this.push(trailer);
+      }
     })().then(() => done(), done);
   }
 
   private async drainFullBlocks(): Promise<void> {
     while (this.pendingBytes >= this.blockSize) {
-      const all = Buffer.concat(this.pending, this.pendingBytes);
-      const block = all.subarray(0, this.blockSize);
-      const rest = all.subarray(this.blockSize);
-      this.pending = rest.length > 0 ? [rest] : [];
-      this.pendingBytes = rest.length;
-      this.startBlock(block, false);
+      // The pieces of exactly one block; the last one may be split.
+      const pieces: Buffer[] = [];
+      let taken = 0;
+      while (taken < this.blockSize) {
+        const next = this.pending[0]!;
+        const want = this.blockSize - taken;
+        if (next.length <= want) {
+          pieces.push(next);
+          this.pending.shift();
+          taken += next.length;
+        } else {
+          pieces.push(next.subarray(0, want));
+          this.pending[0] = next.subarray(want);
+          taken += want;
+        }
+      }
+      this.pendingBytes -= taken;
+      this.startBlock(pieces, false);
       // Backpressure: never more than `concurrency` blocks in the thread pool at once.
       while (this.inFlight.length >= this.concurrency) this.pushOut(await this.inFlight.shift()!);
     }
   }
 
-  private startBlock(block: Buffer, last: boolean): void {
-    const deflated = deflateBlock(block, this.previousTail, this.level, last);
+  private startBlock(pieces: Buffer[], last: boolean): void {
+    this.blocksStarted++;
+    // libdeflate puts the pieces together on its thread; zlib takes one buffer.
+    const compressed = this.native
+      ? this.native.gzipMember(pieces, this.level)
+      : deflateBlock(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces), this.previousTail, this.level, last);
     // Awaited later, in order; until then a failure must not count as unhandled (it would crash the process).
-    deflated.catch(() => {});
-    this.inFlight.push(deflated);
-    // Only full blocks come before the last, so the tail is always a whole window (copied: the
-    // dictionary must not alias a buffer the caller may reuse).
-    if (!last) this.previousTail = Buffer.from(block.subarray(block.length - WINDOW));
+    compressed.catch(() => {});
+    this.inFlight.push(compressed);
+    if (!this.native && !last) {
+      // Only full blocks come before the last, so the tail is always a whole window (copied: the
+      // dictionary must not alias a buffer the caller may reuse).
+      const tail = Buffer.alloc(WINDOW);
+      let at = WINDOW;
+      for (let i = pieces.length - 1; i >= 0 && at > 0; i--) {
+        const piece = pieces[i]!;
+        const take = Math.min(at, piece.length);
+        piece.copy(tail, at - take, piece.length - take);
+        at -= take;
+      }
+      this.previousTail = tail;
+    }
   }
 
-  private pushOut(deflated: Buffer): void {
-    if (!this.headerSent) {
+  private pushOut(compressed: Buffer): void {
+    if (!this.native && !this.headerSent) {
       this.push(HEADER);
       this.headerSent = true;
     }
-    this.push(deflated);
+    this.push(compressed);
   }
 }
 
@@ -103,10 +164,10 @@ export function parallelGzip(options: ParallelGzipOptions = {}): ParallelGzip {
   return new ParallelGzip(options);
 }
 
-/** For tests: the same bytes in one call. */
-export function parallelGzipSync(data: Buffer, options: ParallelGzipOptions = {}): Buffer {
-  const level = options.level ?? constants.Z_DEFAULT_COMPRESSION;
-  const blockSize = Math.max(WINDOW * 2, options.blockSize ?? 1024 * 1024);
+/** For tests: the zlib engine's bytes in one call. */
+export function parallelGzipSync(data: Buffer, options: Omit<ParallelGzipOptions, 'engine'> = {}): Buffer {
+  const level = checkedLevel(options.level);
+  const blockSize = Math.max(WINDOW * 2, options.blockSize ?? DEFAULT_BLOCK.zlib);
   const parts: Buffer[] = [HEADER];
   let tail: Buffer | undefined;
   let offset = 0;

@@ -50,7 +50,7 @@ export type IndexOptions = {
   /** Spool the layers from this index (0-based) on into `spoolDir`; the ones below need no pass 2. */
   spoolFrom?: number;
   spoolDir?: string;
-  /** Layers read at once (default: one per core). */
+  /** Layers read at once (default: one per core, plus one). */
   concurrency?: number;
   onLayer?: (index: number) => void;
 };
@@ -60,7 +60,8 @@ export type IndexOptions = {
  * stream is destroyed, and the call settles only once no layer is being read or spooled.
  */
 export async function indexLayers(source: ImageSource, layers: Descriptor[], diffIds: string[], options: IndexOptions = {}): Promise<IndexedLayer[]> {
-  const limit = pLimit(options.concurrency ?? Math.max(1, availableParallelism()));
+  // One more than cores: a layer waiting for its download leaves the others a core.
+  const limit = pLimit(options.concurrency ?? availableParallelism() + 1);
   const stop = new AbortController();
   const compact = headerCompactor();
   const running = new Set<Promise<IndexedLayer>>();

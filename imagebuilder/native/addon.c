@@ -1,0 +1,360 @@
+/*
+ * Optional accelerators for the image pipeline, run on libuv's thread pool so the main thread
+ * only hands out work (see README.md for why they are written here and not taken from npm):
+ *
+ *   gzipMember(buffers[], level, cb(err, member))      libdeflate: one complete gzip member of
+ *                                                       the buffers, one after another
+ *   sha256New() -> hasher; sha256Update(hasher, buffers[], cb(err)); sha256Final(hasher) -> hex
+ *                                                       SHA-256 by Node's own OpenSSL (SHA-NI)
+ *
+ * Every buffer handed in must stay untouched until its callback runs: another thread reads it.
+ */
+#include <libdeflate.h>
+#include <node_api.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LEVEL 12
+
+typedef struct {
+  napi_async_work work;
+  napi_ref keep; /* the input (or array of inputs), alive until the job is done */
+  napi_ref callback;
+  const char *error;
+} Job;
+
+/* Takes the job's references and work down, then calls back with argc values. */
+static void finish_job(napi_env env, Job *job, size_t argc, napi_value *argv) {
+  napi_value callback, global;
+  napi_get_reference_value(env, job->callback, &callback);
+  napi_get_global(env, &global);
+  napi_delete_reference(env, job->keep);
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  napi_call_function(env, global, callback, argc, argv, NULL);
+}
+
+static napi_value error_value(napi_env env, const char *text) {
+  napi_value message, error;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &error);
+  return error;
+}
+
+static bool queue_job(napi_env env, Job *job, napi_value keep, napi_value callback, const char *name,
+                      napi_async_execute_callback execute, napi_async_complete_callback complete) {
+  napi_value resource_name;
+  napi_create_reference(env, keep, 1, &job->keep);
+  napi_create_reference(env, callback, 1, &job->callback);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
+  return napi_create_async_work(env, NULL, resource_name, execute, complete, job, &job->work) == napi_ok &&
+         napi_queue_async_work(env, job->work) == napi_ok;
+}
+
+static void free_malloced(napi_env env, void *data, void *hint) {
+  (void)hint;
+  int64_t ignored;
+  napi_adjust_external_memory(env, -(int64_t)(size_t)hint, &ignored);
+  free(data);
+}
+
+/* A buffer over malloc'ed memory, counted by V8 so that garbage collection frees it in time. */
+static napi_value external_buffer(napi_env env, void *data, size_t length) {
+  napi_value buffer;
+  int64_t ignored;
+  if (napi_create_external_buffer(env, length, data, free_malloced, (void *)length, &buffer) != napi_ok) {
+    /* Runtimes without external buffers: copy. */
+    void *copy;
+    napi_create_buffer_copy(env, length, data, &copy, &buffer);
+    free(data);
+    return buffer;
+  }
+  napi_adjust_external_memory(env, (int64_t)length, &ignored);
+  return buffer;
+}
+
+/* One compressor per level and pool thread: allocating one per call costs as much as a small block. */
+static __thread struct libdeflate_compressor *compressors[MAX_LEVEL + 1];
+
+/* ---- arrays of buffers ---- */
+
+typedef struct {
+  size_t count;
+  const void **data;
+  size_t *lengths;
+  size_t total;
+} Pieces;
+
+static void pieces_free(Pieces *p) {
+  free(p->data);
+  free(p->lengths);
+}
+
+/* Reads the data pointers of a Buffer[] (on the main thread, where N-API may be called). */
+static bool pieces_from(napi_env env, napi_value array, Pieces *p) {
+  bool is_array = false;
+  uint32_t count = 0;
+  memset(p, 0, sizeof(*p));
+  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array) return false;
+  napi_get_array_length(env, array, &count);
+  p->data = calloc(count + 1, sizeof(void *));
+  p->lengths = calloc(count + 1, sizeof(size_t));
+  if (p->data == NULL || p->lengths == NULL) {
+    pieces_free(p);
+    return false;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    bool is_buffer = false;
+    void *bytes;
+    napi_get_element(env, array, i, &element);
+    if (napi_is_buffer(env, element, &is_buffer) != napi_ok || !is_buffer) {
+      pieces_free(p);
+      return false;
+    }
+    napi_get_buffer_info(env, element, &bytes, &p->lengths[i]);
+    p->data[i] = bytes;
+    p->total += p->lengths[i];
+  }
+  p->count = count;
+  return true;
+}
+
+/* ---- gzipMember ---- */
+
+typedef struct {
+  Job job;
+  Pieces input;
+  int level;
+  void *output;
+  size_t output_len;
+} GzipJob;
+
+/* Per pool thread: where the pieces of a block are put together (libdeflate wants one buffer). */
+static __thread unsigned char *scratch;
+static __thread size_t scratch_size;
+
+static void gzip_execute(napi_env env, void *data) {
+  (void)env;
+  GzipJob *g = data;
+  struct libdeflate_compressor *compressor = compressors[g->level];
+  if (compressor == NULL) compressor = compressors[g->level] = libdeflate_alloc_compressor(g->level);
+  if (compressor == NULL) {
+    g->job.error = "libdeflate: out of memory for a compressor";
+    return;
+  }
+  const void *input = g->input.count == 1 ? g->input.data[0] : NULL;
+  if (input == NULL) {
+    if (scratch_size < g->input.total) {
+      free(scratch);
+      scratch_size = 0;
+      scratch = malloc(g->input.total);
+      if (scratch == NULL) {
+        g->job.error = "libdeflate: out of memory for the input";
+        return;
+      }
+      scratch_size = g->input.total;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < g->input.count; i++) {
+      memcpy(scratch + at, g->input.data[i], g->input.lengths[i]);
+      at += g->input.lengths[i];
+    }
+    input = scratch;
+  }
+  size_t bound = libdeflate_gzip_compress_bound(compressor, g->input.total);
+  g->output = malloc(bound);
+  if (g->output == NULL) {
+    g->job.error = "libdeflate: out of memory for the output";
+    return;
+  }
+  g->output_len = libdeflate_gzip_compress(compressor, input, g->input.total, g->output, bound);
+  if (g->output_len == 0) g->job.error = "libdeflate: compressed data did not fit its bound";
+}
+
+static void gzip_complete(napi_env env, napi_status status, void *data) {
+  GzipJob *g = data;
+  napi_value argv[2];
+  napi_get_undefined(env, &argv[1]);
+  if (status != napi_ok || g->job.error != NULL) {
+    argv[0] = error_value(env, g->job.error != NULL ? g->job.error : "gzipMember: cancelled");
+    free(g->output);
+  } else {
+    napi_get_undefined(env, &argv[0]);
+    /* The bound is far above the output: keep only what was written. */
+    void *fitted = realloc(g->output, g->output_len > 0 ? g->output_len : 1);
+    argv[1] = external_buffer(env, fitted != NULL ? fitted : g->output, g->output_len);
+  }
+  pieces_free(&g->input);
+  finish_job(env, &g->job, 2, argv);
+  free(g);
+}
+
+static napi_value gzip_member(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  int32_t level = -1;
+  napi_valuetype callback_type = napi_undefined;
+  if (argc == 3) {
+    napi_get_value_int32(env, args[1], &level);
+    napi_typeof(env, args[2], &callback_type);
+  }
+  GzipJob *g = calloc(1, sizeof(GzipJob));
+  if (g == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (argc != 3 || level < 0 || level > MAX_LEVEL || callback_type != napi_function || !pieces_from(env, args[0], &g->input)) {
+    free(g);
+    napi_throw_type_error(env, NULL, "gzipMember(input: Buffer[], level: 0..12, callback)");
+    return NULL;
+  }
+  g->level = level;
+  if (!queue_job(env, &g->job, args[0], args[2], "buildfleet:gzipMember", gzip_execute, gzip_complete)) {
+    napi_throw_error(env, NULL, "gzipMember: could not queue the work");
+  }
+  return NULL;
+}
+
+/* ---- SHA-256 on the pool ---- */
+
+static void hex_digest(EVP_MD_CTX *ctx, char out[65]) {
+  unsigned char digest[32];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(ctx, digest, &length);
+  for (unsigned int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+typedef struct {
+  EVP_MD_CTX *ctx;
+  bool busy;
+  bool final;
+} Hasher;
+
+typedef struct {
+  Job job;
+  Hasher *hasher;
+  Pieces input;
+} HashJob;
+
+static void hasher_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Hasher *h = data;
+  EVP_MD_CTX_free(h->ctx);
+  free(h);
+}
+
+static napi_value sha256_new(napi_env env, napi_callback_info info) {
+  (void)info;
+  Hasher *h = calloc(1, sizeof(Hasher));
+  if (h == NULL || (h->ctx = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) {
+    if (h != NULL) EVP_MD_CTX_free(h->ctx);
+    free(h);
+    napi_throw_error(env, NULL, "sha256New: OpenSSL could not start a hash");
+    return NULL;
+  }
+  napi_value external;
+  napi_create_external(env, h, hasher_free, NULL, &external);
+  return external;
+}
+
+static Hasher *hasher_arg(napi_env env, napi_value value) {
+  napi_valuetype type;
+  void *data = NULL;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external) return NULL;
+  napi_get_value_external(env, value, &data);
+  return data;
+}
+
+static void hash_execute(napi_env env, void *data) {
+  (void)env;
+  HashJob *j = data;
+  for (size_t i = 0; i < j->input.count; i++) {
+    if (EVP_DigestUpdate(j->hasher->ctx, j->input.data[i], j->input.lengths[i]) != 1) {
+      j->job.error = "sha256Update: OpenSSL failed";
+      return;
+    }
+  }
+}
+
+static void hash_complete(napi_env env, napi_status status, void *data) {
+  HashJob *j = data;
+  j->hasher->busy = false;
+  napi_value argv[1];
+  if (status != napi_ok || j->job.error != NULL) argv[0] = error_value(env, j->job.error != NULL ? j->job.error : "sha256Update: cancelled");
+  else napi_get_undefined(env, &argv[0]);
+  pieces_free(&j->input);
+  finish_job(env, &j->job, 1, argv);
+  free(j);
+}
+
+static napi_value sha256_update(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  Hasher *h = argc == 3 ? hasher_arg(env, args[0]) : NULL;
+  napi_valuetype callback_type = napi_undefined;
+  if (argc == 3) napi_typeof(env, args[2], &callback_type);
+  if (h == NULL || callback_type != napi_function) {
+    napi_throw_type_error(env, NULL, "sha256Update(hasher, buffers: Buffer[], callback)");
+    return NULL;
+  }
+  if (h->busy || h->final) {
+    napi_throw_error(env, NULL, h->final ? "sha256Update: the hash is already final" : "sha256Update: the previous update has not finished");
+    return NULL;
+  }
+  HashJob *j = calloc(1, sizeof(HashJob));
+  if (j == NULL || !pieces_from(env, args[1], &j->input)) {
+    free(j);
+    napi_throw_type_error(env, NULL, "sha256Update(hasher, buffers: Buffer[], callback)");
+    return NULL;
+  }
+  j->hasher = h;
+  h->busy = true;
+  if (!queue_job(env, &j->job, args[1], args[2], "buildfleet:sha256Update", hash_execute, hash_complete)) {
+    h->busy = false;
+    napi_throw_error(env, NULL, "sha256Update: could not queue the work");
+  }
+  return NULL;
+}
+
+static napi_value sha256_final(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  Hasher *h = argc == 1 ? hasher_arg(env, args[0]) : NULL;
+  if (h == NULL || h->busy || h->final) {
+    napi_throw_error(env, NULL, "sha256Final(hasher): not a hasher, still updating, or already final");
+    return NULL;
+  }
+  char hex[65];
+  hex_digest(h->ctx, hex);
+  h->final = true;
+  napi_value result;
+  napi_create_string_utf8(env, hex, 64, &result);
+  return result;
+}
+
+static void export_function(napi_env env, napi_value exports, const char *name, napi_callback fn) {
+  napi_value value;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &value);
+  napi_set_named_property(env, exports, name, value);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  export_function(env, exports, "gzipMember", gzip_member);
+  export_function(env, exports, "sha256New", sha256_new);
+  export_function(env, exports, "sha256Update", sha256_update);
+  export_function(env, exports, "sha256Final", sha256_final);
+  napi_value version;
+  napi_create_string_utf8(env, LIBDEFLATE_VERSION_STRING, NAPI_AUTO_LENGTH, &version);
+  napi_set_named_property(env, exports, "libdeflateVersion", version);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,69 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The optional native accelerators (./addon.c over the system's libdeflate and Node's own
+ * OpenSSL), built by `npm run build:native`. Absent, unbuilt or disabled (BUILDFLEET_NATIVE=0),
+ * callers fall back to Node's zlib and crypto: the same formats and digests, more main-thread time.
+ */
+export type Native = {
+  /**
+   * A complete gzip member (header, deflate data, CRC-32, size) of the buffers one after another,
+   * put together and compressed on the thread pool; they must not change until it settles.
+   */
+  gzipMember(input: Buffer[], level: number): Promise<Buffer>;
+  /** A SHA-256 fed on the thread pool: one update at a time, in order. */
+  sha256(): NativeHash;
+  libdeflateVersion: string;
+};
+
+export type NativeHash = {
+  /** Hashes the buffers in order; they must not change until the promise settles. */
+  update(buffers: Buffer[]): Promise<void>;
+  /** The hex digest, once no update is running. */
+  final(): string;
+};
+
+type Callback<T extends unknown[]> = (err: Error | null, ...results: T) => void;
+type Addon = {
+  gzipMember(input: Buffer[], level: number, callback: Callback<[Buffer]>): void;
+  sha256New(): object;
+  sha256Update(hasher: object, buffers: Buffer[], callback: Callback<[]>): void;
+  sha256Final(hasher: object): string;
+  libdeflateVersion: string;
+};
+
+/** From the source tree (tsx) and from dist/ (tsc output), the addon sits in the source tree's build/. */
+const candidates = ['./build/Release/buildfleet_native.node', '../../../imagebuilder/native/build/Release/buildfleet_native.node'].map((relative) =>
+  fileURLToPath(new URL(relative, import.meta.url)),
+);
+
+let loaded: Native | null | undefined;
+
+export function native(): Native | undefined {
+  if (loaded !== undefined) return loaded ?? undefined;
+  loaded = null;
+  if (process.env.BUILDFLEET_NATIVE === '0') return undefined;
+  const path = candidates.find((candidate) => existsSync(candidate));
+  if (!path) return undefined;
+  let addon: Addon;
+  try {
+    addon = createRequire(import.meta.url)(path) as Addon;
+  } catch {
+    // Built for another Node ABI, or libdeflate.so gone: fall back rather than fail.
+    return undefined;
+  }
+  loaded = {
+    libdeflateVersion: addon.libdeflateVersion,
+    gzipMember: (input, level) => new Promise((resolve, reject) => addon.gzipMember(input, level, (err, member) => (err ? reject(err) : resolve(member)))),
+    sha256: () => {
+      const hasher = addon.sha256New();
+      return {
+        update: (buffers) => new Promise((resolve, reject) => addon.sha256Update(hasher, buffers, (err) => (err ? reject(err) : resolve()))),
+        final: () => addon.sha256Final(hasher),
+      };
+    },
+  };
+  return loaded;
+}
