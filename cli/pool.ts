@@ -1,10 +1,8 @@
 import type { Command } from 'commander';
 import { BuildfleetError } from '../imagebuilder/oci/errors.js';
 import { loadPoolSpec, parsePoolSpec, type PoolSpec } from '../nodepool/spec/spec.js';
-import { StateStore, stateDirFrom } from '../nodepool/state/store.js';
-import { PoolManager, type PoolView } from '../nodepool/pool.js';
+import type { PoolView } from '../nodepool/pool.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
-import { execJob } from '../nodepool/jobs.js';
 import type { GlobalOptions } from './program.js';
 import { printJson, table } from './output.js';
 import { transportOptions } from './options.js';
@@ -51,7 +49,9 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .command('pool')
     .description('dual-disk node pools: each node has a runtime disk, a workload disk and its own Docker Engine; new nodes take jobs only once the build image is pulled')
     .option('--state-dir <dir>', 'where pools are recorded (default: $BUILDFLEET_STATE_DIR or /var/lib/buildfleet)');
-  const manager = () => {
+  // The pool machinery (and dockerode with it) loads only when a pool command runs.
+  const manager = async () => {
+    const [{ StateStore, stateDirFrom }, { PoolManager }] = await Promise.all([import('../nodepool/state/store.js'), import('../nodepool/pool.js')]);
     const options = globals();
     const store = new StateStore(stateDirFrom(pool.opts<PoolFlags>().stateDir));
     const log = options.json || options.quiet ? undefined : (line: string) => process.stderr.write(line + '\n');
@@ -72,7 +72,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--no-wait', 'return once new nodes are provisioned, before they are Ready')
     .option('--timeout <seconds>', 'how long to wait for new nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
     .action(async (flags: { file: string; dryRun: boolean; wait: boolean; timeout: number }) => {
-      const { options, manager: m } = manager();
+      const { options, manager: m } = await manager();
       const spec = await loadPoolSpec(flags.file);
       const { plan, pool: view } = await m.apply(spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       report(options, plan, spec, view, flags.dryRun);
@@ -90,7 +90,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--no-wait', 'return once nodes are provisioned, before they are Ready')
     .option('--timeout <seconds>', 'how long to wait for nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
     .action(async (name: string | undefined, flags: { file?: string; nodes: number; runtimeDisk: string; workloadDisk: string; image: string[]; wait: boolean; timeout: number }) => {
-      const { options, manager: m } = manager();
+      const { options, manager: m } = await manager();
       if (!flags.file && !name) throw new BuildfleetError('usage', 'pool create: give a pool name or --file');
       const spec = flags.file
         ? await loadPoolSpec(flags.file)
@@ -107,7 +107,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--no-wait', 'return once new nodes are provisioned')
     .option('--timeout <seconds>', 'how long to wait for new nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
     .action(async (name: string, flags: { nodes: number; wait: boolean; timeout: number }) => {
-      const { options, manager: m } = manager();
+      const { options, manager: m } = await manager();
       const record = await m.store.requirePool(name);
       const { plan, pool: view } = await m.resize(name, flags.nodes, { wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       report(options, plan, { ...record.spec, nodes: flags.nodes }, view, false);
@@ -118,7 +118,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .description('per-node phase, running jobs, phase times (runtime up, pull, ready), disk and probe conditions')
     .argument('[name]', 'pool name (default: every pool)')
     .action(async (name: string | undefined) => {
-      const { options, manager: m } = manager();
+      const { options, manager: m } = await manager();
       const names = name ? [name] : await m.store.listPools();
       const views: PoolView[] = [];
       for (const each of names) views.push(await m.status(each));
@@ -131,7 +131,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .description('remove a pool: stops its agents, runtimes and containers, unmounts and detaches its disks, removes its files (also after a crash)')
     .argument('<name>', 'pool name')
     .action(async (name: string) => {
-      const { options, manager: m } = manager();
+      const { options, manager: m } = await manager();
       const result = await m.delete(name);
       if (options.json) return printJson({ pool: name, ...result });
       if (!options.quiet) process.stdout.write(`deleted pool ${name}: ${result.nodes} node(s); stopped ${result.processes} process(es), unmounted ${result.mounts} mount(s), detached ${result.loopDevices} loop device(s)\n`);
@@ -145,7 +145,8 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--image <ref>', 'image to run instead of the pool\'s build image')
     .option('--wait <seconds>', 'how long to wait for a Ready node', (v) => seconds(v, '--wait'), 600)
     .action(async (name: string, command: string[], flags: { image?: string; wait: number }) => {
-      const { options, manager: m, log } = manager();
+      const { options, manager: m, log } = await manager();
+      const { execJob } = await import('../nodepool/jobs.js');
       const result = await execJob(m, name, command, {
         waitMs: flags.wait * 1000,
         ...(flags.image && { image: flags.image }),

@@ -25,6 +25,9 @@ const pullPush = (repo: string) => [repositoryScope(repo, ['pull', 'push'])];
  * keep-alive Agent) and tokens for its lifetime; share one per host. Every failure is a
  * BuildfleetError whose message is one line naming the registry and repository.
  */
+/** Chunks of an upload that runs beside its producer (uploadBlobWhileWritten). */
+const LIVE_CHUNK = 16 << 20;
+
 export class RegistryClient {
   readonly host: string;
   /**
@@ -190,7 +193,9 @@ export class RegistryClient {
   /**
    * An upload of bytes still being produced (`expected.settled`), one attempt. Not counted
    * against the limit: its producer may wait on its reading, and nothing it waits for may wait
-   * for a slot.
+   * for a slot. Sent in chunks (LIVE_CHUNK unless chunkSize says otherwise): a registry that
+   * flushes each request to disk (distribution does) then does so while the blob is still being
+   * produced, not all at once after its last byte (1.2 s for 0.5 GB here).
    */
   uploadBlobWhileWritten(repo: string, bytes: Readable, settled: Promise<{ digest: string; size: number }>): Promise<{ digest: string; size: number }> {
     let opened = false;
@@ -199,7 +204,7 @@ export class RegistryClient {
       opened = true;
       return bytes;
     };
-    return uploadBlob(this.http, repo, open, { settled, once: true }, this.options.chunkSize);
+    return uploadBlob(this.http, repo, open, { settled, once: true }, this.options.chunkSize ?? LIVE_CHUNK);
   }
 
   /** Abandons an upload session; best effort (the registry purges stale uploads anyway). */

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { digestAlgorithm, DigestStream } from '../oci/digest.js';
 import { BuildfleetError } from '../oci/errors.js';
 import { repositoryScope } from './auth.js';
@@ -142,31 +142,44 @@ export async function uploadBlob(
     }
   };
 
-  /** PATCHes of `chunkSize` bytes with Content-Range, for registries or proxies that cap request sizes. */
+  /**
+   * PATCHes of `chunkSize` bytes with Content-Range, for registries or proxies that cap request
+   * sizes, and for uploads that run beside their producer: the next chunk is gathered while the
+   * previous one is sent, and each PATCH ends with the registry flushing it to its disk (as
+   * distribution does) while the producer goes on, not all of it after the last byte.
+   */
   const patchChunks = async (body: DigestStream, location: string, size: number): Promise<string> => {
     let offset = 0;
     let pending: Buffer[] = [];
     let pendingBytes = 0;
+    let sending: Promise<void> = Promise.resolve();
+    const send = (pieces: Buffer[], length: number) => {
+      const start = offset;
+      offset += length;
+      return sending.then(async () => {
+        const range = `${start}-${start + length - 1}`;
+        const res = await http.send({
+          method: 'PATCH',
+          url: location,
+          headers: { 'content-type': 'application/octet-stream', 'content-range': range, 'content-length': String(length) },
+          // The pieces as they came: no copy into one buffer.
+          body: pieces.length === 1 ? pieces[0]! : Readable.from(pieces),
+          scopes,
+          access: 'push',
+        });
+        await check(res, 202, `PATCH ${range}`);
+        await res.body.dump();
+        location = nextLocation(res, location);
+      });
+    };
     const flush = async () => {
-      const chunk = Buffer.concat(pending, pendingBytes);
+      const next = send(pending, pendingBytes);
+      next.catch(() => {}); // awaited at the next flush or the end
       pending = [];
       pendingBytes = 0;
-      const res = await http.send({
-        method: 'PATCH',
-        url: location,
-        headers: {
-          'content-type': 'application/octet-stream',
-          'content-range': `${offset}-${offset + chunk.length - 1}`,
-          'content-length': String(chunk.length),
-        },
-        body: chunk,
-        scopes,
-        access: 'push',
-      });
-      await check(res, 202, `PATCH ${offset}-${offset + chunk.length - 1}`);
-      await res.body.dump();
-      offset += chunk.length;
-      location = nextLocation(res, location);
+      // At most one chunk on the wire and one being gathered.
+      await sending;
+      sending = next;
     };
     for await (const piece of body as AsyncIterable<Buffer>) {
       let data = piece;
@@ -179,6 +192,7 @@ export async function uploadBlob(
       }
     }
     if (pendingBytes > 0) await flush();
+    await sending;
     return location;
   };
 
