@@ -15,6 +15,12 @@ export interface TarHeader {
   type: TarEntryType;
   /** Permission bits including setuid, setgid and sticky (07777). */
   mode: number;
+  /**
+   * Bits of the header's mode field above 07777, as read: Go's archive/tar (so Docker) puts the
+   * file type there (0040000 for a directory, 0100000 for a file). Extractors ignore them; they are
+   * kept so that a header is written back as it was read, and so can be copied as it is.
+   */
+  modeTypeBits?: number;
   uid: number;
   gid: number;
   uname?: string;

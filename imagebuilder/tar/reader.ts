@@ -189,13 +189,16 @@ class HeaderReader {
     const header: TarHeader = {
       path: '',
       type: 'file',
-      mode: parseNumeric(block.subarray(100, 108), what) & 0o7777,
+      mode: 0,
       uid: parseNumeric(block.subarray(108, 116), what),
       gid: parseNumeric(block.subarray(116, 124), what),
       size: 0,
       mtime: { sec: parseNumeric(block.subarray(136, 148), what), nsec: 0 },
       xattrs: NO_XATTRS,
     };
+    const modeField = parseNumeric(block.subarray(100, 108), what);
+    header.mode = modeField % 0o10000;
+    if (modeField >= 0o10000) header.modeTypeBits = modeField - header.mode;
     if (ustar || gnu) {
       const uname = fieldBytes(block, 265, 32).toString('utf8');
       const gname = fieldBytes(block, 297, 32).toString('utf8');

@@ -212,3 +212,19 @@ test('writer: wrong body length, closed output; reader: input errors pass throug
   setImmediate(() => input.destroy(new Error('network went away')));
   await assert.rejects(readAll(input), /network went away/);
 });
+
+test("the mode field's file-type bits (as Go's archive/tar writes them) are kept apart from the permissions and written back", async () => {
+  // Go (so Docker) puts the file type in the mode field: 0040755 for a directory, 0100644 for a file.
+  const input = await writeTar([item(h('dir', 'directory', { mode: 0o755 })), file('dir/f', 'x', { mode: 0o644 })]);
+  for (const [offset, field] of [[0, '0040755'], [512, '0100644']] as const) {
+    input.write(field, offset + 100, 'latin1');
+    setChecksum(input.subarray(offset, offset + 512));
+  }
+  const items = await readAll(input);
+  assert.deepEqual(items.map((i) => [i.header.mode, i.header.modeTypeBits]), [
+    [0o755, 0o40000],
+    [0o644, 0o100000],
+  ]);
+  const written = await writeTar(items);
+  assert.ok(written.equals(input), 'the archive reads back and writes out byte for byte');
+});

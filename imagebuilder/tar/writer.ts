@@ -153,7 +153,7 @@ export function encodeHeader(header: TarHeader): Buffer {
 
   const device = header.type === 'char' || header.type === 'block';
   const block = ustarBlock(split ? split.name : truncate(name, 100), TYPEFLAG[header.type], {
-    mode: header.mode & 0o7777,
+    mode: (header.mode & 0o7777) + (header.modeTypeBits !== undefined && header.modeTypeBits % 0o10000 === 0 && header.modeTypeBits <= 0o7770000 ? header.modeTypeBits : 0),
     uid: header.uid,
     gid: header.gid,
     size: header.size,
