@@ -14,7 +14,7 @@ export function decompressor(compression: Compression): Transform | Duplex {
     case 'none':
       return new PassThrough();
     case 'gzip':
-      return createGunzip({ chunkSize: 256 * 1024 }); // fewer, larger chunks: less per-chunk overhead on the main thread
+      return createGunzip({ chunkSize: 1 << 20 }); // fewer, larger chunks: less per-chunk overhead on the main thread
     case 'zstd':
       return processStream('zstd', ['-d', '-c', '-q']);
   }
@@ -85,6 +85,34 @@ function processStream(command: string, args: string[]): Duplex {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   return duplex;
+}
+
+/**
+ * Gathers small chunks (a download arrives in ~64 KiB pieces) into pieces of at least `bytes`:
+ * each chunk a zlib stream gets is a trip to the thread pool and back through the main thread.
+ */
+export class Coalesce extends Transform {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  constructor(private readonly bytes: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= this.bytes) this.push(this.gathered());
+    done();
+  }
+  override _flush(done: TransformCallback): void {
+    if (this.pendingBytes > 0) this.push(this.gathered());
+    done();
+  }
+  private gathered(): Buffer {
+    const out = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    return out;
+  }
 }
 
 /** Counts bytes flowing by, for progress. */

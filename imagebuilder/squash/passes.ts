@@ -9,7 +9,7 @@ import { DigestStream, VerifyingStream } from '../oci/digest.js';
 import { layerCompression, type Compression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/schemas.js';
 import type { ImageSource } from '../transports/types.js';
-import { ByteCounter, compressor, decompressor, pipeOn } from '../copy/codecs.js';
+import { ByteCounter, Coalesce, compressor, decompressor, pipeOn } from '../copy/codecs.js';
 import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
@@ -32,7 +32,7 @@ import type { TarHeader, TarTime } from '../tar/entry.js';
  * tar against its diff_id (here; the stream fails at its end instead of ending on a mismatch).
  */
 async function openLayerTar(source: ImageSource, layer: Descriptor, diffId: string, what: string, verifyBlob = true): Promise<VerifyingStream> {
-  const blob = await source.openBlob(layer, { verify: verifyBlob });
+  const blob = pipeOn(await source.openBlob(layer, { verify: verifyBlob }), new Coalesce(512 << 10));
   const tar = pipeOn(blob, decompressor(layerCompression(layer.mediaType)));
   return pipeOn(tar, new VerifyingStream(diffId, undefined, `${what}: uncompressed tar`));
 }
