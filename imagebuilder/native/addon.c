@@ -12,6 +12,7 @@
 #include <libdeflate.h>
 #include <node_api.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,28 +53,6 @@ static bool queue_job(napi_env env, Job *job, napi_value keep, napi_value callba
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
   return napi_create_async_work(env, NULL, resource_name, execute, complete, job, &job->work) == napi_ok &&
          napi_queue_async_work(env, job->work) == napi_ok;
-}
-
-static void free_malloced(napi_env env, void *data, void *hint) {
-  (void)hint;
-  int64_t ignored;
-  napi_adjust_external_memory(env, -(int64_t)(size_t)hint, &ignored);
-  free(data);
-}
-
-/* A buffer over malloc'ed memory, counted by V8 so that garbage collection frees it in time. */
-static napi_value external_buffer(napi_env env, void *data, size_t length) {
-  napi_value buffer;
-  int64_t ignored;
-  if (napi_create_external_buffer(env, length, data, free_malloced, (void *)length, &buffer) != napi_ok) {
-    /* Runtimes without external buffers: copy. */
-    void *copy;
-    napi_create_buffer_copy(env, length, data, &copy, &buffer);
-    free(data);
-    return buffer;
-  }
-  napi_adjust_external_memory(env, (int64_t)length, &ignored);
-  return buffer;
 }
 
 /* One compressor per level and pool thread: allocating one per call costs as much as a small block. */
@@ -129,13 +108,49 @@ typedef struct {
   Job job;
   Pieces input;
   int level;
-  void *output;
+  unsigned char *output;
+  size_t output_capacity;
   size_t output_len;
 } GzipJob;
 
-/* Per pool thread: where the pieces of a block are put together (libdeflate wants one buffer). */
-static __thread unsigned char *scratch;
-static __thread size_t scratch_size;
+/*
+ * Work buffers (a block put together, a block's output) shared by all pool threads and reused
+ * instead of allocated per block (at most POOL_KEEP wait for reuse): memory stays flat, and no
+ * fresh pages are faulted in for every block. The output is then copied into memory V8 counts.
+ */
+#define POOL_KEEP 4
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { unsigned char *data; size_t size; } pool[POOL_KEEP];
+static size_t pooled;
+
+static unsigned char *pool_take(size_t size, size_t *capacity) {
+  pthread_mutex_lock(&pool_lock);
+  for (size_t i = 0; i < pooled; i++) {
+    if (pool[i].size >= size) {
+      unsigned char *data = pool[i].data;
+      *capacity = pool[i].size;
+      pool[i] = pool[--pooled];
+      pthread_mutex_unlock(&pool_lock);
+      return data;
+    }
+  }
+  pthread_mutex_unlock(&pool_lock);
+  *capacity = size;
+  return malloc(size > 0 ? size : 1);
+}
+
+static void pool_give(unsigned char *data, size_t capacity) {
+  if (data == NULL) return;
+  pthread_mutex_lock(&pool_lock);
+  if (pooled < POOL_KEEP) {
+    pool[pooled].data = data;
+    pool[pooled].size = capacity;
+    pooled++;
+    data = NULL;
+  }
+  pthread_mutex_unlock(&pool_lock);
+  free(data);
+}
 
 static void gzip_execute(napi_env env, void *data) {
   (void)env;
@@ -147,31 +162,30 @@ static void gzip_execute(napi_env env, void *data) {
     return;
   }
   const void *input = g->input.count == 1 ? g->input.data[0] : NULL;
+  unsigned char *joined = NULL;
+  size_t joined_capacity = 0;
   if (input == NULL) {
-    if (scratch_size < g->input.total) {
-      free(scratch);
-      scratch_size = 0;
-      scratch = malloc(g->input.total);
-      if (scratch == NULL) {
-        g->job.error = "libdeflate: out of memory for the input";
-        return;
-      }
-      scratch_size = g->input.total;
+    joined = pool_take(g->input.total, &joined_capacity);
+    if (joined == NULL) {
+      g->job.error = "libdeflate: out of memory for the input";
+      return;
     }
     size_t at = 0;
     for (size_t i = 0; i < g->input.count; i++) {
-      memcpy(scratch + at, g->input.data[i], g->input.lengths[i]);
+      memcpy(joined + at, g->input.data[i], g->input.lengths[i]);
       at += g->input.lengths[i];
     }
-    input = scratch;
+    input = joined;
   }
   size_t bound = libdeflate_gzip_compress_bound(compressor, g->input.total);
-  g->output = malloc(bound);
+  g->output = pool_take(bound, &g->output_capacity);
   if (g->output == NULL) {
+    pool_give(joined, joined_capacity);
     g->job.error = "libdeflate: out of memory for the output";
     return;
   }
   g->output_len = libdeflate_gzip_compress(compressor, input, g->input.total, g->output, bound);
+  pool_give(joined, joined_capacity);
   if (g->output_len == 0) g->job.error = "libdeflate: compressed data did not fit its bound";
 }
 
@@ -181,13 +195,13 @@ static void gzip_complete(napi_env env, napi_status status, void *data) {
   napi_get_undefined(env, &argv[1]);
   if (status != napi_ok || g->job.error != NULL) {
     argv[0] = error_value(env, g->job.error != NULL ? g->job.error : "gzipMember: cancelled");
-    free(g->output);
   } else {
     napi_get_undefined(env, &argv[0]);
-    /* The bound is far above the output: keep only what was written. */
-    void *fitted = realloc(g->output, g->output_len > 0 ? g->output_len : 1);
-    argv[1] = external_buffer(env, fitted != NULL ? fitted : g->output, g->output_len);
+    /* Copied into memory V8 allocates and counts: young garbage, collected soon after use. */
+    void *copy;
+    napi_create_buffer_copy(env, g->output_len, g->output, &copy, &argv[1]);
   }
+  pool_give(g->output, g->output_capacity);
   pieces_free(&g->input);
   finish_job(env, &g->job, 2, argv);
   free(g);

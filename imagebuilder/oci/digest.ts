@@ -25,7 +25,7 @@ export function digestAlgorithm(digest: string): string {
  */
 class StreamHash {
   private static readonly BATCH = 1 << 20;
-  private static readonly MOST_WAITING = 16 << 20;
+  private static readonly MOST_WAITING = 4 << 20;
   private readonly pool: NativeHash | undefined;
   private readonly here: Hash | undefined;
   private batch: Buffer[] = [];

@@ -26,7 +26,7 @@ const pullPush = (repo: string) => [repositoryScope(repo, ['pull', 'push'])];
  * BuildfleetError whose message is one line naming the registry and repository.
  */
 /** Chunks of an upload that runs beside its producer (uploadBlobWhileWritten). */
-const LIVE_CHUNK = 16 << 20;
+const LIVE_CHUNK = 8 << 20;
 
 export class RegistryClient {
   readonly host: string;

@@ -61,7 +61,7 @@ export type IndexOptions = {
  */
 export async function indexLayers(source: ImageSource, layers: Descriptor[], diffIds: string[], options: IndexOptions = {}): Promise<IndexedLayer[]> {
   // One more than cores: a layer waiting for its download leaves the others a core.
-  const limit = pLimit(options.concurrency ?? availableParallelism() + 1);
+  const limit = pLimit(options.concurrency ?? availableParallelism());
   const stop = new AbortController();
   const compact = headerCompactor();
   const running = new Set<Promise<IndexedLayer>>();
