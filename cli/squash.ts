@@ -71,6 +71,7 @@ export function formatReport(report: SquashReport): string {
     ]),
     '',
     `  shadowed content removed: ${formatBytes(report.shadowedBytes)}`,
+    `  compression: ${report.compression.format}${report.compression.engine ? ` (${report.compression.engine})` : ''}${report.compression.level !== undefined ? `, level ${report.compression.level}` : ''}`,
     `  time: index ${seconds(phasesMs.index)}, merge ${seconds(phasesMs.merge)}, write ${seconds(phasesMs.write)}, push ${seconds(phasesMs.push)}; total ${seconds(phasesMs.total)}`,
   ].join('\n');
 }

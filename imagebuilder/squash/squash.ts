@@ -12,6 +12,7 @@ import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
 import type { ImageDestination, ImageSource } from '../transports/types.js';
 import { buildManifest, ensureBlob } from '../copy/copy.js';
+import { defaultGzipEngine, type GzipEngine } from '../compress/parallel-gzip.js';
 import { mergeLayers } from './merge.js';
 import { planSquash, type SquashPlan } from './plan.js';
 import { indexLayers, writeOutputs, type IndexedLayer, type OutputLayer } from './passes.js';
@@ -46,6 +47,8 @@ export type SquashReport = {
   entriesBefore: number;
   shadowedBytes: number;
   outputLayers: Array<{ digest: string; diffId: string; size: number; uncompressedSize: number }>;
+  /** How the outputs were compressed; the blob bytes (not the diff_ids) depend on the gzip engine. */
+  compression: { format: Compression; level?: number; engine?: GzipEngine };
   phasesMs: { resolve: number; index: number; merge: number; write: number; push: number; total: number };
 };
 
@@ -167,6 +170,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       entriesBefore: inputEntries,
       shadowedBytes,
       outputLayers: outputs.map(({ digest, diffId, size, uncompressedSize }) => ({ digest, diffId, size, uncompressedSize })),
+      compression: { format: compression, ...(options.level !== undefined && { level: options.level }), ...(compression === 'gzip' && { engine: defaultGzipEngine() }) },
       phasesMs: { resolve: resolveMs, index: indexMs, merge: mergeMs, write: writeMs, push: pushMs, total: Math.round(performance.now() - started) },
     };
   } catch (err) {
