@@ -45,6 +45,12 @@ static napi_value error_value(napi_env env, const char *text) {
   return error;
 }
 
+/* The error a finished job reports, or NULL when it succeeded. */
+static napi_value job_error(napi_env env, napi_status status, const Job *job, const char *cancelled) {
+  if (status == napi_ok && job->error == NULL) return NULL;
+  return error_value(env, job->error != NULL ? job->error : cancelled);
+}
+
 static bool queue_job(napi_env env, Job *job, napi_value keep, napi_value callback, const char *name,
                       napi_async_execute_callback execute, napi_async_complete_callback complete) {
   napi_value resource_name;
@@ -193,9 +199,7 @@ static void gzip_complete(napi_env env, napi_status status, void *data) {
   GzipJob *g = data;
   napi_value argv[2];
   napi_get_undefined(env, &argv[1]);
-  if (status != napi_ok || g->job.error != NULL) {
-    argv[0] = error_value(env, g->job.error != NULL ? g->job.error : "gzipMember: cancelled");
-  } else {
+  if ((argv[0] = job_error(env, status, &g->job, "gzipMember: cancelled")) == NULL) {
     napi_get_undefined(env, &argv[0]);
     /* Copied into memory V8 allocates and counts: young garbage, collected soon after use. */
     void *copy;
@@ -300,8 +304,7 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
   HashJob *j = data;
   j->hasher->busy = false;
   napi_value argv[1];
-  if (status != napi_ok || j->job.error != NULL) argv[0] = error_value(env, j->job.error != NULL ? j->job.error : "sha256Update: cancelled");
-  else napi_get_undefined(env, &argv[0]);
+  if ((argv[0] = job_error(env, status, &j->job, "sha256Update: cancelled")) == NULL) napi_get_undefined(env, &argv[0]);
   pieces_free(&j->input);
   finish_job(env, &j->job, 1, argv);
   free(j);
