@@ -20,14 +20,14 @@ export type FetchedManifest = { bytes: Buffer; mediaType: string; digest: string
 const pull = (repo: string) => [repositoryScope(repo, ['pull'])];
 const pullPush = (repo: string) => [repositoryScope(repo, ['pull', 'push'])];
 
+/** Chunks of an upload that runs beside its producer (uploadBlobWhileWritten). */
+const LIVE_CHUNK = 8 << 20;
+
 /**
  * A client of the OCI distribution API for one registry host. Keeps connections (one undici
  * keep-alive Agent) and tokens for its lifetime; share one per host. Every failure is a
  * BuildfleetError whose message is one line naming the registry and repository.
  */
-/** Chunks of an upload that runs beside its producer (uploadBlobWhileWritten). */
-const LIVE_CHUNK = 8 << 20;
-
 export class RegistryClient {
   readonly host: string;
   /**

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { BuildfleetError } from '../oci/errors.js';
 import { Authenticator, type TokenFetch } from './auth.js';
@@ -15,8 +15,11 @@ export type HttpRequest = {
   /** A path on the registry (`/v2/...`) or an absolute URL (upload locations). */
   url: string;
   headers?: Record<string, string>;
-  /** A Buffer can be sent again after a 401; a stream cannot (a 401 then means start over). */
-  body?: Buffer | string | Readable;
+  /**
+   * A Buffer, or a list of them (sent one after another, never copied into one), can be sent
+   * again after a 401; a stream cannot (a 401 then means start over).
+   */
+  body?: Buffer | Buffer[] | string | Readable;
   /** Token scopes the request needs (empty for /v2/). */
   scopes: string[];
   /** pull or push: for error messages. */
@@ -100,14 +103,14 @@ export class RegistryHttp {
       const sameOrigin = new URL(url).origin === this.endpoint.origin;
       const authorization = sameOrigin ? await this.auth.header(scopes) : undefined;
       const headers = { ...req.headers, ...(authorization && { authorization }) };
-      const body = redirects === 0 ? req.body : undefined;
+      const body = redirects === 0 ? (Array.isArray(req.body) ? Readable.from(req.body) : req.body) : undefined;
       const res = await this.raw(method, url, { headers, ...(body !== undefined && { body }), ...(req.headersTimeout !== undefined && { headersTimeout: req.headersTimeout }), ...(req.signal && { signal: req.signal }) });
       const status = res.statusCode;
       if (status === 401 && sameOrigin && authRounds === 0) {
         const retryScopes = await this.auth.unauthorized(res.headers['www-authenticate'], scopes, authorization);
         if (retryScopes) {
           await res.body.dump();
-          if (req.body !== undefined && typeof req.body === 'object' && !Buffer.isBuffer(req.body)) {
+          if (req.body instanceof Readable) {
             throw new StartOverError(`the registry asked for authentication in the middle of ${req.method} ${new URL(url).pathname}`);
           }
           authRounds++;

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { pipeline, Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { digestAlgorithm, DigestStream } from '../oci/digest.js';
 import { BuildfleetError } from '../oci/errors.js';
 import { repositoryScope } from './auth.js';
@@ -162,8 +162,8 @@ export async function uploadBlob(
           method: 'PATCH',
           url: location,
           headers: { 'content-type': 'application/octet-stream', 'content-range': range, 'content-length': String(length) },
-          // The pieces as they came: no copy into one buffer.
-          body: pieces.length === 1 ? pieces[0]! : Readable.from(pieces),
+          // The pieces as they came: no copy into one buffer, and sent again after a 401.
+          body: pieces,
           scopes,
           access: 'push',
         });
