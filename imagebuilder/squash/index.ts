@@ -1,3 +1,3 @@
 export { squashImage, squashedConfig, SOURCE_LABEL, type SquashOptions, type SquashReport, type SquashProgress } from './squash.js';
 export { mergeLayers, type IndexedEntry, type MergeResult, type MergedNode } from './merge.js';
-export { planSquash, actionList, type SquashPlan, type EmitAction, type EmitGroup } from './plan.js';
+export { planSquash, stepsAt, stepHeader, type SquashPlan, type LayerWrites, type EmitStep } from './plan.js';

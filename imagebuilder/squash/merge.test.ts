@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TarEntryType, TarHeader } from '../tar/entry.js';
 import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
-import { actionList, headerOf, planSquash } from './plan.js';
+import { planSquash, stepHeader, stepsAt, type SquashPlan } from './plan.js';
 
 type Spec = string | [string, TarEntryType | 'wh', Partial<TarHeader>?];
 
@@ -22,6 +22,16 @@ function layers(...specs: Spec[][]): IndexedEntry[][] {
       return { layer, ordinal, header };
     }),
   );
+}
+
+/** What pass 2 writes when entry `ordinal` of `layer` streams by: each name's header and output. */
+function written(plan: SquashPlan, input: IndexedEntry[][], layer: number, ordinal: number): Array<TarHeader & { output: number }> {
+  return stepsAt(plan.writes[layer]!, ordinal).map((step) => ({ ...stepHeader(input[layer]![ordinal]!.header, step), output: step.output }));
+}
+
+/** Every header pass 2 writes for a layer, in tar order. */
+function writtenIn(plan: SquashPlan, input: IndexedEntry[][], layer: number): Array<TarHeader & { output: number }> {
+  return input[layer]!.flatMap((_, ordinal) => written(plan, input, layer, ordinal));
 }
 
 /** The merged tree as "path type [-> inode source path]" lines, sorted. */
@@ -65,32 +75,35 @@ test('a directory over a directory keeps lower children and takes the new metada
 });
 
 test('hardlink target deleted later: the link keeps the bytes and becomes the file', () => {
-  const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], [['.wh.orig', 'wh']]));
+  const input = layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], [['.wh.orig', 'wh']]);
+  const merged = mergeLayers(input);
   assert.deepEqual(tree(merged), ['link file@0:orig']);
   const plan = planSquash(merged, 2);
-  const emitted = actionList(plan.actions[0]![0]);
-  assert.deepEqual(emitted.map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).size]), [['link', 'file', 100]]);
+  assert.deepEqual(written(plan, input, 0, 0).map((h) => [h.path, h.type, h.size]), [['link', 'file', 100]]);
+  assert.deepEqual(written(plan, input, 0, 1), [], 'the link entry itself writes nothing');
 });
 
 test('hardlink target overwritten later: the link keeps the original bytes', () => {
-  const merged = mergeLayers(layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], ['f:orig:5']));
+  const input = layers(['f:orig:100', ['link', 'hardlink', { linkname: 'orig' }]], ['f:orig:5']);
+  const merged = mergeLayers(input);
   assert.deepEqual(tree(merged), ['link file@0:orig', 'orig file@1:orig']);
   const plan = planSquash(merged, 2);
-  assert.deepEqual(actionList(plan.actions[0]![0]).map((a) => [headerOf(a).path, headerOf(a).type]), [['link', 'file']]);
-  assert.deepEqual(actionList(plan.actions[1]![0]).map((a) => [headerOf(a).path, headerOf(a).type]), [['orig', 'file']]);
+  assert.deepEqual(written(plan, input, 0, 0).map((h) => [h.path, h.type, h.size]), [['link', 'file', 100]]);
+  assert.deepEqual(written(plan, input, 1, 0).map((h) => [h.path, h.type, h.size]), [['orig', 'file', 5]]);
 });
 
 test('a copy-up (chmod) splits one name off a hardlink group; the others stay linked', () => {
-  const merged = mergeLayers(layers(['f:a:10', ['b', 'hardlink', { linkname: 'a' }], ['c', 'hardlink', { linkname: 'a' }]], [['b', 'file', { size: 10, mode: 0o600 }]]));
-  const plan = planSquash(merged, 2);
-  assert.deepEqual(actionList(plan.actions[0]![0]).map((a) => [headerOf(a).path, headerOf(a).type, headerOf(a).linkname]), [['a', 'file', undefined], ['c', 'hardlink', 'a']]);
-  assert.deepEqual(actionList(plan.actions[1]![0]).map((a) => [headerOf(a).path, headerOf(a).mode]), [['b', 0o600]]);
+  const input = layers(['f:a:10', ['b', 'hardlink', { linkname: 'a' }], ['c', 'hardlink', { linkname: 'a' }]], [['b', 'file', { size: 10, mode: 0o600 }]]);
+  const plan = planSquash(mergeLayers(input), 2);
+  assert.deepEqual(written(plan, input, 0, 0).map((h) => [h.path, h.type, h.linkname, h.size]), [['a', 'file', undefined, 10], ['c', 'hardlink', 'a', 0]]);
+  assert.deepEqual(written(plan, input, 1, 0).map((h) => [h.path, h.mode]), [['b', 0o600]]);
 });
 
 test('a later layer may hardlink to a lower file', () => {
-  const merged = mergeLayers(layers(['f:lib.so:50'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]));
-  const plan = planSquash(merged, 2);
-  assert.deepEqual(actionList(plan.actions[0]![0]).map((a) => [headerOf(a).path, headerOf(a).type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
+  const input = layers(['f:lib.so:50'], [['lib.so.1', 'hardlink', { linkname: 'lib.so' }]]);
+  const plan = planSquash(mergeLayers(input), 2);
+  assert.deepEqual(written(plan, input, 0, 0).map((h) => [h.path, h.type]), [['lib.so', 'file'], ['lib.so.1', 'hardlink']]);
+  assert.deepEqual(written(plan, input, 1, 0), []);
 });
 
 test('a hardlink to a path in no layer is an error', () => {
@@ -128,11 +141,10 @@ test('K balanced layers: disjoint leaves, every output carries its ancestors, ha
   const spec: Spec[] = ['d:usr', 'd:usr/lib', 'd:empty'];
   for (let i = 0; i < 40; i++) spec.push(`f:usr/lib/f${i}:${1000 * (i + 1)}`);
   spec.push(['usr/lib/link', 'hardlink', { linkname: 'usr/lib/f39' }]);
-  const merged = mergeLayers(layers(spec));
-  const plan = planSquash(merged, 1, { layers: 4 });
-  const leaves = plan.actions[0]!;
+  const input = layers(spec);
+  const plan = planSquash(mergeLayers(input), 1, { layers: 4 });
   const outputsOf = new Map<string, number>();
-  for (const group of leaves) for (const action of actionList(group)) outputsOf.set(headerOf(action).path, action.output);
+  for (const header of writtenIn(plan, input, 0)) outputsOf.set(header.path, header.output);
   assert.equal(outputsOf.size, 41, 'every leaf emitted once');
   assert.equal(outputsOf.get('usr/lib/link'), outputsOf.get('usr/lib/f39'), 'hardlink group in one output');
   for (let out = 0; out < 4; out++) {
@@ -162,8 +174,8 @@ test('from-layer: whiteouts keep lower content hidden, topmost only, and kept la
   const lower = mergeLayers(all.slice(0, 1));
   const plan = planSquash(merged, 2, { fromLayer: 1, lower });
   assert.deepEqual(plan.whiteouts[0]!.map((h) => h.path), ['.wh.old', 'dir/.wh.x', 'etc/.wh.gone']);
-  assert.equal(plan.actions[0]!.length, 0, 'nothing of the kept layer is emitted');
-  assert.deepEqual(plan.actions[1]!.flatMap(actionList).map((a) => headerOf(a).path).sort(), ['dir/y', 'file/in']);
+  assert.equal(plan.writes[0]!.outputs.length, 0, 'nothing of the kept layer is emitted');
+  assert.deepEqual(writtenIn(plan, all, 1).map((h) => h.path).sort(), ['dir/y', 'file/in']);
   assert.deepEqual(plan.directories[0]!.map((h) => h.path), ['dir', 'etc', 'file'], 'ancestors of whiteouts and entries, and replaced dirs');
 });
 

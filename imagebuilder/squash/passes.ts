@@ -13,7 +13,7 @@ import { ByteCounter, Coalesce, compressor, decompressor, pipeOn } from '../copy
 import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
-import type { EmitAction, SquashPlan } from './plan.js';
+import { SPECIAL, stepHeader, type EmitStep, type SquashPlan } from './plan.js';
 import { readTar } from '../tar/reader.js';
 import { TarWriter } from '../tar/writer.js';
 import { SpoolStream } from './spool.js';
@@ -186,17 +186,14 @@ function withoutAccessTimes(header: TarHeader): TarHeader {
   return rest;
 }
 
-function outputHeader(header: TarHeader, epoch: number | undefined): TarHeader {
-  return { ...withoutAccessTimes(header), mtime: clampTime(header.mtime, epoch) };
-}
-
-/** An action's header as written (headerOf, then outputHeader), in one copy: this runs for every entry. */
-function actionHeader(action: EmitAction, epoch: number | undefined): TarHeader {
-  const mtime = clampTime(action.source.mtime, epoch);
-  const source = withoutAccessTimes(action.source);
-  return action.linkTo === undefined
-    ? { ...source, path: action.path, mtime }
-    : { ...source, path: action.path, mtime, type: 'hardlink', linkname: action.linkTo, size: 0 };
+/**
+ * The header a step writes, times clamped: the entry's own header object when nothing changes
+ * (nearly always; this runs for every entry, and pass 2 owns the headers it reads).
+ */
+function outputHeader(header: TarHeader, epoch: number | undefined, step?: EmitStep): TarHeader {
+  const named = stepHeader(withoutAccessTimes(header), step);
+  const mtime = clampTime(named.mtime, epoch);
+  return mtime === named.mtime ? named : { ...named, mtime };
 }
 
 /** Files up to this size are read whole (one buffer, no stream per entry); larger ones stream. */
@@ -238,31 +235,33 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
     }
     for (const [index, layer] of layers.entries()) {
       if (index < plan.fromLayer) continue; // kept as it is
-      const actions = plan.actions[index]!;
-      if (actions.length === 0) continue; // nothing of it survives
+      const { outputs, special } = plan.writes[index]!;
+      if (outputs.length === 0) continue; // nothing of it survives
       const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
       const spool = options.spools?.[index];
       // Pass 1 verified the blob and, for a spool, the tar; else the diff_id check alone proves
       // the content is the same again, and needs the whole layer read.
       const tar = spool !== undefined ? createReadStream(spool, { highWaterMark: 1 << 20 }) : await openLayerTar(source, layer, diffIds[index] ?? '', what, false);
-      const last = actions.length - 1;
       let ordinal = 0;
       for await (const entry of readTar(tar, { what })) {
         if (failed) throw failed;
-        const group = actions[ordinal++];
-        if (!group) continue; // shadowed: the reader skips its body
-        const first = Array.isArray(group) ? group[0]! : group;
+        const code = ordinal < outputs.length ? outputs[ordinal]! : 0;
+        const steps = code === SPECIAL ? special.get(ordinal) : undefined;
+        ordinal++;
+        if (code === 0) continue; // shadowed: the reader skips its body
+        const { header } = entry;
         let body: Readable | Buffer | undefined;
-        if (first.source.type === 'file' && first.source.size <= BUFFERED_FILE) {
+        if (header.type === 'file' && header.size <= BUFFERED_FILE) {
           body = await entry.buffer();
           options.onBytes?.(body.length);
-        } else if (first.source.type === 'file') {
+        } else if (header.type === 'file') {
           // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
           body = options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
         }
-        await writers[first.output]!.add(actionHeader(first, options.sourceDateEpoch), body);
-        if (Array.isArray(group)) for (let i = 1; i < group.length; i++) await writers[group[i]!.output]!.add(actionHeader(group[i]!, options.sourceDateEpoch));
-        if (spool !== undefined && ordinal > last) break; // the rest of a verified spool holds nothing we write
+        const first = steps?.[0];
+        await writers[first ? first.output : code - 1]!.add(outputHeader(header, options.sourceDateEpoch, first), body);
+        if (steps) for (let i = 1; i < steps.length; i++) await writers[steps[i]!.output]!.add(outputHeader(header, options.sourceDateEpoch, steps[i]));
+        if (spool !== undefined && ordinal >= outputs.length) break; // the rest of a verified spool holds nothing we write
       }
       if (spool === undefined) await drainRest(tar);
       else {

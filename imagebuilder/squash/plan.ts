@@ -8,27 +8,68 @@ import type { EntryRef, MergeResult } from './merge.js';
  * at the point where its bytes stream by in the input, so no content is ever buffered.
  */
 /**
- * One entry to write: the inode's own header under `path`, or, with `linkTo`, a hardlink to the
- * name written just before. References, not copies: a plan for 200k files must stay small.
+ * One entry to write, while planning: the inode's own header under `path`, or, with `linkTo`, a
+ * hardlink to the name written just before. References, not copies: there are hundreds of thousands.
  */
-export type EmitAction = { output: number; source: TarHeader; path: string; linkTo?: string };
+type EmitAction = { output: number; source: TarHeader; path: string; linkTo?: string };
 
 /**
- * What to write when one input entry streams by: a single action for an inode with one name
- * (nearly every file: no list object for each), else the name that takes the bytes, then its links.
+ * What to write when one input entry streams by, while planning: a single action for an inode
+ * with one name (nearly every file: no list object for each), else the name that takes the
+ * bytes, then its links.
  */
-export type EmitGroup = EmitAction | EmitAction[];
+type EmitGroup = EmitAction | EmitAction[];
 
-/** A group as a list, for callers that do not care about the single-action shape. */
-export function actionList(group: EmitGroup | undefined): EmitAction[] {
-  return group === undefined ? [] : Array.isArray(group) ? group : [group];
+const listOf = (group: EmitGroup): EmitAction[] => (Array.isArray(group) ? group : [group]);
+
+/**
+ * One name to write when an input entry streams by in pass 2: into `output`, under `path` (the
+ * entry's own when absent), or, with `linkTo`, as a hardlink to the name written just before.
+ */
+export type EmitStep = { output: number; path?: string; linkTo?: string };
+
+/** In `LayerWrites.outputs`: the entry's steps are in `special`. */
+export const SPECIAL = -1;
+
+/**
+ * Pass 2's share of the plan for one input layer. `outputs[ordinal]` is the output the entry goes
+ * to, plus one (0: not written, SPECIAL: see `special`), and ends after the last ordinal that
+ * writes. `special` holds the few entries not written as they are read: under another name (a
+ * hardlink whose target's name is gone takes the bytes) or several (a hardlink group).
+ * A typed array, not an object per entry: the garbage collector, which runs a full marking
+ * every 64 MB of new buffers during pass 2, never has to walk it.
+ */
+export type LayerWrites = { outputs: Int32Array; special: Map<number, EmitStep[]> };
+
+/** What to write when entry `ordinal` of a layer streams by (an empty list: nothing). */
+export function stepsAt(writes: LayerWrites, ordinal: number): EmitStep[] {
+  const code = writes.outputs[ordinal] ?? 0;
+  return code === 0 ? [] : code === SPECIAL ? writes.special.get(ordinal)! : [{ output: code - 1 }];
 }
 
-/** The header an action writes. */
-export function headerOf(action: EmitAction): TarHeader {
-  return action.linkTo === undefined
-    ? { ...action.source, path: action.path }
-    : { ...action.source, path: action.path, type: 'hardlink', linkname: action.linkTo, size: 0 };
+/** The header a step writes for an entry read as `header` (`header` itself for the entry as it is). */
+export function stepHeader(header: TarHeader, step: EmitStep | undefined): TarHeader {
+  if (step === undefined || (step.path === undefined && step.linkTo === undefined)) return header;
+  const path = step.path ?? header.path;
+  return step.linkTo === undefined ? { ...header, path } : { ...header, path, type: 'hardlink', linkname: step.linkTo, size: 0 };
+}
+
+function layerWrites(layer: Array<EmitGroup | undefined>): LayerWrites {
+  const outputs = new Int32Array(layer.length);
+  const special = new Map<number, EmitStep[]>();
+  layer.forEach((group, ordinal) => {
+    if (group === undefined) return;
+    if (!Array.isArray(group) && group.path === group.source.path) {
+      outputs[ordinal] = group.output + 1;
+      return;
+    }
+    outputs[ordinal] = SPECIAL;
+    special.set(
+      ordinal,
+      listOf(group).map((action) => ({ output: action.output, path: action.path, ...(action.linkTo !== undefined && { linkTo: action.linkTo }) })),
+    );
+  });
+  return { outputs, special };
 }
 
 export type SquashPlan = {
@@ -39,12 +80,8 @@ export type SquashPlan = {
   directories: TarHeader[][];
   /** Per output layer: whiteouts that keep lower (unsquashed) content hidden; empty for a full squash. */
   whiteouts: TarHeader[][];
-  /**
-   * Per input layer, indexed by entry ordinal: what to write when that entry streams by. A plain
-   * array (packed, undefined where nothing is written) ends at the last ordinal that writes, so
-   * `length` is 0 for a layer with nothing left.
-   */
-  actions: Array<Array<EmitGroup | undefined>>;
+  /** Per input layer: what to write as its entries stream by (`outputs.length` 0: nothing). */
+  writes: LayerWrites[];
   /** Per output layer: uncompressed content bytes, for balance reports. */
   outputBytes: number[];
   files: number;
@@ -204,5 +241,5 @@ export function planSquash(merge: MergeResult, inputLayers: number, options: Pla
         return { ...node.header, path };
       }),
   );
-  return { outputs, fromLayer, directories, whiteouts, actions, outputBytes, files };
+  return { outputs, fromLayer, directories, whiteouts, writes: actions.map(layerWrites), outputBytes, files };
 }

@@ -114,7 +114,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       upload.catch(() => {});
       liveUploads[k] = upload;
     };
-    const outputs = await writeOutputs(source, layers, diffIds, plan, {
+    const outputs = await withRoomToGrow(() => writeOutputs(source, layers, diffIds, plan, {
       compression,
       tmpDir: work,
       spools,
@@ -122,7 +122,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
       ...(putWhileWritten && { live }),
       onBytes: (bytes) => progress({ phase: 'write', bytes: (written += bytes), totalBytes }),
-    });
+    }));
     const writeMs = lap();
 
     const kept = layers.slice(0, fromLayer);
@@ -196,6 +196,30 @@ function collectGarbageNow(): void {
     (runInNewContext('gc') as () => void)();
   } catch {
     // A runtime without it only peaks higher.
+  }
+}
+
+/**
+ * Pass 2 keeps a small heap (the plan is a few typed arrays) and pushes GBs of buffers through
+ * it. From so small a heap V8's own growing factor leaves it little room, and it ran one full
+ * collection after another (about every 80 ms, 170 in the bench's write phase, each marking on
+ * every core). Here the old generation may grow to a few times what is live before the next
+ * one: 17 collections instead, a fifth less CPU for the whole squash, and the peak RSS is
+ * unchanged (the buffers live outside the heap). The flag is read at every limit computation;
+ * 0 (its default) gives V8 its own factor back.
+ */
+const PASS2_HEAP_GROWING_PERCENT = 300;
+
+async function withRoomToGrow<T>(task: () => Promise<T>): Promise<T> {
+  const own = process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'));
+  const set = (percent: number) => {
+    if (!own) setFlagsFromString(`--heap-growing-percent=${percent}`);
+  };
+  set(PASS2_HEAP_GROWING_PERCENT);
+  try {
+    return await task();
+  } finally {
+    set(0);
   }
 }
 
