@@ -34,8 +34,17 @@ async function peakRssMb(pid: number | undefined): Promise<number | undefined> {
   return match ? Number(match[1]) / 1024 : undefined;
 }
 
+/**
+ * Each contender starts with nothing dirty in the page cache: the build and the copies before it
+ * leave GBs to write back, and the kernel's flusher would otherwise compete with whoever runs first.
+ */
+async function settleDisk(): Promise<void> {
+  await execa('sync');
+}
+
 /** Runs a command under /usr/bin/time: wall, CPU (user + sys) and peak RSS of it and its children. */
 async function timed(command: string, args: string[], env: Record<string, string> = {}): Promise<SquashRow & { stdout: string }> {
+  await settleDisk();
   const result = await execa('/usr/bin/time', ['-f', 'BFTIME %e %U %S %M', command, ...args], { env, reject: false });
   const line = result.stderr.split('\n').find((l) => l.startsWith('BFTIME '));
   if (result.exitCode !== 0 || !line) throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr.slice(-500)}`);
@@ -66,6 +75,7 @@ export async function benchSquash(image: SquashBenchImage, log: (line: string) =
 
     log('docker build --squash + docker push');
     const daemonPids = [engine.dockerdPid, engine.containerdPid];
+    await settleDisk();
     const cpuBefore = (await Promise.all(daemonPids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
     const dockerStarted = performance.now();
     await execa('docker', ['build', '--squash', '--network', 'none', '-q', '-t', `${registry.host}/bench/image:docker-squashed`, context], { env });
