@@ -20,8 +20,12 @@ export type FetchedManifest = { bytes: Buffer; mediaType: string; digest: string
 const pull = (repo: string) => [repositoryScope(repo, ['pull'])];
 const pullPush = (repo: string) => [repositoryScope(repo, ['pull', 'push'])];
 
-/** Chunks of an upload that runs beside its producer (uploadBlobWhileWritten). */
-const LIVE_CHUNK = 8 << 20;
+/**
+ * Chunks of an upload that runs beside its producer (uploadBlobWhileWritten). Each PATCH costs
+ * distribution a flush to disk and a saved hash state; on the squash bench 16 MiB cut the write
+ * phase by about a tenth against 8 MiB, and 64 MiB made the tail after the last byte longer.
+ */
+const LIVE_CHUNK = 16 << 20;
 
 /**
  * A client of the OCI distribution API for one registry host. Keeps connections (one undici
