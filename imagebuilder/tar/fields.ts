@@ -116,21 +116,17 @@ export function checksumMatches(block: Buffer, what: string): boolean {
   } catch {
     return false; // not even a number: not a tar header
   }
-  // One tight pass over the block (it runs for every header), then the checksum field itself
-  // counted as spaces; the signed sum differs by 256 for every byte above 127.
-  let unsigned = 0;
+  // The checksum field counts as eight spaces. One tight pass over the rest (it runs for every
+  // header, twice in a squash); the signed sum, 256 less for every byte above 127, only when the
+  // unsigned one does not match.
+  let sum = 8 * 0x20;
+  for (let i = 0; i < 148; i++) sum += block[i]!;
+  for (let i = 156; i < BLOCK; i++) sum += block[i]!;
+  if (stored === sum) return true;
   let high = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const byte = block[i]!;
-    unsigned += byte;
-    high += byte >> 7;
-  }
-  for (let i = 148; i < 156; i++) {
-    const byte = block[i]!;
-    unsigned += 0x20 - byte;
-    high -= byte >> 7;
-  }
-  return stored === unsigned || stored === unsigned - 256 * high;
+  for (let i = 0; i < 148; i++) high += block[i]! >> 7;
+  for (let i = 156; i < BLOCK; i++) high += block[i]! >> 7;
+  return stored === sum - 256 * high;
 }
 
 /** Fills in the checksum field the way Go archive/tar does: six octal digits, NUL, space. */

@@ -8,7 +8,7 @@ import { runInNewContext } from 'node:vm';
 import tarStream from 'tar-stream';
 import type { TarHeader } from './entry.js';
 import { isBuildfleetError } from '../oci/errors.js';
-import { encodePaxRecord, formatNumeric, parseNumeric, setChecksum } from './fields.js';
+import { checksumMatches, encodePaxRecord, formatNumeric, parseNumeric, setChecksum } from './fields.js';
 import { readTar } from './reader.js';
 import { CAP, chunked, collect, file, h, hardCases, item, readAll, readAllBuffered, rejectsFormat, sha256, SPLIT_NAME, writeTar } from './testing.js';
 import { encodeHeader, TarWriter } from './writer.js';
@@ -131,6 +131,35 @@ test('end of archive: two zero blocks, a lone zero block at EOF, or plain EOF af
     assert.deepEqual((await readAll(input)).map((e) => e.body.toString()), ['abc']);
   }
   assert.deepEqual(await readAll(Buffer.alloc(0)), []);
+});
+
+test('header checksums: the unsigned sum as POSIX says, the signed sum of old tars, nothing else', () => {
+  const block = encodeHeader({ path: 'caf\u00e9-\u00fcber', type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() });
+  const ustar = block.subarray(block.length - 512); // after the PAX record for the non-ASCII name
+  // Bytes above 127 in the ustar name (truncated to ASCII by the writer): put some there.
+  ustar[0] = 0xc3;
+  ustar[1] = 0xa9;
+  const sums = () => {
+    let unsigned = 8 * 0x20;
+    let signed = 8 * 0x20;
+    for (let i = 0; i < 512; i++) {
+      if (i >= 148 && i < 156) continue;
+      unsigned += ustar[i]!;
+      signed += ustar[i]! > 127 ? ustar[i]! - 256 : ustar[i]!;
+    }
+    return { unsigned, signed };
+  };
+  const { unsigned, signed } = sums();
+  assert.notEqual(unsigned, signed);
+  for (const sum of [unsigned, signed]) {
+    formatNumeric(ustar, 148, 7, sum);
+    ustar[155] = 0x20;
+    assert.ok(checksumMatches(ustar, 'test'), `checksum ${sum} accepted`);
+  }
+  formatNumeric(ustar, 148, 7, unsigned + 1);
+  assert.ok(!checksumMatches(ustar, 'test'), 'a wrong checksum is refused');
+  ustar.fill(0x41, 148, 156);
+  assert.ok(!checksumMatches(ustar, 'test'), 'a checksum field that is no number is refused');
 });
 
 test('truncated input, escaping paths and bad checksums are format errors', async () => {
