@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { BuildfleetError } from '../imagebuilder/oci/errors.js';
-import { loadPoolSpec, parsePoolSpec, type PoolSpec } from '../nodepool/spec/spec.js';
+import type { PoolSpec } from '../nodepool/spec/spec.js';
 import type { PoolView } from '../nodepool/pool.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
 import type { GlobalOptions } from './program.js';
@@ -8,6 +8,9 @@ import { printJson, table } from './output.js';
 import { transportOptions } from './options.js';
 
 type PoolFlags = { stateDir?: string };
+
+/** Pool specs (and their YAML parser) load only for the commands that read one, not at every start. */
+const poolSpecs = () => import('../nodepool/spec/spec.js');
 
 function nonNegativeInt(value: string, flag: string): number {
   const n = Number(value);
@@ -73,6 +76,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--timeout <seconds>', 'how long to wait for new nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
     .action(async (flags: { file: string; dryRun: boolean; wait: boolean; timeout: number }) => {
       const { options, manager: m } = await manager();
+      const { loadPoolSpec } = await poolSpecs();
       const spec = await loadPoolSpec(flags.file);
       const { plan, pool: view } = await m.apply(spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       report(options, plan, spec, view, flags.dryRun);
@@ -92,6 +96,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .action(async (name: string | undefined, flags: { file?: string; nodes: number; runtimeDisk: string; workloadDisk: string; image: string[]; wait: boolean; timeout: number }) => {
       const { options, manager: m } = await manager();
       if (!flags.file && !name) throw new BuildfleetError('usage', 'pool create: give a pool name or --file');
+      const { loadPoolSpec, parsePoolSpec } = await poolSpecs();
       const spec = flags.file
         ? await loadPoolSpec(flags.file)
         : parsePoolSpec({ name, nodes: flags.nodes, disks: { runtime: flags.runtimeDisk, workload: flags.workloadDisk }, images: flags.image }, 'flags');

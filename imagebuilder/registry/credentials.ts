@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { z } from 'zod';
 import { BuildfleetError } from '../oci/errors.js';
 import type { Endpoint, RegistryOptions } from './options.js';
@@ -87,6 +86,8 @@ const HelperAnswer = z.looseObject({ Username: z.string().optional(), Secret: z.
 /** Runs `docker-credential-NAME get` with the server on stdin, as the Docker CLI does. */
 export async function runCredentialHelper(name: string, serverUrl: string, configPath: string): Promise<Credentials | undefined> {
   const command = `docker-credential-${name}`;
+  // Loaded here: few hosts use a helper, and execa is a tenth of a second of start-up for every command.
+  const { execa } = await import('execa');
   const result = await execa(command, ['get'], { input: serverUrl, reject: false, timeout: 30_000, stripFinalNewline: true });
   if ((result as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String(result.message ?? ''))) {
     throw new BuildfleetError('environment', `credential helper ${command} named in ${configPath} is not on PATH`);
