@@ -12,6 +12,11 @@ export function tempPathBeside(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
+/** Whether a directory entry is a temp file tempPathBeside made for a file named `base`. */
+export function isTempBeside(entry: string, base: string): boolean {
+  return /^\d+-[0-9a-f]{8}$/.test(entry.startsWith(`.${base}.tmp-`) ? entry.slice(base.length + 6) : '');
+}
+
 /**
  * Streams `source` into `path` atomically: bytes go to a temp file beside it, are hashed on the
  * way, checked against `expected` when given, and only then renamed into place. On any failure

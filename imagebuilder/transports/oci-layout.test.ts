@@ -263,6 +263,17 @@ test('corrupt, missing and malformed content gives one-line errors of the right 
   await assert.rejects(openOciLayoutSource(ref(notLayout)), isKind('format', /not an OCI image layout/));
   await assert.rejects(openOciLayoutDestination(ref(notLayout, 'x')), isKind('format', /not empty and is not an OCI image layout/));
   assert.deepEqual(await readdir(notLayout), ['something']);
+  // Another writer opening the same new layout: its marker's temp file does not make the directory foreign.
+  const opening = freshDir();
+  await mkdir(opening);
+  await writeFile(join(opening, '.oci-layout.tmp-4242-0123abcd'), '{"imageLayoutVersion":"1.0.0"}');
+  const beside = await openOciLayoutDestination(ref(opening, 'x'));
+  await beside.abort();
+  // A file merely named like one is foreign.
+  const lookalike = freshDir();
+  await mkdir(lookalike);
+  await writeFile(join(lookalike, '.oci-layout.tmp-not-ours'), 'x');
+  await assert.rejects(openOciLayoutDestination(ref(lookalike, 'x')), isKind('format', /not empty and is not an OCI image layout/));
 });
 
 test('putManifest naming a missing blob fails and index.json stays as it was', async () => {

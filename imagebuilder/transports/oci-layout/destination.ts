@@ -10,7 +10,7 @@ import { BuildfleetError, isBuildfleetError } from '../../oci/errors.js';
 import { MediaType } from '../../oci/media-types.js';
 import { formatReference, type OciLayoutReference } from '../../oci/reference.js';
 import { Descriptor, parseAnyManifest } from '../../oci/schemas.js';
-import { tempPathBeside, writeFileAtomically } from '../files.js';
+import { isTempBeside, tempPathBeside, writeFileAtomically } from '../files.js';
 import type { BlobToStore, DestinationPreferences, ImageDestination } from '../types.js';
 import { acquireIndexLock, type LockRelease } from './index-lock.js';
 import {
@@ -84,8 +84,10 @@ class OciLayoutDestination implements ImageDestination {
         }
       }
       if ((await checkLayoutFile(root, label)) === 'absent') {
-        const entries = await readdir(root);
-        if (entries.length > 0) {
+        // Another writer may be opening the same new layout right now: its temp file for the
+        // marker can be there, or the marker itself, linked since the check above.
+        const entries = (await readdir(root)).filter((name) => !isTempBeside(name, LAYOUT_FILE) && !isTempBeside(name, INDEX_FILE));
+        if (entries.length > 0 && (await checkLayoutFile(root, label)) === 'absent') {
           throw new BuildfleetError('format', `${label}: ${root} is not empty and is not an OCI image layout (no ${LAYOUT_FILE} file)`);
         }
         this.createdAtOpen.layoutFile = await createExclusive(join(root, LAYOUT_FILE), LAYOUT_CONTENT);
