@@ -36,8 +36,8 @@ export const SPECIAL = -1;
  * to, plus one (0: not written, SPECIAL: see `special`), and ends after the last ordinal that
  * writes. `special` holds the few entries not written as they are read: under another name (a
  * hardlink whose target's name is gone takes the bytes) or several (a hardlink group).
- * A typed array, not an object per entry: the garbage collector, which runs a full marking
- * every 64 MB of new buffers during pass 2, never has to walk it.
+ * A typed array, not an object per entry: a full garbage collection during pass 2 (V8 runs a
+ * few, see withRoomToGrow in squash.ts) never has to walk it.
  */
 export type LayerWrites = { outputs: Int32Array; special: Map<number, EmitStep[]> };
 

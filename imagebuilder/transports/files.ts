@@ -14,7 +14,8 @@ export function tempPathBeside(path: string): string {
 
 /** Whether a directory entry is a temp file tempPathBeside made for a file named `base`. */
 export function isTempBeside(entry: string, base: string): boolean {
-  return /^\d+-[0-9a-f]{8}$/.test(entry.startsWith(`.${base}.tmp-`) ? entry.slice(base.length + 6) : '');
+  const prefix = `.${base}.tmp-`;
+  return entry.startsWith(prefix) && /^\d+-[0-9a-f]{8}$/.test(entry.slice(prefix.length));
 }
 
 /**
