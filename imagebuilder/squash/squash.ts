@@ -204,7 +204,7 @@ function collectGarbageNow(): void {
  * it. From so small a heap V8's own growing factor leaves it little room, and it ran one full
  * collection after another (about every 80 ms, 170 in the bench's write phase, each marking on
  * every core). Here the old generation may grow to a few times what is live before the next
- * one: 17 collections instead, a fifth less CPU for the whole squash, and the peak RSS is
+ * one: about 20 collections instead, a fifth less CPU for the whole squash, and the peak RSS is
  * unchanged (the buffers live outside the heap). The flag is read at every limit computation;
  * 0 (its default) gives V8 its own factor back.
  */

@@ -85,8 +85,8 @@ class OciLayoutDestination implements ImageDestination {
       }
       if ((await checkLayoutFile(root, label)) === 'absent') {
         // Another writer may be opening the same new layout right now: its temp file for the
-        // marker can be there, or the marker itself, linked since the check above.
-        const entries = (await readdir(root)).filter((name) => !isTempBeside(name, LAYOUT_FILE) && !isTempBeside(name, INDEX_FILE));
+        // marker can be there, or the marker itself (and what follows it), made since the check above.
+        const entries = (await readdir(root)).filter((name) => !isTempBeside(name, LAYOUT_FILE));
         if (entries.length > 0 && (await checkLayoutFile(root, label)) === 'absent') {
           throw new BuildfleetError('format', `${label}: ${root} is not empty and is not an OCI image layout (no ${LAYOUT_FILE} file)`);
         }
