@@ -20,7 +20,7 @@ function version(): string {
     const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
     return pkg.version;
   } catch {
-    // dist/cli/main.js sits one level deeper than cli/main.ts
+    // dist/cli/program.js sits one level deeper than cli/program.ts
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
     return pkg.version;
   }

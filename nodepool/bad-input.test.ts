@@ -35,7 +35,7 @@ test('disks larger than the free space are refused before anything is made', { t
 });
 
 test('without root the local provider refuses, and creates nothing', { timeout: 120_000 }, async () => {
-  const result = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', join(repoRoot, 'cli', 'main.ts'), 'pool', 'create', 'unprivileged', '--nodes', '1'], {
+  const result = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), 'pool', 'create', 'unprivileged', '--nodes', '1'], {
     cwd: repoRoot,
     env: { BUILDFLEET_STATE_DIR: fixture.stateDir, HOME: '/tmp', PATH: process.env.PATH },
     reject: false,

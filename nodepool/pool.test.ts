@@ -62,7 +62,7 @@ test('create 2 nodes, resize to 3 then 1, status with phase times, delete leaves
 
 test('delete cleans up after the manager was killed mid-create', { timeout: 300_000 }, async () => {
   const poolDir = fixture.manager.store.poolDir('crash');
-  const manager = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts'), 'pool', 'create', 'crash', '--nodes', '2', ...disks, '--image', fixture.image], {
+  const manager = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), 'pool', 'create', 'crash', '--nodes', '2', ...disks, '--image', fixture.image], {
     cwd: repoRoot,
     env: { ...process.env, BUILDFLEET_STATE_DIR: fixture.stateDir },
     stdio: 'ignore',

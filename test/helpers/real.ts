@@ -22,8 +22,8 @@ function findRepoRoot(start: string): string {
 
 /** How benchmarks run the CLI: the tsc build when there is one (as users run it), else through tsx. */
 export function cliCommand(): string[] {
-  const built = join(repoRoot, 'dist', 'cli', 'main.js');
-  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts')];
+  const built = join(repoRoot, 'dist', 'cli', 'main.cjs');
+  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts')];
 }
 
 export const BASE_IMAGE = 'buildfleet/busybox:latest';
@@ -87,7 +87,7 @@ export type CliResult = { exitCode: number; stdout: string; stderr: string };
 
 /** Runs the real CLI in its own process, as a user would, through tsx. */
 export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const result = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.ts'), ...args], {
+  const result = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), ...args], {
     cwd: repoRoot,
     env: { ...env, CI: 'true' },
     reject: false,
