@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import { availableParallelism } from 'node:os';
 import { finished } from 'node:stream/promises';
@@ -13,10 +13,10 @@ import { ByteCounter, Coalesce, compressor, decompressor, pipeOn } from '../copy
 import { parallelGzip } from '../compress/parallel-gzip.js';
 import { writeFileAtomically } from '../transports/files.js';
 import type { IndexedEntry } from './merge.js';
-import { SPECIAL, stepHeader, type EmitStep, type SquashPlan } from './plan.js';
-import { readTar } from '../tar/reader.js';
+import { SPECIAL, stepHeader, type EmitStep, type LayerWrites, type SquashPlan } from './plan.js';
+import { readTar, type TarEntry } from '../tar/reader.js';
 import { TarWriter } from '../tar/writer.js';
-import { SpoolStream } from './spool.js';
+import { EntrySpans, SpoolReader, SpoolStream } from './spool.js';
 import { LiveCopy } from './live.js';
 import type { TarHeader, TarTime } from '../tar/entry.js';
 
@@ -43,8 +43,11 @@ async function drainRest(tar: Readable): Promise<void> {
   await finished(tar);
 }
 
-/** `spool`: the verified uncompressed tar, on disk, for pass 2 (only when pass 1 read it to its end). */
-export type IndexedLayer = { entries: IndexedEntry[]; uncompressedBytes: number; spool?: string };
+/**
+ * `spool`: the verified uncompressed tar, on disk, for pass 2 (only when pass 1 read it to its
+ * end), and `spans`: where each of its entries lies.
+ */
+export type IndexedLayer = { entries: IndexedEntry[]; uncompressedBytes: number; spool?: string; spans?: EntrySpans };
 
 export type IndexOptions = {
   /** Spool the layers from this index (0-based) on into `spoolDir`; the ones below need no pass 2. */
@@ -142,12 +145,16 @@ async function indexLayer(
   let complete = false;
   try {
     const entries: IndexedEntry[] = [];
+    const spans = spool ? new EntrySpans() : undefined;
     let ordinal = 0;
     // Bodies are not touched: the reader skips them without making a stream for each.
-    for await (const entry of readTar(tar, { what })) entries.push({ layer: index, ordinal: ordinal++, header: compact(entry.header) });
+    for await (const entry of readTar(tar, { what })) {
+      entries.push({ layer: index, ordinal: ordinal++, header: compact(entry.header) });
+      spans?.add(entry.start, entry.end, entry.header.type === 'file' ? entry.header.size : 0, entry.plain);
+    }
     await drainRest(tar);
     complete = true;
-    return { entries, uncompressedBytes: verified.bytesSeen, ...(spoolPath !== undefined && { spool: spoolPath }) };
+    return { entries, uncompressedBytes: verified.bytesSeen, ...(spoolPath !== undefined && { spool: spoolPath, spans: spans!.trim() }) };
   } finally {
     signal.removeEventListener('abort', stopReading);
     if (!complete && !tar.destroyed) tar.destroy();
@@ -166,6 +173,8 @@ export type WriteOptions = {
   tmpDir: string;
   /** Per input layer: its verified uncompressed tar from pass 1, read instead of the blob. */
   spools?: Array<string | undefined>;
+  /** Per spooled layer: where its entries lie, so those written unchanged are copied as bytes. */
+  spans?: Array<EntrySpans | undefined>;
   onBytes?: (bytes: number) => void;
   /**
    * Called at the start for each output k: its compressed bytes as they are written (read them
@@ -233,12 +242,34 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
       for (const header of directories) await writers[k]!.add(outputHeader(header, options.sourceDateEpoch));
       for (const whiteout of plan.whiteouts[k] ?? []) await writers[k]!.add(whiteout);
     }
+    /** Writes one entry read from the input where the plan puts it (code: 1 + output, or SPECIAL with steps). */
+    const writeEntry = async (entry: TarEntry, code: number, steps: EmitStep[] | undefined) => {
+      const { header } = entry;
+      let body: Readable | Buffer | undefined;
+      if (header.type === 'file' && header.size <= BUFFERED_FILE) {
+        body = await entry.buffer();
+        options.onBytes?.(body.length);
+      } else if (header.type === 'file') {
+        // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
+        body = options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
+      }
+      const first = steps?.[0];
+      await writers[first ? first.output : code - 1]!.add(outputHeader(header, options.sourceDateEpoch, first), body);
+      if (steps) for (let i = 1; i < steps.length; i++) await writers[steps[i]!.output]!.add(outputHeader(header, options.sourceDateEpoch, steps[i]));
+    };
     for (const [index, layer] of layers.entries()) {
       if (index < plan.fromLayer) continue; // kept as it is
-      const { outputs, special } = plan.writes[index]!;
-      if (outputs.length === 0) continue; // nothing of it survives
+      const writes = plan.writes[index]!;
+      if (writes.outputs.length === 0) continue; // nothing of it survives
       const what = `layer ${index + 1} (${layer.digest.slice(0, 19)})`;
       const spool = options.spools?.[index];
+      const spans = options.spans?.[index];
+      if (spool !== undefined && spans && options.sourceDateEpoch === undefined) {
+        await copySpooledLayer(new SpoolReader(spool, what), spans, writes, writers, writeEntry, options.onBytes, () => failed);
+        await rm(spool, { force: true }); // its disk space is free from here on
+        continue;
+      }
+      const { outputs, special } = writes;
       // Pass 1 verified the blob and, for a spool, the tar; else the diff_id check alone proves
       // the content is the same again, and needs the whole layer read.
       const tar = spool !== undefined ? createReadStream(spool, { highWaterMark: 1 << 20 }) : await openLayerTar(source, layer, diffIds[index] ?? '', what, false);
@@ -248,25 +279,13 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
         const code = ordinal < outputs.length ? outputs[ordinal]! : 0;
         const steps = code === SPECIAL ? special.get(ordinal) : undefined;
         ordinal++;
-        if (code === 0) continue; // shadowed: the reader skips its body
-        const { header } = entry;
-        let body: Readable | Buffer | undefined;
-        if (header.type === 'file' && header.size <= BUFFERED_FILE) {
-          body = await entry.buffer();
-          options.onBytes?.(body.length);
-        } else if (header.type === 'file') {
-          // Count through a transform: a 'data' listener would start the body flowing before the writer reads it.
-          body = options.onBytes ? pipeOn(entry.body, new ByteCounter(options.onBytes)) : entry.body;
-        }
-        const first = steps?.[0];
-        await writers[first ? first.output : code - 1]!.add(outputHeader(header, options.sourceDateEpoch, first), body);
-        if (steps) for (let i = 1; i < steps.length; i++) await writers[steps[i]!.output]!.add(outputHeader(header, options.sourceDateEpoch, steps[i]));
+        if (code !== 0) await writeEntry(entry, code, steps); // else shadowed: the reader skips its body
         if (spool !== undefined && ordinal >= outputs.length) break; // the rest of a verified spool holds nothing we write
       }
       if (spool === undefined) await drainRest(tar);
       else {
         tar.destroy();
-        await rm(spool, { force: true }); // its disk space is free from here on
+        await rm(spool, { force: true });
       }
     }
     for (const writer of writers) await writer.finish();
@@ -279,4 +298,58 @@ export async function writeOutputs(source: ImageSource, layers: Descriptor[], di
   if (failed) throw failed;
   const stored = await Promise.all(files);
   return stored.map((file, k) => ({ path: join(options.tmpDir, `layer-${k}.blob`), digest: file.digest, size: file.size, diffId: diffs[k]!.digest, uncompressedSize: diffs[k]!.size }));
+}
+
+/**
+ * A spooled layer by its spans: each run of neighbouring entries that go unchanged to the same
+ * output is copied as the bytes it is (no parsing, no encoding, one piece per chunk of the
+ * file); every other written entry is read from its own bytes and written as usual.
+ */
+async function copySpooledLayer(
+  reader: SpoolReader,
+  spans: EntrySpans,
+  { outputs, special }: LayerWrites,
+  writers: TarWriter[],
+  writeEntry: (entry: TarEntry, code: number, steps: EmitStep[] | undefined) => Promise<void>,
+  onBytes: ((bytes: number) => void) | undefined,
+  failure: () => unknown,
+): Promise<void> {
+  // Ordinals first..last, neighbours in the file, all for one output.
+  let run: { output: number; first: number; last: number } | undefined;
+  const flush = async () => {
+    if (!run) return;
+    const { output, first, last } = run;
+    run = undefined;
+    let at = spans.start[first]!;
+    let next = first;
+    for await (const piece of reader.range(at, spans.end[last]!)) {
+      await writers[output]!.addRaw(piece);
+      at += piece.length;
+      // Progress as the entries are through, one by one, as for those written one by one.
+      for (; next <= last && spans.end[next]! <= at; next++) if (spans.size[next]! > 0) onBytes?.(spans.size[next]!);
+    }
+  };
+  try {
+    for (let ordinal = 0; ordinal < outputs.length; ordinal++) {
+      const code = outputs[ordinal]!;
+      if (code === 0) continue;
+      if (code > 0 && spans.plain[ordinal] === 1) {
+        if (run && run.output === code - 1 && spans.end[run.last] === spans.start[ordinal]) run.last = ordinal;
+        else {
+          await flush();
+          run = { output: code - 1, first: ordinal, last: ordinal };
+        }
+        continue;
+      }
+      await flush();
+      const failed = failure();
+      if (failed) throw failed;
+      for await (const entry of readTar(Readable.from(reader.range(spans.start[ordinal]!, spans.end[ordinal]!)), { what: reader.what })) {
+        await writeEntry(entry, code, code === SPECIAL ? special.get(ordinal) : undefined);
+      }
+    }
+    await flush();
+  } finally {
+    reader.close();
+  }
 }

@@ -93,6 +93,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     });
     const uncompressedBefore = index.reduce((sum, layer) => sum + layer.uncompressedBytes, 0);
     const spools = index.map((layer) => layer.spool);
+    const spans = index.map((layer) => layer.spans);
     const indexMs = lap();
 
     const { plan, shadowedBytes, inputEntries } = planFromIndex(index, { layers: options.layers ?? 1, fromLayer });
@@ -118,6 +119,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       compression,
       tmpDir: work,
       spools,
+      spans,
       ...(options.level !== undefined && { level: options.level }),
       ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
       ...(putWhileWritten && { live }),

@@ -34,6 +34,18 @@ export type TarEntry = {
    * per entry. May share memory with the input's chunks; do not write to it.
    */
   buffer(): Promise<Buffer>;
+  /**
+   * Where the entry lies in the archive: from its first header block (extension headers
+   * included) to the end of its data and padding.
+   */
+  start: number;
+  end: number;
+  /**
+   * Its bytes start..end are one POSIX ustar header block that says all there is (no extension
+   * headers, no sparse map, no other format's fields, a name already in normal form) and its
+   * data: another archive can take them as they are.
+   */
+  plain: boolean;
 };
 
 export type ReadTarOptions = {
@@ -62,7 +74,7 @@ const TYPES: Record<string, TarEntryType> = {
   '6': 'fifo',
 };
 
-type Parsed = { header: TarHeader; pieces: Piece[]; dataBytes: number; padBytes: number };
+type Parsed = { header: TarHeader; pieces: Piece[]; dataBytes: number; padBytes: number; start: number; plain: boolean };
 
 function formatError(message: string): BuildfleetError {
   return new BuildfleetError('format', message);
@@ -92,6 +104,9 @@ export async function* readTar(input: Readable, options: ReadTarOptions = {}): A
           return current.stream;
         },
         buffer: () => current.buffer(),
+        start: parsed.start,
+        end: src.position + parsed.dataBytes + parsed.padBytes,
+        plain: parsed.plain,
       };
       await body.finish();
       body = undefined;
@@ -137,6 +152,7 @@ class HeaderReader {
     let longName: Buffer | undefined;
     let longLink: Buffer | undefined;
     let pending = false;
+    let start: number | undefined; // of the first extension header, when there are any
     for (;;) {
       const offset = this.src.position;
       const block = await this.src.readExact(BLOCK);
@@ -151,6 +167,7 @@ class HeaderReader {
       if (!checksumMatches(block, what)) throw formatError(`${what}: bad tar header checksum at offset ${offset}`);
       const flag = String.fromCharCode(block[156]!);
       const size = parseNumeric(block.subarray(124, 136), what);
+      if (flag === 'x' || flag === 'L' || flag === 'K') start ??= offset;
       if (flag === 'x') {
         local = parsePaxRecords(await this.readMeta(size, offset), what);
         pending = true;
@@ -168,19 +185,20 @@ class HeaderReader {
         else longLink = value;
         pending = true;
       } else {
-        return this.entry(block, flag, size, offset, local, longName, longLink);
+        return this.entry(block, flag, size, offset, start ?? offset, local, longName, longLink);
       }
     }
   }
 
-  private async entry(block: Buffer, flag: string, fieldSize: number, offset: number, local: PaxRecord[], longName?: Buffer, longLink?: Buffer): Promise<Parsed> {
+  private async entry(block: Buffer, flag: string, fieldSize: number, offset: number, start: number, local: PaxRecord[], longName?: Buffer, longLink?: Buffer): Promise<Parsed> {
     const what = this.what;
     const magic = block.toString('latin1', 257, 263);
     const ustar = magic === 'ustar\0';
     const gnu = magic === 'ustar ' && block.toString('latin1', 263, 265) === ' \0';
     let nameBytes = fieldBytes(block, 0, 100);
+    let star = false;
     if (ustar) {
-      const star = block.toString('latin1', 508, 512) === 'tar\0';
+      star = block.toString('latin1', 508, 512) === 'tar\0';
       const prefix = fieldBytes(block, 345, star ? 131 : 155);
       if (prefix.length > 0) nameBytes = Buffer.concat([prefix, Buffer.from('/'), nameBytes]);
     }
@@ -272,14 +290,28 @@ class HeaderReader {
       header.devminor = parseNumeric(block.subarray(337, 345), what);
     }
 
+    // One POSIX ustar block (not star's variant, which carries times) and nothing before it.
+    const plain =
+      ustar &&
+      !star &&
+      block[263] === 0x30 &&
+      block[264] === 0x30 &&
+      start === offset &&
+      !(this.applyGlobals && this.globals.size > 0) &&
+      flag >= '0' &&
+      flag <= '6' &&
+      (flag === '0' || fieldSize === 0) &&
+      path === name &&
+      (type !== 'hardlink' || header.linkname === linkname);
+
     // Only regular files carry data (Go archive/tar, hence Docker, ignores the size of the others).
     const padBytes = type === 'file' ? padding(storedSize) : 0;
-    if (type !== 'file') return { header, pieces: [], dataBytes: 0, padBytes };
+    if (type !== 'file') return { header, pieces: [], dataBytes: 0, padBytes, start, plain };
     if (sparse) {
       header.size = sparse.realSize;
-      return { header, pieces: piecesFromMap(sparse.map, sparse.realSize, dataSize, what), dataBytes: dataSize, padBytes };
+      return { header, pieces: piecesFromMap(sparse.map, sparse.realSize, dataSize, what), dataBytes: dataSize, padBytes, start, plain };
     }
     header.size = dataSize;
-    return { header, pieces: dataSize > 0 ? [{ zero: false, length: dataSize }] : [], dataBytes: dataSize, padBytes };
+    return { header, pieces: dataSize > 0 ? [{ zero: false, length: dataSize }] : [], dataBytes: dataSize, padBytes, start, plain };
   }
 }

@@ -257,3 +257,37 @@ test("the mode field's file-type bits (as Go's archive/tar writes them) are kept
   const written = await writeTar(items);
   assert.ok(written.equals(input), 'the archive reads back and writes out byte for byte');
 });
+
+test('each entry says where its bytes lie, and whether they are one plain ustar block that another archive can take as they are', async () => {
+  const items = hardCases();
+  const tar = await writeTar(items);
+  const seen: Array<{ path: string; start: number; end: number; plain: boolean }> = [];
+  for await (const entry of readTar(chunked(tar))) seen.push({ path: entry.header.path, start: entry.start, end: entry.end, plain: entry.plain });
+  // PAX-headed (xattrs, sub-second or big ids, long names, extra records) and directories (whose
+  // names end in "/", not their normal form) are not plain; plain ustar files, links and devices are.
+  const plain = seen.filter((s) => s.plain).map((s) => s.path);
+  assert.deepEqual(plain, ['d/setid', 'd/empty', SPLIT_NAME, 'd/.wh.gone', 'd/.wh..wh..opq', 'dev/null', 'dev/sda', 'd/fifo', 'd/hardlink', 'd/abs-symlink']);
+  for (const [i, span] of seen.entries()) {
+    if (i > 0) assert.equal(span.start, seen[i - 1]!.end, `${span.path} starts where the entry before it ends`);
+    // The bytes start..end alone are that entry, extension headers and all.
+    assert.deepStrictEqual(await readAll(tar.subarray(span.start, span.end)), [items[i]], span.path);
+  }
+  // Plain entries copied as bytes make an archive of exactly those entries.
+  const copied = Buffer.concat([...seen.filter((s) => s.plain).map((s) => tar.subarray(s.start, s.end)), Buffer.alloc(1024)]);
+  assert.deepStrictEqual(await readAll(copied), items.filter((it) => plain.includes(it.header.path)));
+  // A name not in normal form (as other writers make them) or a GNU-format header is not plain.
+  const other = tarStream.pack();
+  other.entry({ name: './x', mtime: new Date(0) }, 'x');
+  other.entry({ name: 'y', mtime: new Date(0) }, 'y');
+  other.finalize();
+  const otherTar = await collect(other as unknown as Readable);
+  const flags = [];
+  for await (const entry of readTar(chunked(otherTar))) flags.push([entry.header.path, entry.plain]);
+  assert.equal(otherTar.toString('latin1', 257, 265), 'ustar\u000000', 'tar-stream writes POSIX ustar');
+  assert.deepEqual(flags, [['x', false], ['y', true]]);
+  const setid = seen.find((s) => s.path === 'd/setid')!;
+  const gnu = Buffer.from(tar.subarray(setid.start, setid.end));
+  gnu.write('ustar  \0', 257, 'latin1');
+  setChecksum(gnu.subarray(0, 512));
+  for await (const entry of readTar(chunked(gnu))) assert.deepEqual([entry.header.path, entry.plain], ['d/setid', false], 'GNU format: its atime and ctime fields would go along');
+});

@@ -276,6 +276,17 @@ export class TarWriter {
     });
   }
 
+  /**
+   * Appends bytes that already are whole entries (header blocks, data, padding) as another
+   * archive holds them; a run of entries may come in as many pieces as it likes, in order.
+   */
+  addRaw(bytes: Buffer): Promise<void> {
+    return this.serial(async () => {
+      if (this.finished) throw new Error('tar writer: add after finish');
+      await this.write(bytes);
+    });
+  }
+
   /** A wrong body leaves a broken archive behind: nobody may use it. */
   private fail(err: Error): Error {
     // Without listeners an 'error' event would crash the process; the caller gets `err` anyway.
