@@ -344,7 +344,7 @@ async function copySpooledLayer(
       await flush();
       const failed = failure();
       if (failed) throw failed;
-      for await (const entry of readTar(Readable.from(reader.range(spans.start[ordinal]!, spans.end[ordinal]!)), { what: reader.what })) {
+      for await (const entry of readTar(Readable.from(reader.range(spans.start[ordinal]!, spans.end[ordinal]!), { objectMode: false }), { what: reader.what })) {
         await writeEntry(entry, code, code === SPECIAL ? special.get(ordinal) : undefined);
       }
     }
