@@ -96,6 +96,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .action(async (name: string | undefined, flags: { file?: string; nodes: number; runtimeDisk: string; workloadDisk: string; image: string[]; wait: boolean; timeout: number }) => {
       const { options, manager: m } = await manager();
       if (!flags.file && !name) throw new BuildfleetError('usage', 'pool create: give a pool name or --file');
+      if (!flags.file && flags.image.length === 0) throw new BuildfleetError('usage', 'pool create: give the build image with --image REF (nodes take jobs only once it is pulled)');
       const { loadPoolSpec, parsePoolSpec } = await poolSpecs();
       const spec = flags.file
         ? await loadPoolSpec(flags.file)
@@ -124,10 +125,10 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .argument('[name]', 'pool name (default: every pool)')
     .action(async (name: string | undefined) => {
       const { options, manager: m } = await manager();
-      const names = name ? [name] : await m.store.listPools();
+      const names = name !== undefined ? [name] : await m.store.listPools();
       const views: PoolView[] = [];
       for (const each of names) views.push(await m.status(each));
-      if (options.json) return printJson(name ? views[0] : views);
+      if (options.json) return printJson(name !== undefined ? views[0] : views);
       process.stdout.write(views.length ? views.map(formatPoolStatus).join('\n') : `no pools in ${m.store.root}\n`);
     });
 

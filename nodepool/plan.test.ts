@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { parsePoolSpec } from './spec/spec.js';
 import { describePlan, planIsEmpty, planPool, settingsKey, type ExistingNode } from './plan.js';
 
-const spec = (nodes: number, extra: object = {}) => parsePoolSpec({ name: 'ci', nodes, disks: { runtime: '1G', workload: '2G' }, ...extra });
+const spec = (nodes: number, extra: object = {}) => parsePoolSpec({ name: 'ci', nodes, disks: { runtime: '1G', workload: '2G' }, images: ['127.0.0.1:5000/build:1'], ...extra });
 const images = ['127.0.0.1:5000/build@sha256:aa'];
 const node = (id: string, phase: ExistingNode['phase'] = 'Ready', over: Partial<ExistingNode> = {}): ExistingNode => ({
   id,

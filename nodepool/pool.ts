@@ -14,7 +14,7 @@ import { LocalProvider } from './local/provider.js';
 import { freeBytes } from './local/disks.js';
 import { runningContainers, nodeCgroupName } from './local/cgroups.js';
 import { isAlive } from './local/processes.js';
-import { cleanupBelow } from './local/cleanup.js';
+import { releaseDisksBelow } from './local/cleanup.js';
 
 /**
  * The pool manager: converges a pool on its spec (apply), and the imperative verbs on top of it
@@ -116,15 +116,16 @@ export class PoolManager {
     this.store.paths(spec.name, plan.add[0] ?? 'n1');
   }
 
+  /** A dry run makes every check the apply makes, in the same order, and stops before the first change. */
   async apply(spec: PoolSpec, options: ApplyOptions = {}): Promise<{ plan: PoolPlan; pool?: PoolView }> {
-    if (!options.dryRun) this.checkProvider(spec);
+    this.checkProvider(spec);
     if (options.mustBeNew && (await this.store.readPool(spec.name) || existsSync(this.store.poolDir(spec.name)))) {
       throw new BuildfleetError('conflict', `pool ${spec.name} already exists in ${this.store.root} (see "buildfleet pool status ${spec.name}")`);
     }
     const pinned = await this.pinImages(spec);
     const plan = await this.plan(spec, pinned);
-    if (options.dryRun) return { plan };
     await this.preflight(spec, plan);
+    if (options.dryRun) return { plan };
     const now = new Date().toISOString();
     if (plan.createPool) await this.store.claimPool({ spec, createdAt: now, updatedAt: now });
     else await this.store.writePool({ ...(await this.store.requirePool(spec.name)), spec, updatedAt: now });
@@ -227,7 +228,8 @@ export class PoolManager {
 
   /** Removes every node and the pool itself, whatever state a crash left it in. */
   async delete(pool: string): Promise<{ nodes: number; processes: number; mounts: number; loopDevices: number }> {
-    if (!existsSync(this.store.poolDir(pool))) throw new BuildfleetError('not-found', `no pool named ${pool} in ${this.store.root}`);
+    const dir = await this.store.ownedPoolDir(pool);
+    if (!dir) throw new BuildfleetError('not-found', `no pool named ${pool} in ${this.store.root}`);
     if (process.getuid?.() !== 0) throw new BuildfleetError('environment', 'deleting a local pool needs root (mounts, loop devices): run as root');
     const ids = await this.store.listNodeIds(pool);
     const totals = { nodes: ids.length, processes: 0, mounts: 0, loopDevices: 0 };
@@ -243,9 +245,8 @@ export class PoolManager {
         }),
       ),
     );
-    // Anything outside node dirs (a node dir renamed by hand, a half-made one): the pool dir as a whole.
-    const rest = await cleanupBelow(this.store.poolDir(pool), []);
-    totals.processes += rest.processes;
+    // Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole.
+    const rest = await releaseDisksBelow(dir);
     totals.mounts += rest.mounts;
     totals.loopDevices += rest.loopDevices;
     await this.store.removePoolDir(pool);

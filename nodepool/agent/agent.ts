@@ -4,9 +4,9 @@ import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, destination, stdTimeFunctions, type Logger } from 'pino';
 import { transition, type NodePhase } from '../state/lifecycle.js';
-import { nodePaths, readNodeRecord, readNodeStatus, writeNodeStatus, type NodePaths, type NodeRecord, type NodeStatus } from '../state/store.js';
+import { nodePaths, readNodeRecord, resolveNodeDir, readNodeStatus, writeNodeStatus, type NodePaths, type NodeRecord, type NodeStatus } from '../state/store.js';
 import { NodeRuntime } from '../local/runtime.js';
-import { nodeCgroupName, runningContainers } from '../local/cgroups.js';
+import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers } from '../local/cgroups.js';
 import { AgentMetrics } from './metrics.js';
 import { HangDetector, probeRuntime } from './probe.js';
 import { DiskMonitor } from './disk-watch.js';
@@ -47,6 +47,8 @@ export class NodeAgent {
   /** Runs until stop() (SIGTERM): start-up, then the probe and disk loops. */
   async run(): Promise<void> {
     this.node = await readNodeRecord(this.paths.dir);
+    // Before anything starts: every process of the node is then found (and only those) by its cgroup.
+    await joinCgroup(nodeDaemonsCgroupName(this.paths.dir), process.pid);
     this.events = pino({ base: { node: this.node.name }, timestamp: stdTimeFunctions.isoTime }, destination({ dest: this.paths.events, sync: true, mkdir: true }));
     this.metrics = new AgentMetrics(this.node.name);
     this.detector = new HangDetector(this.node.spec.remediation.policy === 'kill-on-first-failure' ? 1 : this.node.spec.probe.failureThreshold);
@@ -266,9 +268,9 @@ export class NodeAgent {
 }
 
 /** The CLI's entry: runs an agent until SIGTERM or SIGINT. */
-export async function runAgent(nodeDir: string): Promise<void> {
-  if (!existsSync(nodePaths(nodeDir).record)) throw new Error(`${nodeDir}: no node.json`);
-  const agent = new NodeAgent(nodeDir);
+export async function runAgent(given: string): Promise<void> {
+  // Only a real node dir of a state dir: the agent mounts, kills and removes below it.
+  const agent = new NodeAgent(await resolveNodeDir(given));
   const stop = () => agent.stop();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { killAll } from './processes.js';
 
 /**
  * Each node's dockerd puts its containers under one parent cgroup of its own, so the agent can
  * count running builds while dockerd hangs, and cleanup can kill a node's containers after its
- * runtime is gone.
+ * runtime is gone. The node's own processes (agent, containerd, dockerd, shims) live in a second
+ * cgroup, joined by the agent before it starts anything: cleanup kills exactly the processes a
+ * node started, whatever their command lines say, and no others.
  */
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -20,10 +22,36 @@ export function nodeCgroupName(nodeDir: string): string {
   return `buildfleet-${pool}-${id}-${createHash('sha256').update(nodeDir).digest('hex').slice(0, 8)}`;
 }
 
+/** The cgroup of the node's agent and everything it starts (its daemons and their shims). */
+export function nodeDaemonsCgroupName(nodeDir: string): string {
+  return `${nodeCgroupName(nodeDir)}-daemons`;
+}
+
+/** Where a process is put to be found again: the pids controller (v1), else the unified tree (v2). */
+async function trackingDir(name: string): Promise<string> {
+  const pids = join(CGROUP_ROOT, 'pids');
+  return (await readdir(pids).then(() => true, () => false)) ? join(pids, name) : join(CGROUP_ROOT, name);
+}
+
+/** Moves a process (and so every process it starts from then on) into the named cgroup. */
+export async function joinCgroup(name: string, pid: number): Promise<void> {
+  const dir = await trackingDir(name);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'cgroup.procs'), `${pid}\n`);
+}
+
+/** Whether pid is a member of the named cgroup (or one below it): a pidfile's pid is trusted only then. */
+export async function inCgroup(name: string, pid: number): Promise<boolean> {
+  const lines = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  return lines.split('\n').some((line) => {
+    const path = line.split(':')[2] ?? '';
+    return path === `/${name}` || path.startsWith(`/${name}/`);
+  });
+}
+
 /** Containers of the node with at least one live process (read from the pids controller, or v2's tree). */
 export async function runningContainers(name: string): Promise<string[]> {
-  const base = join(CGROUP_ROOT, 'pids');
-  const top = (await readdir(base).then(() => true, () => false)) ? join(base, name) : join(CGROUP_ROOT, name);
+  const top = await trackingDir(name);
   const running: string[] = [];
   for (const entry of await readdir(top, { withFileTypes: true }).catch(() => [])) {
     if (!entry.isDirectory()) continue;
@@ -50,7 +78,9 @@ async function cgroupDirs(name: string): Promise<string[]> {
   return dirs;
 }
 
-export async function killCgroup(name: string): Promise<void> {
+/** Kills every process in the named cgroup and below, then removes the cgroup; returns how many it killed. */
+export async function killCgroup(name: string): Promise<number> {
+  const killed = new Set<number>();
   for (let round = 0; round < 5; round++) {
     const pids = new Set<number>();
     for (const dir of await cgroupDirs(name)) {
@@ -58,8 +88,9 @@ export async function killCgroup(name: string): Promise<void> {
       for (const line of procs.split('\n')) if (line.trim()) pids.add(Number(line));
     }
     if (pids.size === 0) break;
+    for (const pid of pids) killed.add(pid);
     await killAll([...pids]);
   }
   for (const dir of await cgroupDirs(name)) await rmdir(dir).catch(() => {});
+  return killed.size;
 }
-

@@ -1,39 +1,46 @@
+import { readFile } from 'node:fs/promises';
 import { mountsBelow, unmountBelow } from '../../imagebuilder/daemons/docker-engine.js';
 import { detachLoopDevice, loopDevicesBelow } from './disks.js';
-import { killCgroup } from './cgroups.js';
-import { isAlive, killAll, processesNaming } from './processes.js';
+import { inCgroup, killCgroup, nodeCgroupName, nodeDaemonsCgroupName } from './cgroups.js';
+import { isAlive, processesNaming } from './processes.js';
 
 /**
- * Removes everything a node or pool left on this host, found by where it lives rather than by
- * what a state file says, so it works after a crash or a `kill -9` mid-create: processes whose
- * command line names the dir (agent, dockerd, containerd, shims), the node's containers (by
- * cgroup), mounts below the dir, loop devices backed by files below it.
+ * Removes everything a node left on this host after a crash or a `kill -9` mid-create, found by
+ * what belongs to the node rather than by what a state file says it made: the processes in the
+ * node's cgroups (agent, containerd, dockerd, shims, containers), mounts below its dir, loop
+ * devices backed by files below it. A process is never chosen by what its command line says.
  */
 
 export type CleanupReport = { processes: number; mounts: number; loopDevices: number };
 
-/**
- * Cleans up below `dir` (a node dir or a whole pool dir): processes first (they hold mounts),
- * then containers by cgroup, then mounts deepest first, then loop devices.
- */
-export async function cleanupBelow(dir: string, cgroups: string[]): Promise<CleanupReport> {
-  const report: CleanupReport = { processes: 0, mounts: 0, loopDevices: 0 };
-  // Twice: an agent killed in the first round may have started a daemon in between.
-  for (let round = 0; round < 2; round++) {
-    const pids = await processesNaming(dir);
-    report.processes += pids.length;
-    await killAll(pids);
-  }
-  for (const cgroup of cgroups) await killCgroup(cgroup);
-  report.mounts = await unmountBelow(dir);
-  const loops = await loopDevicesBelow(dir);
-  report.loopDevices = loops.length;
-  for (const loop of loops) await detachLoopDevice(loop);
-  return report;
+/** Processes first (they hold mounts), then mounts deepest first, then loop devices. */
+export async function cleanupNode(nodeDir: string): Promise<CleanupReport> {
+  const processes = (await killCgroup(nodeDaemonsCgroupName(nodeDir))) + (await killCgroup(nodeCgroupName(nodeDir)));
+  return { processes, ...(await releaseDisksBelow(nodeDir)) };
 }
 
+/** Mounts and loop devices below dir (a node dir, or a pool dir after its nodes are gone). */
+export async function releaseDisksBelow(dir: string): Promise<Omit<CleanupReport, 'processes'>> {
+  const mounts = await unmountBelow(dir);
+  const loops = await loopDevicesBelow(dir);
+  for (const loop of loops) await detachLoopDevice(loop);
+  return { mounts, loopDevices: loops.length };
+}
 
-/** What is still alive or attached below dir: the leak check tests and `doctor` use. */
+/**
+ * The pid in a node's pidfile, if it still is the node's process: a pid read from a file may
+ * since have been reused by anything on the host, so it counts only from inside the node's cgroup.
+ */
+export async function nodeProcessFromPidfile(nodeDir: string, pidfile: string): Promise<number | undefined> {
+  const pid = Number((await readFile(pidfile, 'utf8').catch(() => '')).trim());
+  if (!(pid > 0) || !isAlive(pid)) return undefined;
+  return (await inCgroup(nodeDaemonsCgroupName(nodeDir), pid)) ? pid : undefined;
+}
+
+/**
+ * What is still alive or attached below dir: the leak check that tests use. It looks wider than
+ * cleanup acts (any live process naming the dir), so a process that escaped the node's cgroups shows.
+ */
 export async function leftoversBelow(dir: string): Promise<{ processes: number[]; mounts: string[]; loopDevices: string[] }> {
   const processes = (await processesNaming(dir)).filter(isAlive);
   return { processes, mounts: await mountsBelow(dir), loopDevices: await loopDevicesBelow(dir) };

@@ -4,16 +4,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { createDisk } from './disks.js';
-import { cleanupBelow, leftoversBelow } from './cleanup.js';
+import { leftoversBelow, releaseDisksBelow } from './cleanup.js';
 
 // A real loop device, formatted and mounted: needs root, as CI is.
 const dir = await mkdtemp('/tmp/bf-disk-');
 after(async () => {
-  await cleanupBelow(dir, []);
+  await releaseDisksBelow(dir);
   await rm(dir, { recursive: true, force: true });
 });
 
-test('a disk gets its own I/O budget, and cleanup by path releases it', { timeout: 60_000 }, async () => {
+test('a disk gets its own I/O budget, and releasing the disks below its dir detaches it', { timeout: 60_000 }, async () => {
   const megabytesPerSecond = 20;
   const disk = await createDisk(
     { role: 'workload', file: join(dir, 'workload.img'), mountPoint: join(dir, 'workload'), sizeBytes: 256 * 1024 ** 2 },
@@ -28,8 +28,8 @@ test('a disk gets its own I/O budget, and cleanup by path releases it', { timeou
 
   const before = await leftoversBelow(dir);
   assert.deepEqual(before.loopDevices, [disk.loopDevice]);
-  const report = await cleanupBelow(dir, []);
-  assert.deepEqual(report, { processes: 0, mounts: 1, loopDevices: 1 });
+  const report = await releaseDisksBelow(dir);
+  assert.deepEqual(report, { mounts: 1, loopDevices: 1 });
   assert.deepEqual(await leftoversBelow(dir), { processes: [], mounts: [], loopDevices: [] });
   // The budget went with the device: a new device of that number starts unthrottled.
   const throttled = await execa('cat', ['/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device']);

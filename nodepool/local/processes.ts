@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** Processes found by what their command line names (a node's dir), and killed for good. */
+/** Processes killed for good; and found by what their command line names, for leak checks only (cleanup goes by cgroup). */
 
 export async function processesNaming(dir: string): Promise<number[]> {
   const pids: number[] = [];

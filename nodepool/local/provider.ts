@@ -9,8 +9,8 @@ import { transition } from '../state/lifecycle.js';
 import { writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
 import type { PoolSpec } from '../spec/spec.js';
 import { createDisk } from './disks.js';
-import { cleanupBelow, type CleanupReport } from './cleanup.js';
-import { nodeCgroupName } from './cgroups.js';
+import { cleanupNode, nodeProcessFromPidfile, type CleanupReport } from './cleanup.js';
+import { joinCgroup, nodeDaemonsCgroupName } from './cgroups.js';
 import { isAlive } from './processes.js';
 
 /**
@@ -86,6 +86,9 @@ export class LocalProvider {
       closeSync(log);
     }
     if (!pid) throw new BuildfleetError('environment', `${node.name}: cannot start its agent (${command})`);
+    // At once, long before the agent (still loading) starts a daemon: all it starts is then the node's.
+    // The agent joins again itself, for agents started by hand.
+    await joinCgroup(nodeDaemonsCgroupName(paths.dir), pid);
     // Wait until the agent has taken over (its pidfile), or report why it died.
     const deadline = Date.now() + 30_000;
     while (!existsSync(paths.agentPid)) {
@@ -102,8 +105,8 @@ export class LocalProvider {
   /** Asks the agent to stop (it stops its dockerd), then removes whatever is left below the node dir. */
   async deleteNode(pool: string, id: string): Promise<CleanupReport> {
     const paths = this.store.paths(pool, id);
-    const agentPid = Number((await readFile(paths.agentPid, 'utf8').catch(() => '')).trim());
-    if (agentPid > 0 && isAlive(agentPid)) {
+    const agentPid = await nodeProcessFromPidfile(paths.dir, paths.agentPid);
+    if (agentPid) {
       process.kill(agentPid, 'SIGTERM');
       const deadline = Date.now() + 15_000;
       while (isAlive(agentPid) && Date.now() < deadline) await sleep(50);
@@ -111,7 +114,7 @@ export class LocalProvider {
     // The agent, sole writer of status.json, is gone: the last transition is ours to write.
     const status = await this.store.readStatus(pool, id);
     if (status) await writeNodeStatus(paths.dir, { ...status, phase: 'Removing', transitions: transition(status.transitions, 'Removing', new Date(), 'node deleted'), updatedAt: new Date().toISOString() });
-    const report = await cleanupBelow(paths.dir, [nodeCgroupName(paths.dir)]);
+    const report = await cleanupNode(paths.dir);
     await rm(paths.dir, { recursive: true, force: true });
     return report;
   }

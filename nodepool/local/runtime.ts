@@ -63,7 +63,8 @@ export class NodeRuntime {
       pidfile: this.paths.dockerPid,
       liveRestore: this.node.spec.liveRestore,
       insecureRegistries: this.node.spec.insecureRegistries,
-      cgroupParent: nodeCgroupName(this.paths.dir),
+      // Absolute: runc resolves a relative parent against its own cgroup, which is the node's daemons cgroup.
+      cgroupParent: `/${nodeCgroupName(this.paths.dir)}`,
     });
     this.dockerd = new Daemon('dockerd', 'dockerd', args, join(this.paths.logs, 'dockerd.log'), process.env, OWN_SESSION);
     await this.dockerd.waitUntil(() => ping(this.paths.dockerSocket), timeoutMs);

@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadPoolSpec, parsePoolSpec, parseSize } from './spec.js';
+import { checkPoolName, loadPoolSpec, parsePoolSpec, parseSize } from './spec.js';
+
+const images = ['127.0.0.1:5000/build:1'];
 import { phaseTimes, transition } from '../state/lifecycle.js';
 
 test('sizes: bytes or K/M/G/T in powers of 1024', () => {
@@ -16,7 +18,7 @@ test('sizes: bytes or K/M/G/T in powers of 1024', () => {
 });
 
 test('defaults fill everything but the name and node count', () => {
-  const spec = parsePoolSpec({ name: 'ci', nodes: 2, disks: { runtime: '1G' } });
+  const spec = parsePoolSpec({ name: 'ci', nodes: 2, disks: { runtime: '1G' }, images });
   assert.equal(spec.provider, 'local');
   assert.equal(spec.disks.runtime.size, 1024 ** 3);
   assert.equal(spec.disks.workload.size, 8 * 1024 ** 3);
@@ -27,15 +29,20 @@ test('defaults fill everything but the name and node count', () => {
 
 test('a bad spec fails with one line naming the field', () => {
   const cases: Array<[object, RegExp]> = [
-    [{ name: 'ci', nodes: 1, disks: { runtime: 'lots' } }, /^pool spec: disks\.runtime\.size: not a size: "lots"/],
-    [{ name: 'ci', nodes: 1, disks: { workload: { size: '10M' } } }, /^pool spec: disks\.workload\.size: must be at least 64M/],
-    [{ name: 'CI', nodes: 1 }, /^pool spec: name: lowercase/],
-    [{ name: 'ci', nodes: -1 }, /^pool spec: nodes: /],
-    [{ name: 'ci' }, /^pool spec: nodes: /],
-    [{ name: 'ci', nodes: 1, probe: { failureThreshold: 0 } }, /^pool spec: probe\.failureThreshold: /],
-    [{ name: 'ci', nodes: 1, saturation: { utilization: 0.5, clearUtilization: 0.8 } }, /^pool spec: saturation\.clearUtilization: must not exceed utilization/],
-    [{ name: 'ci', nodes: 1, remediation: { policy: 'reboot' } }, /^pool spec: remediation\.policy: /],
-    [{ name: 'ci', nodes: 1, nodez: 2 }, /^pool spec: \(top level\): Unrecognized key: "nodez"/],
+    [{ images, name: 'ci', nodes: 1, disks: { runtime: 'lots' } }, /^pool spec: disks\.runtime\.size: not a size: "lots"/],
+    [{ images, name: 'ci', nodes: 1, disks: { workload: { size: '10M' } } }, /^pool spec: disks\.workload\.size: must be at least 64M/],
+    [{ images, name: 'CI', nodes: 1 }, /^pool spec: name: lowercase/],
+    [{ images, name: 'ci', nodes: -1 }, /^pool spec: nodes: /],
+    [{ images, name: 'ci' }, /^pool spec: nodes: /],
+    [{ images, name: 'ci', nodes: 1, probe: { failureThreshold: 0 } }, /^pool spec: probe\.failureThreshold: /],
+    [{ images, name: 'ci', nodes: 1, saturation: { utilization: 0.5, clearUtilization: 0.8 } }, /^pool spec: saturation\.clearUtilization: must not exceed utilization/],
+    [{ images, name: 'ci', nodes: 1, remediation: { policy: 'reboot' } }, /^pool spec: remediation\.policy: /],
+    [{ images, name: 'ci', nodes: 1, nodez: 2 }, /^pool spec: \(top level\): Unrecognized key: "nodez"/],
+    [{ images, name: 'ci', nodes: 1, disks: { runtime: '99999999T' } }, /^pool spec: disks\.runtime\.size: must be at most 64T/],
+    [{ images, name: 'ci', nodes: 1, disks: { workload: { size: '65T' } } }, /^pool spec: disks\.workload\.size: must be at most 64T/],
+    [{ name: 'ci', nodes: 1 }, /^pool spec: images: /],
+    [{ images: [], name: 'ci', nodes: 1 }, /^pool spec: images: give at least one image/],
+    [{ images, name: '../..', nodes: 1 }, /^pool spec: name: lowercase/],
   ];
   for (const [input, message] of cases) {
     assert.throws(() => parsePoolSpec(input), (err: Error & { kind?: string }) => {
@@ -54,7 +61,7 @@ test('spec files: YAML or JSON; unreadable or invalid files name the file', asyn
     const spec = await loadPoolSpec(join(dir, 'pool.yaml'));
     assert.equal(spec.nodes, 3);
     assert.deepEqual(spec.images, ['127.0.0.1:5000/build:1']);
-    await writeFile(join(dir, 'pool.json'), JSON.stringify({ name: 'ci', nodes: 1 }));
+    await writeFile(join(dir, 'pool.json'), JSON.stringify({ name: 'ci', nodes: 1, images }));
     assert.equal((await loadPoolSpec(join(dir, 'pool.json'))).nodes, 1);
     await writeFile(join(dir, 'bad.yaml'), 'name: ci\nnodes: [\n');
     await assert.rejects(loadPoolSpec(join(dir, 'bad.yaml')), /bad\.yaml: not valid YAML or JSON/);
@@ -79,4 +86,16 @@ test('lifecycle: transitions are checked and timestamped; phase times come from 
   history = transition(history, 'Removing', new Date(12_000));
   assert.deepEqual(phaseTimes(history), { runtimeMs: 1500, pullMs: 6500, readyMs: 8000 });
   assert.equal(history[4]!.reason, 'probe');
+});
+
+test('pool names that could reach a path are refused, each in one line', () => {
+  assert.equal(checkPoolName('ci-2'), 'ci-2');
+  for (const name of ['../..', '..', '.', '', 'a/b', '/etc', 'ci\nx', 'CI', 'a', '-a', 'a-', 'x'.repeat(33)]) {
+    assert.throws(() => checkPoolName(name), (err: Error & { kind?: string }) => {
+      assert.equal(err.kind, 'usage');
+      assert.equal(err.message.includes('\n'), false);
+      assert.match(err.message, /is not a pool name/);
+      return true;
+    });
+  }
 });

@@ -29,6 +29,8 @@ const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
 });
 
 const MIN_DISK = 64 * 1024 ** 2; // smaller than this, ext4 plus a dockerd data-root do not fit
+/** The largest disk a cloud offers (64 TiB, GCE's limit); beyond it a size is a typo, and past 2^53 bytes not even a number. */
+export const MAX_DISK = 64 * 1024 ** 4;
 
 const disk = z
   .object({
@@ -39,7 +41,8 @@ const disk = z
     iops: z.number().int().nonnegative().default(0),
   })
   .strict()
-  .refine((d) => d.size >= MIN_DISK, { message: `must be at least ${MIN_DISK / 1024 ** 2}M`, path: ['size'] });
+  .refine((d) => d.size >= MIN_DISK, { message: `must be at least ${MIN_DISK / 1024 ** 2}M`, path: ['size'] })
+  .refine((d) => d.size <= MAX_DISK, { message: `must be at most ${MAX_DISK / 1024 ** 4}T`, path: ['size'] });
 
 /** A disk is written as its size alone ("20G") or as an object with an I/O budget. */
 const diskOrSize = z.preprocess((value) => (typeof value === 'string' || typeof value === 'number' ? { size: value } : value), disk);
@@ -47,9 +50,22 @@ const diskOrSize = z.preprocess((value) => (typeof value === 'string' || typeof 
 export const PROVIDERS = ['local', 'gke'] as const;
 export const REMEDIATION_POLICIES = ['drain-then-restart', 'kill-on-first-failure', 'none'] as const;
 
+/**
+ * A pool's name is also a directory name in the state dir and part of host-wide cgroup names, so
+ * this rule is what keeps a name from ever reaching a path outside the state dir.
+ */
+export const POOL_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+export const POOL_NAME_RULE = 'lowercase letters, digits and "-", 2-32 characters, starting with a letter';
+
+/** Refuses (exit 2) anything that is not a pool name, before it is used as a path. */
+export function checkPoolName(name: string): string {
+  if (!POOL_NAME.test(name)) throw new BuildfleetError('usage', `${JSON.stringify(name)} is not a pool name: ${POOL_NAME_RULE}`);
+  return name;
+}
+
 export const poolSpecSchema = z
   .object({
-    name: z.string().regex(/^[a-z][a-z0-9-]{0,30}[a-z0-9]$/, 'lowercase letters, digits and "-", 2-32 characters, starting with a letter'),
+    name: z.string().regex(POOL_NAME, POOL_NAME_RULE),
     provider: z.enum(PROVIDERS).default('local'),
     nodes: z.number().int().min(0).max(64),
     disks: z
@@ -62,7 +78,7 @@ export const poolSpecSchema = z
       .strict()
       .prefault({}),
     /** Pre-pulled on every node; a node takes jobs only when all are present by digest. The first is the build image. */
-    images: z.array(z.string().min(1)).default([]),
+    images: z.array(z.string().min(1)).min(1, 'give at least one image: the first is the build image every node pre-pulls'),
     /** Registries the node's runtime may reach over plain HTTP (loopback always may). */
     insecureRegistries: z.array(z.string()).default([]),
     probe: z

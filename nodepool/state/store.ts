@@ -1,9 +1,9 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, realpath, rename, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
-import type { PoolSpec } from '../spec/spec.js';
+import { checkPoolName, POOL_NAME, type PoolSpec } from '../spec/spec.js';
 import type { NodePhase, Transition } from './lifecycle.js';
 
 /**
@@ -105,15 +105,36 @@ export type NodePaths = ReturnType<typeof nodePaths>;
 
 const SOCKET_PATH_MAX = 107;
 
+/** Node ids are n1, n2, ...: never a path of their own. */
+export const NODE_ID = /^n[1-9]\d{0,3}$/;
+
+export function checkNodeId(id: string): string {
+  if (!NODE_ID.test(id)) throw new BuildfleetError('usage', `${JSON.stringify(id)} is not a node id (n1, n2, ...)`);
+  return id;
+}
+
+/** A claim in progress: pool.json and nodes/ made beside the pool dir, then renamed into place. */
+const CLAIM_PREFIX = '.claim-';
+
 export class StateStore {
   constructor(readonly root: string) {}
 
+  get poolsDir(): string {
+    return join(this.root, 'pools');
+  }
+
+  /**
+   * Every path of a pool comes from here: only a valid name becomes a path, so no name (`../..`,
+   * `.`, '', `a/b`, an absolute path) can make a command act outside `<state-dir>/pools/`.
+   */
   poolDir(pool: string): string {
-    return join(this.root, 'pools', pool);
+    const dir = join(this.poolsDir, checkPoolName(pool));
+    if (dirname(resolve(dir)) !== resolve(this.poolsDir)) throw new BuildfleetError('usage', `${JSON.stringify(pool)} is not a pool name`);
+    return dir;
   }
 
   nodeDir(pool: string, id: string): string {
-    return join(this.poolDir(pool), 'nodes', id);
+    return join(this.poolDir(pool), 'nodes', checkNodeId(id));
   }
 
   paths(pool: string, id: string): NodePaths {
@@ -126,7 +147,23 @@ export class StateStore {
   }
 
   async listPools(): Promise<string[]> {
-    return (await readdir(join(this.root, 'pools')).catch(() => [] as string[])).sort();
+    return (await readdir(this.poolsDir).catch(() => [] as string[])).filter((name) => POOL_NAME.test(name)).sort();
+  }
+
+  /**
+   * The pool's dir when it holds a pool record, as a real directory inside the pools dir (not a
+   * symlink out of it): the only kind of dir that delete may act on.
+   */
+  async ownedPoolDir(pool: string): Promise<string | undefined> {
+    const dir = this.poolDir(pool);
+    const info = await lstat(dir).catch(() => undefined);
+    if (!info) return undefined;
+    if (!info.isDirectory()) throw new BuildfleetError('conflict', `${dir} is not a directory buildfleet made (a ${info.isSymbolicLink() ? 'symlink' : 'file'}): left as it is`);
+    if ((await realpath(dir)) !== join(await realpath(this.poolsDir), pool)) throw new BuildfleetError('conflict', `${dir} resolves outside ${this.poolsDir}: left as it is`);
+    if (!existsSync(join(dir, 'pool.json'))) {
+      throw new BuildfleetError('conflict', `${dir} holds no pool.json, so it is not a pool buildfleet made (or one damaged by hand): left as it is; look inside and remove it yourself`);
+    }
+    return dir;
   }
 
   async readPool(pool: string): Promise<PoolRecord | undefined> {
@@ -136,27 +173,43 @@ export class StateStore {
   async requirePool(pool: string): Promise<PoolRecord> {
     const record = await this.readPool(pool);
     if (!record) {
-      if (existsSync(this.poolDir(pool))) {
-        throw new BuildfleetError('not-found', `pool ${pool} was never completely created (a crashed run?): remove what it left with "buildfleet pool delete ${pool}"`);
-      }
+      if (existsSync(this.poolDir(pool))) await this.ownedPoolDir(pool); // says what the dir is instead
       throw new BuildfleetError('not-found', `no pool named ${pool} in ${this.root}`);
     }
     return record;
   }
 
-  /** Claims the pool's name: fails (exit 9) when any pool dir of that name exists, even a half-deleted one. */
+  /**
+   * Claims the pool's name: fails (exit 9) when a pool dir of that name exists. The dir appears
+   * whole, pool record included (made beside it, then renamed), so a crash never leaves a pool
+   * dir without the record that lets delete remove it.
+   */
   async claimPool(record: PoolRecord): Promise<void> {
-    await mkdir(join(this.root, 'pools'), { recursive: true });
+    const dir = this.poolDir(record.spec.name);
+    await mkdir(this.poolsDir, { recursive: true });
+    await this.sweepStaleClaims();
+    const claim = join(this.poolsDir, `${CLAIM_PREFIX}${record.spec.name}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    await mkdir(join(claim, 'nodes'), { recursive: true });
     try {
-      await mkdir(this.poolDir(record.spec.name));
+      await writeJsonAtomically(join(claim, 'pool.json'), record);
+      if (existsSync(dir)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
+      await rename(claim, dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      await rm(claim, { recursive: true, force: true });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' || code === 'ENOTEMPTY') {
         throw new BuildfleetError('conflict', `pool ${record.spec.name} already exists in ${this.root} (see "buildfleet pool status ${record.spec.name}")`);
       }
       throw err;
     }
-    await mkdir(join(this.poolDir(record.spec.name), 'nodes'));
-    await this.writePool(record);
+  }
+
+  /** Claims left by a process that died mid-claim (its pid is in the name). */
+  private async sweepStaleClaims(): Promise<void> {
+    for (const name of await readdir(this.poolsDir).catch(() => [] as string[])) {
+      const pid = Number(/^\.claim-.+-(\d+)-[0-9a-f]{8}$/.exec(name)?.[1]);
+      if (pid > 0 && !processExists(pid)) await rm(join(this.poolsDir, name), { recursive: true, force: true });
+    }
   }
 
   async writePool(record: PoolRecord): Promise<void> {
@@ -180,9 +233,40 @@ export class StateStore {
     return readJson<NodeStatus>(nodePaths(this.nodeDir(pool, id)).status);
   }
 
+  /** Removes the pool's dir with its record last, so a delete that dies half-way can be run again. */
   async removePoolDir(pool: string): Promise<void> {
-    await rm(this.poolDir(pool), { recursive: true, force: true });
+    const dir = await this.ownedPoolDir(pool);
+    if (!dir) return;
+    for (const entry of await readdir(dir)) if (entry !== 'pool.json') await rm(join(dir, entry), { recursive: true, force: true });
+    await unlink(join(dir, 'pool.json'));
+    await rmdir(dir);
   }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The node dir an agent was given, checked: `<state-dir>/pools/POOL/nodes/ID` after symlinks are
+ * resolved, with a node record naming that same pool and id. An agent acts only on such a dir.
+ */
+export async function resolveNodeDir(given: string): Promise<string> {
+  const dir = await realpath(given).catch(() => {
+    throw new BuildfleetError('not-found', `${given}: no such node dir`);
+  });
+  const id = basename(dir);
+  const pool = basename(dirname(dirname(dir)));
+  const shaped = basename(dirname(dir)) === 'nodes' && basename(dirname(dirname(dirname(dir)))) === 'pools' && NODE_ID.test(id) && POOL_NAME.test(pool);
+  if (!shaped) throw new BuildfleetError('usage', `${given}: not a node dir (<state-dir>/pools/POOL/nodes/nN)`);
+  const record = await readNodeRecord(dir);
+  if (record.pool !== pool || record.id !== id) throw new BuildfleetError('usage', `${given}: its node.json names ${record.pool}/${record.id}, not ${pool}/${id}`);
+  return dir;
 }
 
 export async function readNodeRecord(nodeDir: string): Promise<NodeRecord> {
