@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { constants } from 'node:os';
 import { copyImage } from '../imagebuilder/copy/copy.js';
 import { inspectImage } from '../imagebuilder/copy/inspect.js';
 import { parsePlatform } from '../imagebuilder/oci/platform.js';
@@ -11,6 +12,10 @@ import { registerSquash } from './squash.js';
 export function registerImageCommands(program: Command, globals: () => GlobalOptions): void {
   const image = program.command('image').description('inspect, copy and squash container images across registries, daemons, archives and OCI layouts');
   registerSquash(image, globals);
+  // Exiting (not dying of the signal) lets the library remove the temp files it owns.
+  image.hook('preAction', () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(128 + constants.signals[signal]));
+  });
 
   image
     .command('inspect')

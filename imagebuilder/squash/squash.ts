@@ -1,7 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -11,6 +9,7 @@ import { configMediaType, formatOfManifestMediaType, layerCompression, layerMedi
 import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
 import type { ImageDestination, ImageSource } from '../transports/types.js';
+import { makeScratchDir, removeTemp } from '../transports/temp-files.js';
 import { buildManifest, ensureBlob } from '../copy/copy.js';
 import { defaultGzipEngine, type GzipEngine } from '../compress/parallel-gzip.js';
 import { mergeLayers } from './merge.js';
@@ -69,7 +68,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
       return ms;
     };
   })();
-  const work = await mkdtemp(join(options.tmpDir ?? tmpdir(), 'buildfleet-squash-'));
+  const work = await makeScratchDir(options.tmpDir ?? tmpdir(), 'squash');
   const liveUploads: Array<Promise<Descriptor> | undefined> = [];
   try {
     const image = await source.resolve(options.platform ? { platform: options.platform } : {});
@@ -182,7 +181,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     await destination.abort().catch(() => {});
     throw err;
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await removeTemp(work);
   }
 }
 

@@ -1,11 +1,12 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, rename } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BuildfleetError, isBuildfleetError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/schemas.js';
 import type { ArchiveReference } from '../oci/reference.js';
 import { tempPathBeside } from './files.js';
+import { removeTemp, sweepDeadOwners, untrackTemp } from './temp-files.js';
 import { BlobStaging } from './docker-archive/blob-staging.js';
 import { openDockerArchiveFile } from './docker-archive/reader.js';
 import { repoTagsFor, writeDockerArchive } from './docker-archive/writer.js';
@@ -63,6 +64,8 @@ class ArchiveDestination implements ImageDestination {
     const image = this.staging.image;
     const target = this.reference.path;
     await mkdir(dirname(target), { recursive: true });
+    // A killed writer's half archive would lie beside PATH forever.
+    await sweepDeadOwners(dirname(target), (prefix) => prefix === `.${basename(target)}.tmp-`);
     const temp = tempPathBeside(target);
     this.tempPath = temp;
     try {
@@ -70,8 +73,9 @@ class ArchiveDestination implements ImageDestination {
       // Like `docker save -o`, an existing file is replaced.
       await rename(temp, target);
       this.tempPath = undefined;
+      untrackTemp(temp);
     } catch (err) {
-      await rm(temp, { force: true });
+      await removeTemp(temp);
       this.tempPath = undefined;
       if (isBuildfleetError(err)) throw err;
       throw new BuildfleetError('environment', `cannot write docker-archive ${target}: ${(err as Error).message}`, { cause: err });
@@ -81,7 +85,7 @@ class ArchiveDestination implements ImageDestination {
   }
 
   async abort(): Promise<void> {
-    if (this.tempPath) await rm(this.tempPath, { force: true });
+    if (this.tempPath) await removeTemp(this.tempPath);
     this.tempPath = undefined;
     if (!this.done) await this.staging.remove();
   }

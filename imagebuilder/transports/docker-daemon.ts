@@ -1,5 +1,4 @@
 import { createWriteStream, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -10,6 +9,7 @@ import type { DaemonReference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/schemas.js';
 import { BlobStaging, dockerArchiveChunks, openDockerArchiveFile, repoTagsFor } from './docker-archive.js';
 import type { BlobToStore, DestinationPreferences, ImageDestination, ImageSource } from './types.js';
+import { makeScratchDir, removeTemp } from './temp-files.js';
 
 /**
  * docker-daemon: a Docker Engine's image store, through `docker save` (GET /images/NAME/get)
@@ -93,10 +93,8 @@ export async function openDaemonSource(ref: DaemonReference, options: DaemonOpti
     if (e.statusCode === 404) throw new BuildfleetError('not-found', `image ${name} not found in the Docker daemon at ${endpoint}`);
     throw daemonError(err, endpoint, `looking up image ${name}`);
   }
-  const base = options.tmpDir ?? tmpdir();
-  await mkdir(base, { recursive: true });
-  const spoolDir = await mkdtemp(join(base, 'buildfleet-daemon-'));
-  const removeSpool = () => rm(spoolDir, { recursive: true, force: true });
+  const spoolDir = await makeScratchDir(options.tmpDir ?? tmpdir(), 'daemon');
+  const removeSpool = () => removeTemp(spoolDir);
   try {
     const spool = join(spoolDir, 'image.tar');
     try {

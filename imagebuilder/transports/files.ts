@@ -1,22 +1,29 @@
 import { createWriteStream } from 'node:fs';
 import { rename, rm, mkdir } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestStream } from '../oci/digest.js';
 import { BuildfleetError } from '../oci/errors.js';
+import { ownedTempName, parseTempName, trackTemp, untrackTemp } from './temp-files.js';
 
-/** A name beside `path` that no reader will take for the real file. */
+/**
+ * A name beside `path` that no reader will take for the real file (`.NAME.tmp-OWNER`), removed at
+ * exit until untrackTemp(): call it once the temp is renamed into place or removed.
+ */
 export function tempPathBeside(path: string): string {
-  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const temp = join(dirname(path), ownedTempName(`.${basename(path)}.tmp-`));
+  trackTemp(temp);
+  return temp;
 }
 
 /** Whether a directory entry is a temp file tempPathBeside made for a file named `base`. */
 export function isTempBeside(entry: string, base: string): boolean {
-  const prefix = `.${base}.tmp-`;
-  return entry.startsWith(prefix) && /^\d+-[0-9a-f]{8}$/.test(entry.slice(prefix.length));
+  return parseTempName(entry)?.prefix === `.${base}.tmp-`;
 }
+
+/** The prefixes tempPathBeside gives (`.NAME.tmp-`), for sweepDeadOwners. */
+export const isTempBesidePrefix = (prefix: string): boolean => /^\..+\.tmp-$/.test(prefix);
 
 /**
  * Streams `source` into `path` atomically: bytes go to a temp file beside it, are hashed on the
@@ -45,5 +52,7 @@ export async function writeFileAtomically(
   } catch (err) {
     await rm(temp, { force: true });
     throw err;
+  } finally {
+    untrackTemp(temp);
   }
 }

@@ -16,6 +16,7 @@ import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
 import type { OciLayoutReference } from '../oci/reference.js';
 import { openOciLayoutDestination, openOciLayoutSource, removeOciLayoutLeftovers, REF_NAME_ANNOTATION } from './oci-layout.js';
 import type { ImageDestination } from './types.js';
+import { ownedTempName } from './temp-files.js';
 import { amd64Arm64Index } from '../../test/helpers/transports.js';
 
 const root = await mkdtemp(join(tmpdir(), 'bf-oci-layout-'));
@@ -266,7 +267,7 @@ test('corrupt, missing and malformed content gives one-line errors of the right 
   // Another writer opening the same new layout: its marker's temp file does not make the directory foreign.
   const opening = freshDir();
   await mkdir(opening);
-  await writeFile(join(opening, '.oci-layout.tmp-4242-0123abcd'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(opening, ownedTempName('.oci-layout.tmp-')), '{"imageLayoutVersion":"1.0.0"}');
   const beside = await openOciLayoutDestination(ref(opening, 'x'));
   await beside.abort();
   // A file merely named like one is foreign.
@@ -390,14 +391,19 @@ test('a killed writer leaves temp files the source ignores, and a stale lock a l
   for (const [i, layer] of resolved.manifest.layers.entries()) assert.deepEqual(await readAll(await source.openBlob(layer)), image.layers[i]);
   assert.deepEqual((await execa('umoci', ['ls', '--layout', dir])).stdout.trim(), 'v1');
 
-  // The dead writer's lock does not block the next commit.
-  await writeFile(join(dir, 'index.json.lock'), JSON.stringify({ pid: child.pid, host: hostname(), nonce: 'dead' }));
+  // The dead writer's lock does not block the next commit, and that writer sweeps its temp files.
+  const deadLock = JSON.stringify({ pid: child.pid, host: hostname(), nonce: 'dead' });
+  await writeFile(join(dir, 'index.json.lock'), deadLock);
   const next = await makeImage('next');
   await writeImage(dir, 'v2', next);
   assert.equal((await (await openOciLayoutSource(ref(dir, 'v2'))).resolve()).manifestDigest, next.digest);
+  assert.deepEqual((await readdir(join(dir, 'blobs', 'sha256'))).filter((name) => name.startsWith('.')), []);
 
-  const removed = await removeOciLayoutLeftovers(dir);
-  assert.equal(removed.length, temps.length);
+  // Without a writer coming by, removeOciLayoutLeftovers clears both.
+  const leftTemp = join(dir, 'blobs', 'sha256', ownedTempName(`.${'b'.repeat(64)}.tmp-`, child.pid));
+  await writeFile(leftTemp, 'partial');
+  await writeFile(join(dir, 'index.json.lock'), deadLock);
+  assert.deepEqual((await removeOciLayoutLeftovers(dir)).sort(), [leftTemp, join(dir, 'index.json.lock')].sort());
   assert.deepEqual((await readdir(join(dir, 'blobs', 'sha256'))).filter((name) => name.startsWith('.')), []);
   assert.deepEqual((await readdir(dir)).sort(), ['blobs', 'index.json', 'oci-layout']);
 });

@@ -7,7 +7,8 @@
  *
  * Writers put blobs and manifests first and change index.json last (temp + rename, under
  * DIR/index.json.lock), so a reader never sees an entry naming an incomplete image. Temp files
- * are dot-files named `.NAME.tmp-PID-RAND`: readers only open blobs by digest and never see them.
+ * are dot-files named `.NAME.tmp-PID-HOST-RAND` (transports/temp-files.ts): readers only open blobs
+ * by digest and never see them; a writer opening the layout sweeps those of dead processes.
  */
 
 // The module others import; the parts live in oci-layout/:

@@ -1,6 +1,6 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once, setMaxListeners } from 'node:events';
-import { mkdir, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { isIndexMediaType, layerCompression } from '../../oci/media-types.js';
 import { ImageConfig, Manifest, parseJson, type Descriptor } from '../../oci/schemas.js';
 import { DigestStream, digestHex, sha256Digest } from '../../oci/digest.js';
 import type { BlobToStore } from '../types.js';
+import { makeScratchDir, removeTemp } from '../temp-files.js';
 import type { DockerArchiveImage } from './writer.js';
 
 /** The image a destination has staged: ready to be written as an archive or loaded. */
@@ -45,9 +46,7 @@ export class BlobStaging {
   }
 
   static async create(tmpDir: string | undefined, label: string): Promise<BlobStaging> {
-    const base = tmpDir ?? tmpdir();
-    await mkdir(base, { recursive: true });
-    return new BlobStaging(await mkdtemp(join(base, 'buildfleet-staging-')), label);
+    return new BlobStaging(await makeScratchDir(tmpDir ?? tmpdir(), 'staging'), label);
   }
 
   has(digest: string): boolean {
@@ -177,6 +176,6 @@ export class BlobStaging {
     this.removed = true;
     this.stopping.abort();
     await Promise.allSettled([...this.inFlight]);
-    await rm(this.dir, { recursive: true, force: true });
+    await removeTemp(this.dir);
   }
 }

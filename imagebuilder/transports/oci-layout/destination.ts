@@ -11,8 +11,9 @@ import { MediaType } from '../../oci/media-types.js';
 import { formatReference, type OciLayoutReference } from '../../oci/reference.js';
 import { Descriptor, parseAnyManifest } from '../../oci/schemas.js';
 import { isTempBeside, tempPathBeside, writeFileAtomically } from '../files.js';
+import { untrackTemp } from '../temp-files.js';
 import type { BlobToStore, DestinationPreferences, ImageDestination } from '../types.js';
-import { acquireIndexLock, type LockRelease } from './index-lock.js';
+import { acquireIndexLock, sweepDeadWritersTemps, type LockRelease } from './index-lock.js';
 import {
   EMPTY_INDEX,
   INDEX_FILE,
@@ -74,6 +75,8 @@ class OciLayoutDestination implements ImageDestination {
     try {
       const info = await statOrUndefined(root);
       if (info && !info.isDirectory()) throw new BuildfleetError('format', `${label}: ${root} exists and is not a directory`);
+      // Killed writers' partial blobs would otherwise stay forever: nothing else ever names them.
+      if (info) await sweepDeadWritersTemps(root);
       if (!info) {
         await mkdir(dirname(root), { recursive: true });
         try {
@@ -202,6 +205,7 @@ class OciLayoutDestination implements ImageDestination {
         if (!out.closed) await once(out, 'close').catch(() => undefined);
         await rm(temp, { force: true });
         this.temps.delete(temp);
+        untrackTemp(temp);
       }
     } finally {
       this.sources.delete(source);

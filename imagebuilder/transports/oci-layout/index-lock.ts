@@ -5,26 +5,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { BuildfleetError } from '../../oci/errors.js';
-import { tempPathBeside } from '../files.js';
+import { isTempBesidePrefix, tempPathBeside } from '../files.js';
+import { pidAlive, removeTemp, sweepDeadOwners } from '../temp-files.js';
 import { LOCK_FILE, createExclusive, errnoCode, fsError } from './layout-files.js';
 
 /**
  * DIR/index.json.lock, which writers hold while they change index.json, and the clean-up of
- * what crashed writers leave behind: stale locks and `.NAME.tmp-PID-RAND` temp files.
+ * what crashed writers leave behind: stale locks and `.NAME.tmp-OWNER` temp files.
  */
 
-const TEMP_NAME = /^\..+\.tmp-(\d+)-[0-9a-f]{8}$/;
-
 const LockContent = z.looseObject({ pid: z.number().int(), host: z.string(), nonce: z.string(), created: z.string().optional() });
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';
-  }
-}
 
 export type LockRelease = () => Promise<void>;
 
@@ -73,7 +63,7 @@ export async function acquireIndexLock(root: string, label: string, timeoutMs: n
       } catch {
         // Someone else took it over first; retry.
       } finally {
-        await rm(aside, { force: true });
+        await removeTemp(aside);
       }
       continue;
     }
@@ -89,24 +79,25 @@ export async function acquireIndexLock(root: string, label: string, timeoutMs: n
 }
 
 /**
- * Removes what crashed writers left in a layout: temp files (`.NAME.tmp-PID-RAND`) and
- * index.json.lock of processes no longer running on this host. Returns the removed paths.
+ * Removes the temp files (`.NAME.tmp-OWNER`) of writers no longer running on this host from a
+ * layout (its top, blobs/ and blobs/ALG/). Returns the removed paths. Every writer does this when
+ * it opens the layout; temp names from other hosts are left alone.
+ */
+export async function sweepDeadWritersTemps(path: string): Promise<string[]> {
+  const algs = await readdir(join(path, 'blobs')).catch(() => [] as string[]);
+  const dirs = [path, join(path, 'blobs'), ...algs.map((alg) => join(path, 'blobs', alg))];
+  const removed: string[] = [];
+  for (const dir of dirs) removed.push(...(await sweepDeadOwners(dir, isTempBesidePrefix)));
+  return removed;
+}
+
+/**
+ * Removes what crashed writers left in a layout: their temp files (sweepDeadWritersTemps) and an
+ * index.json.lock of a process no longer running on this host. Returns the removed paths.
  * Only for layouts written from this host: a pid says nothing about other machines.
  */
 export async function removeOciLayoutLeftovers(path: string): Promise<string[]> {
-  const removed: string[] = [];
-  const dirs = [path];
-  const algs = await readdir(join(path, 'blobs')).catch(() => [] as string[]);
-  dirs.push(join(path, 'blobs'), ...algs.map((alg) => join(path, 'blobs', alg)));
-  for (const dir of dirs) {
-    for (const name of await readdir(dir).catch(() => [] as string[])) {
-      const match = TEMP_NAME.exec(name);
-      if (match && !pidAlive(Number(match[1]))) {
-        await rm(join(dir, name), { force: true });
-        removed.push(join(dir, name));
-      }
-    }
-  }
+  const removed = await sweepDeadWritersTemps(path);
   const lockPath = join(path, LOCK_FILE);
   try {
     const holder = LockContent.safeParse(JSON.parse(await readFile(lockPath, 'utf8')));

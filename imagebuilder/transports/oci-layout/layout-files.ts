@@ -8,6 +8,7 @@ import { BuildfleetError, isBuildfleetError } from '../../oci/errors.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from '../../oci/media-types.js';
 import { Descriptor, Index, digestPattern, parseAnyManifest, parseJson } from '../../oci/schemas.js';
 import { tempPathBeside } from '../files.js';
+import { untrackTemp } from '../temp-files.js';
 
 /**
  * The OCI layout's files on disk, shared by the source, the destination and the lock: names and
@@ -89,6 +90,7 @@ export async function createExclusive(path: string, content: string): Promise<bo
     throw err;
   } finally {
     await rm(temp, { force: true });
+    untrackTemp(temp);
   }
 }
 
@@ -110,6 +112,7 @@ export async function replaceFileAtomically(path: string, content: string, temps
     throw err;
   } finally {
     temps?.delete(temp);
+    untrackTemp(temp);
   }
 }
 
