@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { BuildfleetError, exitCodeFor } from '../oci/errors.js';
 import type { TarEntryType, TarHeader } from '../tar/entry.js';
 import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
 import { planSquash, stepHeader, stepsAt, type SquashPlan } from './plan.js';
@@ -202,4 +203,30 @@ test('a parent a layer leaves out becomes a new 0755 root dir over the lower one
   const whiteout = mergeLayers(layers(lower, [['a/b/.wh.lower', 'wh']]));
   assert.deepEqual(header(whiteout, 'a/b'), [0o755, 0, 1]);
   assert.deepEqual(tree(whiteout), ['a/', 'a/b/']);
+});
+
+test('an entry below a symlink, file or hardlink the same layer made is refused, naming it (docker load refuses it too)', () => {
+  const refused = (entries: Spec[], entry: string, parent: string) =>
+    assert.throws(
+      () => mergeLayers(layers(['d:base'], entries)),
+      (err: unknown) => err instanceof BuildfleetError && exitCodeFor[err.kind] === 6 && err.message.includes(`layer 2: entry "${entry}" lies below "${parent}"`),
+    );
+  refused([['lnk', 'symlink', { linkname: '/some/dir' }], 'f:lnk/f:1'], 'lnk/f', 'lnk');
+  // Even when the symlink points at a directory: the squash never turns it into one.
+  refused(['d:real', ['lnk', 'symlink', { linkname: 'real' }], 'f:lnk/f:1'], 'lnk/f', 'lnk');
+  refused([['lnk', 'symlink', { linkname: 'base' }], 'd:lnk/deep', 'f:lnk/deep/f:1'], 'lnk/deep', 'lnk');
+  refused(['f:file:1', 'f:file/f:1'], 'file/f', 'file');
+  refused(['f:file:1', ['hl', 'hardlink', { linkname: 'file' }], ['hl/x', 'fifo']], 'hl/x', 'hl');
+  refused([['lnk', 'symlink', { linkname: 'base' }], ['lnk/.wh.gone', 'wh']], 'lnk/.wh.gone', 'lnk');
+  refused([['lnk', 'symlink', { linkname: 'base' }], ['lnk/sub/.wh..wh..opq', 'wh']], 'lnk/sub/.wh..wh..opq', 'lnk');
+  // Entries first, then the symlink: the runtime replaces the directory it made by the symlink.
+  assert.deepEqual(tree(mergeLayers(layers(['d:base'], ['f:lnk/f:1', ['lnk', 'symlink', { linkname: 'base' }]]))), ['base/', 'lnk symlink@1:lnk']);
+});
+
+test("an entry below a lower layer's symlink or file: the layer's own new directory hides it, as Docker shows", () => {
+  // conformance/symlink-parent.test.ts: Docker 20.10 (overlay2) shows lnk as a directory holding f.
+  const result = mergeLayers(layers(['d:target', 'f:target/t:1', ['lnk', 'symlink', { linkname: '/target' }], 'f:file:2'], ['f:lnk/f:3', 'f:file/g:4']));
+  assert.deepEqual(tree(result), ['file/', 'file/g file@1:file/g', 'lnk/', 'lnk/f file@1:lnk/f', 'target/', 'target/t file@0:target/t']);
+  const lnk = result.nodes.get('lnk')!;
+  assert.ok(lnk.kind === 'directory' && lnk.implied && lnk.header.mode === 0o755);
 });

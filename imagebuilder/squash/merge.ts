@@ -34,6 +34,20 @@ function isWhiteout(path: string): boolean {
   return baseName(path).startsWith(WHITEOUT_PREFIX);
 }
 
+/**
+ * An entry below a symlink, file or device the same layer made. Docker applies a layer in its own
+ * directory: it opens the path through that name (a symlink is followed inside the layer, and
+ * fails unless its target is a directory the layer itself made; anything else is not a
+ * directory), so `docker load` refuses such a layer. It is never turned into a directory here.
+ * A lower layer's non-directory is different: the layer's own directory does not hold it, so
+ * the runtime creates the parent (ensureParents), which Docker shows over the lower name
+ * (conformance/symlink-parent.test.ts).
+ */
+function throughNonDirectory(layer: number, path: string, parent: MergedNode): BuildfleetError {
+  const what = parent.kind === 'leaf' ? parent.inode.header.type : 'directory';
+  return new BuildfleetError('format', `layer ${layer + 1}: entry ${JSON.stringify(path)} lies below ${JSON.stringify(parent.path)}, which this layer made a ${what}: a runtime cannot extract it (docker load refuses it)`);
+}
+
 /** Removes `path` and everything below it. */
 function removeSubtree(nodes: Map<string, MergedNode>, children: Map<string, Set<string>>, path: string): void {
   const kids = children.get(path);
@@ -69,12 +83,13 @@ export function mergeLayers(layers: IndexedEntry[][]): MergeResult {
    * (conformance/implied-parent.test.ts). An entry of the layer for that directory, wherever it
    * comes in the tar, sets its metadata instead.
    */
-  const ensureParents = (path: string, ref: EntryRef, mtime: TarHeader['mtime']) => {
+  const ensureParents = (path: string, ref: EntryRef, mtime: TarHeader['mtime'], entry = path) => {
     const parent = parentOf(path);
     if (parent === '') return;
     const existing = nodes.get(parent);
     if (existing?.kind === 'directory' && existing.from.layer === ref.layer) return;
-    ensureParents(parent, ref, mtime);
+    if (existing && existing.from.layer === ref.layer) throw throughNonDirectory(ref.layer, entry, existing);
+    ensureParents(parent, ref, mtime, entry);
     const implied: MergedNode = {
       kind: 'directory',
       path: parent,

@@ -16,6 +16,9 @@ import { buildManifest } from '../copy/copy.js';
 import { openDestination, openSource } from '../transports/index.js';
 import { squashImage, type SquashOptions, type SquashProgress } from './squash.js';
 import { readTar } from '../tar/reader.js';
+import type { TarHeader } from '../tar/entry.js';
+import { decodeName, encodeName } from '../tar/fields.js';
+import { TarWriter } from '../tar/writer.js';
 
 // No daemon: images are generated into OCI layouts; the Docker oracle suite is in conformance/.
 let work: { path: string; remove(): Promise<void> };
@@ -161,4 +164,40 @@ test('bad input: a path escaping the root, a hardlink to nothing, a corrupt or t
   // A cut-off gzip stream whose digest is right: only decompression can tell.
   const cutOff = (layer: Buffer) => { const gz = gzipSync(layer); return gz.subarray(0, gz.length - 12); };
   await rejectsCleanly(await imageOf('truncated', good, undefined, cutOff), /truncated|unexpected end/i, 'integrity');
+});
+
+test('names and link targets that are not UTF-8 survive byte for byte: whiteouts and hardlinks of them, K=1, K=4, --from-layer', async () => {
+  const n = (...parts: Array<string | number>) => decodeName(Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.of(p)))));
+  const dir = n('dir', 0xfe);
+  const bad = `${dir}/${n('bad', 0xff, 'name')}`;
+  const layerTar = async (items: Array<[TarHeader, string?]>) => {
+    const writer = new TarWriter();
+    const out = buffer(writer.stream);
+    for (const [header, body] of items) await writer.add(header, body === undefined ? undefined : Buffer.from(body));
+    await writer.finish();
+    return out;
+  };
+  const hd = (path: string, type: TarHeader['type'], extra: Partial<TarHeader> = {}): TarHeader => ({ path, type, mode: type === 'directory' ? 0o755 : 0o644, uid: 0, gid: 0, size: 0, mtime: { sec: 1_700_000_000, nsec: 0 }, xattrs: new Map(), ...extra });
+  const src = await imageOf('non-utf8', [
+    await layerTar([[hd(dir, 'directory')], [hd(bad, 'file', { size: 3 }), 'bad'], [hd(n('gone', 0xff), 'file', { size: 1 }), 'g'], [hd(n('lnk', 0xfd), 'symlink', { mode: 0o777, linkname: bad })], [hd(`${dir}/${n('hard', 0xfc)}`, 'hardlink', { linkname: bad })]]),
+    await layerTar([[hd(n('.wh.gone', 0xff), 'file')], [hd(n('new', 0xfb, 'é'), 'file', { size: 1 }), 'n'], [hd(n('hard', 0xfa), 'hardlink', { linkname: n('new', 0xfb, 'é') })]]),
+  ]);
+  const upper = [`${n('new', 0xfb, 'é')} file`, `${n('hard', 0xfa)} hardlink ${n('new', 0xfb, 'é')}`];
+  const expected = [`${dir}/ directory`, `${bad} file`, `${dir}/${n('hard', 0xfc)} hardlink ${bad}`, `${n('lnk', 0xfd)} symlink ${bad}`, ...upper];
+  for (const options of [{ layers: 1 }, { layers: 4 }, { fromLayer: 2 }] satisfies SquashOptions[]) {
+    const ref = `oci:${join(work.path, 'non-utf8-out')}:${JSON.stringify(options).replace(/\W/g, '')}`;
+    await squash(src, ref, { ...options, compression: 'none' });
+    const source = await openSource(ref);
+    const layers = (await source.resolve()).manifest.layers;
+    const seen: string[] = [];
+    for (const layer of 'fromLayer' in options ? layers.slice(1) : layers) {
+      const raw = await buffer(await source.openBlob(layer));
+      for await (const { header } of readTar(Readable.from([raw]))) {
+        assert.ok(raw.includes(encodeName(header.path)), `${header.path}: its bytes are in the tar`);
+        if (header.type !== 'directory' || header.path === dir) seen.push([header.path + (header.type === 'directory' ? '/' : ''), header.type, header.linkname ?? ''].join(' ').trim());
+      }
+    }
+    const want = 'fromLayer' in options ? [`${n('.wh.gone', 0xff)} file`, ...upper] : expected;
+    assert.deepEqual([...new Set(seen)].sort(), [...want].sort(), JSON.stringify(options));
+  }
 });

@@ -90,13 +90,78 @@ export function fieldBytes(block: Buffer, offset: number, length: number): Buffe
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Names must survive a round trip: bytes that are not UTF-8 cannot be held in a JS string losslessly. */
-export function decodeName(bytes: Buffer, what: string): string {
+/**
+ * A name's bytes as a string, losslessly: on Linux a name is bytes, not text. Valid UTF-8 (nearly
+ * every name) decodes as it is, on the fast path; each byte that is not part of a valid UTF-8
+ * sequence becomes the lone surrogate U+DC00 + byte (Python's surrogateescape). Valid UTF-8
+ * never decodes to a lone surrogate, so different bytes always give different strings, and
+ * `encodeName` gives the bytes back.
+ */
+export function decodeName(bytes: Buffer): string {
   try {
     return strictUtf8.decode(bytes);
   } catch {
-    throw new BuildfleetError('unsupported', `${what}: tar entry name is not UTF-8 (hex ${bytes.toString('hex')}); buildfleet cannot keep it byte for byte`);
+    return decodeEscaped(bytes);
   }
+}
+
+function decodeEscaped(bytes: Buffer): string {
+  let out = '';
+  let run = 0; // start of the current run of valid sequences
+  let i = 0;
+  while (i < bytes.length) {
+    const length = utf8SequenceLength(bytes, i);
+    if (length > 0) {
+      i += length;
+      continue;
+    }
+    out += bytes.toString('utf8', run, i) + String.fromCharCode(0xdc00 + bytes[i]!);
+    run = ++i;
+  }
+  return out + bytes.toString('utf8', run, i);
+}
+
+/** Length of the well-formed UTF-8 sequence at `i` (Unicode table 3-7), 0 when there is none. */
+function utf8SequenceLength(bytes: Buffer, i: number): number {
+  const lead = bytes[i]!;
+  if (lead < 0x80) return 1;
+  const cont = (at: number, low = 0x80, high = 0xbf) => {
+    const byte = bytes[i + at];
+    return byte !== undefined && byte >= low && byte <= high;
+  };
+  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0;
+  if (lead >= 0xe0 && lead <= 0xef) {
+    const second = lead === 0xe0 ? cont(1, 0xa0) : lead === 0xed ? cont(1, 0x80, 0x9f) : cont(1);
+    return second && cont(2) ? 3 : 0;
+  }
+  if (lead >= 0xf0 && lead <= 0xf4) {
+    const second = lead === 0xf0 ? cont(1, 0x90) : lead === 0xf4 ? cont(1, 0x80, 0x8f) : cont(1);
+    return second && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+/** A lone surrogate: only `decodeName` puts them in names (for bytes that are not UTF-8). */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/** The bytes of a name `decodeName` made (or any well-formed string, as UTF-8). */
+export function encodeName(name: string): Buffer {
+  if (!LONE_SURROGATE.test(name)) return Buffer.from(name, 'utf8');
+  const parts: Buffer[] = [];
+  let run = 0;
+  for (let i = 0; i < name.length; i++) {
+    const unit = name.charCodeAt(i);
+    if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < name.length && (name.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      i++; // a pair: one code point, UTF-8 like the rest of the run
+      continue;
+    }
+    if (unit < 0xd800 || unit > 0xdfff) continue;
+    if (unit < 0xdc80 || unit > 0xdcff) throw new BuildfleetError('format', `tar writer: name ${JSON.stringify(name)} holds a lone surrogate that stands for no byte`);
+    parts.push(Buffer.from(name.slice(run, i), 'utf8'), Buffer.of(unit - 0xdc00));
+    run = i + 1;
+  }
+  parts.push(Buffer.from(name.slice(run), 'utf8'));
+  return Buffer.concat(parts);
 }
 
 export function isAscii(text: string): boolean {

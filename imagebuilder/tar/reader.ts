@@ -202,8 +202,8 @@ class HeaderReader {
       const prefix = fieldBytes(block, 345, star ? 131 : 155);
       if (prefix.length > 0) nameBytes = Buffer.concat([prefix, Buffer.from('/'), nameBytes]);
     }
-    let name = decodeName(nameBytes, what);
-    let linkname = decodeName(fieldBytes(block, 157, 100), what);
+    let name = decodeName(nameBytes);
+    let linkname = decodeName(fieldBytes(block, 157, 100));
     const header: TarHeader = {
       path: '',
       type: 'file',
@@ -235,8 +235,8 @@ class HeaderReader {
     for (const [key, value] of records) {
       const text = () => value.toString('utf8');
       if (value.length === 0 && !key.startsWith('SCHILY.xattr.') && !key.startsWith('LIBARCHIVE.xattr.')) continue;
-      if (key === 'path') name = decodeName(value, what);
-      else if (key === 'linkpath') linkname = decodeName(value, what);
+      if (key === 'path') name = decodeName(value);
+      else if (key === 'linkpath') linkname = decodeName(value);
       else if (key === 'size') dataSize = parsePaxInteger(text(), key, what);
       else if (key === 'uid') header.uid = parsePaxInteger(text(), key, what);
       else if (key === 'gid') header.gid = parsePaxInteger(text(), key, what);
@@ -268,8 +268,8 @@ class HeaderReader {
         } else sparse = { map: pax.map ?? [], realSize: pax.realSize };
       }
     }
-    if (longName) name = decodeName(longName, what);
-    if (longLink) linkname = decodeName(longLink, what);
+    if (longName) name = decodeName(longName);
+    if (longLink) linkname = decodeName(longLink);
 
     let type = flag === 'S' ? 'file' : TYPES[flag];
     if (!type) throw new BuildfleetError('unsupported', `${what}: entry "${name}" has unsupported tar type ${JSON.stringify(flag)}`);

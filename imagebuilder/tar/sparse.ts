@@ -1,5 +1,5 @@
 import { BuildfleetError } from '../oci/errors.js';
-import { BLOCK, parseNumeric, parsePaxInteger, type PaxRecord } from './fields.js';
+import { BLOCK, decodeName, parseNumeric, parsePaxInteger, type PaxRecord } from './fields.js';
 import type { ByteSource } from './source.js';
 
 /**
@@ -67,7 +67,8 @@ export function paxSparse(records: PaxRecord[], what: string): PaxSparse | undef
   const pairs: number[] = [];
   for (const [key, value] of records) {
     if (!key.startsWith('GNU.sparse.')) continue;
-    const text = value.toString('utf8');
+    // The name is bytes like every other name; the rest is ASCII numbers.
+    const text = key === 'GNU.sparse.name' ? decodeName(value) : value.toString('utf8');
     if (key === 'GNU.sparse.offset' || key === 'GNU.sparse.numbytes') {
       const expectOffset = pairs.length % 2 === 0;
       if (expectOffset !== (key === 'GNU.sparse.offset')) throw bad(what, 'offset and numbytes out of step');

@@ -5,6 +5,7 @@ import { normaliseEntryPath, type TarEntryType, type TarHeader, type TarTime } f
 import {
   BLOCK,
   ZERO_BLOCK,
+  encodeName,
   encodePaxRecord,
   formatNumeric,
   formatPaxTime,
@@ -112,7 +113,7 @@ export function encodeHeader(header: TarHeader): Buffer {
   };
   const name = path === '' ? './' : header.type === 'directory' ? `${path}/` : path;
   const split = splitUstar(name);
-  if (!split) pax.set('path', Buffer.from(name, 'utf8'));
+  if (!split) pax.set('path', encodeName(name));
 
   let linkname = header.linkname ?? '';
   if (header.type === 'hardlink') {
@@ -120,7 +121,7 @@ export function encodeHeader(header: TarHeader): Buffer {
     if (!target) throw bad(`hardlink target "${linkname}" is not inside the root`);
     linkname = target;
   } else if (header.type !== 'symlink') linkname = '';
-  if (linkname.length > 100 || !isAscii(linkname)) pax.set('linkpath', Buffer.from(linkname, 'utf8'));
+  if (linkname.length > 100 || !isAscii(linkname)) pax.set('linkpath', encodeName(linkname));
 
   if (header.uid > octalMax(8)) pax.set('uid', Buffer.from(String(header.uid)));
   if (header.gid > octalMax(8)) pax.set('gid', Buffer.from(String(header.gid)));

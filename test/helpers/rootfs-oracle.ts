@@ -21,7 +21,7 @@ import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
 export type RootfsEntryType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
 
 export type RootfsEntry = {
-  /** Absolute path inside the root filesystem, e.g. `/etc/passwd`; never `/` itself. Invalid UTF-8 bytes are written `\xNN`. */
+  /** Absolute path inside the root filesystem, e.g. `/etc/passwd`; never `/` itself. A name that is not UTF-8 has its bytes above 0x7f as U+DC80..U+DCFF (rootfsPath). */
   path: string;
   type: RootfsEntryType;
   /** Permission bits with setuid, setgid and sticky (07777). */
@@ -106,7 +106,7 @@ export async function collectRootfs(dir: string, options: { dockerInit?: boolean
       entry.size = Number(st.size);
       entry.sha256 = await sha256File(absolute);
     } else if (type === 'symlink') {
-      entry.linkTarget = decodeName(await readlink(absolute, { encoding: 'buffer' }));
+      entry.linkTarget = rootfsPath(await readlink(absolute, { encoding: 'buffer' }));
     } else if (type === 'char' || type === 'block') {
       // Linux dev_t: major is bits 8-19 and 32-43, minor bits 0-7 and 20-31.
       entry.devMajor = Number(((st.rdev >> 8n) & 0xfffn) | ((st.rdev >> 32n) & ~0xfffn));
@@ -121,13 +121,13 @@ export async function collectRootfs(dir: string, options: { dockerInit?: boolean
     if (!ignored) entries.push(entry);
     if (type === 'dir') {
       for (const name of await readdir(absolute, { encoding: 'buffer' })) {
-        await visit(Buffer.concat([absolute, Buffer.from('/'), name]), `${path === '/' ? '' : path}/${decodeName(name)}`);
+        await visit(Buffer.concat([absolute, Buffer.from('/'), name]), `${path === '/' ? '' : path}/${rootfsPath(name)}`);
       }
     }
   };
 
   for (const name of await readdir(root, { encoding: 'buffer' })) {
-    await visit(Buffer.concat([root, Buffer.from('/'), name]), `/${decodeName(name)}`);
+    await visit(Buffer.concat([root, Buffer.from('/'), name]), `/${rootfsPath(name)}`);
   }
   for (const group of inodes.values()) {
     if (group.length < 2) continue;
@@ -147,15 +147,15 @@ export function diffRootfs(expected: RootfsEntry[], actual: RootfsEntry[]): stri
     const e = want.get(path);
     const a = got.get(path);
     if (!a) {
-      out.push(`${path}: missing (expected ${e!.type})`);
+      out.push(`${printablePath(path)}: missing (expected ${e!.type})`);
       continue;
     }
     if (!e) {
-      out.push(`${path}: unexpected ${a.type}`);
+      out.push(`${printablePath(path)}: unexpected ${a.type}`);
       continue;
     }
     const field = (name: string, x: string, y: string): void => {
-      if (x !== y) out.push(`${path}: ${name} ${x} != ${y}`);
+      if (x !== y) out.push(`${printablePath(path)}: ${name} ${x} != ${y}`);
     };
     field('type', e.type, a.type);
     field('mode', octal(e.mode), octal(a.mode));
@@ -163,7 +163,7 @@ export function diffRootfs(expected: RootfsEntry[], actual: RootfsEntry[]): stri
     field('gid', String(e.gid), String(a.gid));
     field('size', show(e.size), show(a.size));
     field('sha256', show(e.sha256), show(a.sha256));
-    field('link target', show(e.linkTarget), show(a.linkTarget));
+    field('link target', show(e.linkTarget && printablePath(e.linkTarget)), show(a.linkTarget && printablePath(a.linkTarget)));
     field('device', device(e), device(a));
     if (e.mtimeNs !== null && a.mtimeNs !== null) field('mtime', nsTime(e.mtimeNs), nsTime(a.mtimeNs));
     for (const name of [...new Set([...Object.keys(e.xattrs), ...Object.keys(a.xattrs)])].sort()) {
@@ -219,13 +219,13 @@ async function readXattrs(dir: string, root: Buffer): Promise<Map<string, Record
     if (text.startsWith('# file: ')) {
       // getfattr escapes `\`, newline and carriage return in names as \ooo; other bytes come raw.
       const absolute = unescapeOctal(line.subarray('# file: '.length));
-      const path = absolute.equals(root) ? '/' : decodeName(absolute.subarray(root.length));
+      const path = absolute.equals(root) ? '/' : rootfsPath(absolute.subarray(root.length));
       current = {};
       out.set(path, current);
     } else if (text !== '' && current) {
       const eq = line.lastIndexOf('=');
       const value = line.subarray(eq + 1).toString('latin1');
-      current[decodeName(unescapeOctal(line.subarray(0, eq)))] = value === '""' ? '0x' : value.toLowerCase();
+      current[rootfsPath(unescapeOctal(line.subarray(0, eq)))] = value === '""' ? '0x' : value.toLowerCase();
     }
   }
   return out;
@@ -256,11 +256,29 @@ function unescapeOctal(bytes: Buffer): Buffer {
   return Buffer.from(out);
 }
 
-/** UTF-8 when the bytes are valid UTF-8, else every byte above 0x7f as `\xNN`. */
-function decodeName(bytes: Buffer): string {
-  const text = bytes.toString('utf8');
-  if (Buffer.from(text, 'utf8').equals(bytes)) return text;
-  return [...bytes].map((b) => (b < 0x80 ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
+/**
+ * A path's bytes as a string, one to one: on Linux a name is bytes. A name that is valid UTF-8
+ * stays as it is; in any other, every byte above 0x7f becomes the lone surrogate U+DC00 + byte,
+ * which no valid UTF-8 decodes to, so two different paths never meet (as `\xNN` text they did:
+ * the byte 0xff and the four characters `\xff`). Written out by `printablePath`.
+ */
+export function rootfsPath(bytes: Buffer): string {
+  // Name by name, so a path made of names and a whole path (getfattr's) give the same string.
+  const names: string[] = [];
+  for (let start = 0, slash = bytes.indexOf(0x2f); start <= bytes.length; slash = bytes.indexOf(0x2f, start)) {
+    const end = slash < 0 ? bytes.length : slash;
+    const name = bytes.subarray(start, end);
+    const text = name.toString('utf8');
+    names.push(Buffer.from(text, 'utf8').equals(name) ? text : [...name].map((b) => String.fromCharCode(b < 0x80 ? b : 0xdc00 + b)).join(''));
+    start = end + 1;
+  }
+  return names.join('/');
+}
+
+/** The path with each byte that is not UTF-8 as `\xNN` (and `\` doubled), for messages. */
+export function printablePath(path: string): string {
+  if (!/[\udc80-\udcff]/u.test(path)) return path;
+  return path.replace(/\\/g, '\\\\').replace(/[\udc80-\udcff]/gu, (c) => `\\x${(c.charCodeAt(0) - 0xdc00).toString(16)}`);
 }
 
 function octal(mode: number): string {

@@ -144,6 +144,18 @@ export const conformanceCases: ConformanceCase[] = [
     ),
   },
   {
+    name: 'non-utf8-names',
+    // On Linux a name is bytes: none of these is UTF-8 (busybox printf writes the octal bytes).
+    dockerfile: dockerfile(
+      String.raw`RUN mkdir /nu && cd /nu && echo x > "$(printf 'bad\377name')" && ln -s "$(printf 'bad\377name')" "$(printf 'link\376')" && ln "$(printf 'bad\377name')" "$(printf 'hard\375')"` +
+        String.raw` && mkdir "$(printf 'op\374')" && echo y > "$(printf 'op\374/in\373')" && echo z > "$(printf 'gone\372')" && ln -s "$(printf '/nowhere/\300\257')" dangling && echo o > "$(printf 'other\376x')"`,
+      // A whiteout `.wh.` + those bytes, a hardlink added to a lower file, a new name that mixes UTF-8 in.
+      String.raw`RUN cd /nu && rm "$(printf 'gone\372')" && ln "$(printf 'other\376x')" "$(printf 'later\371')" && echo w > "$(printf 'new\370é')"`,
+      // An opaque directory of such a name.
+      String.raw`RUN cd /nu && rm -rf "$(printf 'op\374')" && mkdir "$(printf 'op\374')" && echo again > "$(printf 'op\374/again')"`,
+    ),
+  },
+  {
     name: 'big-uid-gid',
     dockerfile: dockerfile(
       // 262143: tar-stream's clamp; 2097151: the largest octal ustar value; 4294967294: the largest real id.

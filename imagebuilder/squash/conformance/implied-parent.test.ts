@@ -1,22 +1,17 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { buffer } from 'node:stream/consumers';
-import { execa } from 'execa';
-import tar from 'tar-stream';
+import { rm } from 'node:fs/promises';
 import type { DockerEngine } from '../../daemons/index.js';
 import { dockerBuild, startEngine, tempDir } from '../../../test/helpers/real.js';
 import { diffRootfs, exportRootfs, type RootfsEntry } from '../../../test/helpers/rootfs-oracle.js';
-import { openDestination, openSource } from '../../transports/index.js';
-import { squashImage, type SquashOptions } from '../squash.js';
+import type { SquashOptions } from '../squash.js';
 import { BASE } from './cases.js';
+import { archiveWithLayers, handMadeLayer, squashOnEngine } from './hand-made.js';
 
 /**
  * A layer that holds `a/b/file` but no `a/` or `a/b/` entry, over a base where `a` and `a/b`
  * are directories with their own mode and owner. `docker build` never writes such a layer, so
- * it is made by hand (tar-stream) and loaded with `docker load`. The oracle is, as in
+ * it is made by hand (./hand-made.ts) and loaded with `docker load`. The oracle is, as in
  * squash-conformance.test.ts, what Docker 20.10 (overlay2) shows for a container of the image.
  */
 let engine: DockerEngine;
@@ -39,47 +34,16 @@ after(async () => {
   await Promise.allSettled([engine?.stop(), work?.remove()]);
 });
 
-/** The hand-made layer: one regular file, no directory entries at all. */
-async function fileOnlyLayer(): Promise<Buffer> {
-  const pack = tar.pack();
-  pack.entry({ name: 'a/b/file', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: new Date(1_650_000_000_000) }, 'upper\n');
-  pack.finalize();
-  return buffer(pack);
-}
-
 /**
- * `docker save`s the base and appends the hand-made layer (config diff_ids and history,
- * manifest.json Layers); then `docker load`s the result as ORIGINAL.
+ * `docker save`s the base and appends the hand-made layer: one regular file, no directory
+ * entries at all (archiveWithLayers); then `docker load`s the result as ORIGINAL.
  */
 const loadImageWithFileOnlyLayer = {
   archive: '',
   async prepare(): Promise<void> {
     await dockerBuild(engine, BASE_TAG, BASE_DOCKERFILE);
-    const dir = join(work.path, 'archive');
-    await mkdir(dir, { recursive: true });
-    const saved = join(work.path, 'base.tar');
-    await engine.cli(['save', '-o', saved, BASE_TAG]);
-    await execa('tar', ['-xf', saved, '-C', dir]);
-    await rm(join(dir, 'repositories'), { force: true });
-    const [entry] = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Array<{ Config: string; RepoTags: string[]; Layers: string[] }>;
-    const config = JSON.parse(await readFile(join(dir, entry!.Config), 'utf8')) as { rootfs: { diff_ids: string[] }; history?: unknown[] };
-
-    const layer = await fileOnlyLayer();
-    const layerHex = createHash('sha256').update(layer).digest('hex');
-    await mkdir(join(dir, layerHex));
-    await writeFile(join(dir, layerHex, 'layer.tar'), layer);
-    config.rootfs.diff_ids.push(`sha256:${layerHex}`);
-    config.history = [...(config.history ?? []), { created: '2022-04-15T05:20:00Z', created_by: 'hand-made layer: a/b/file without a/ or a/b/ entries' }];
-    const configBytes = Buffer.from(JSON.stringify(config));
-    const configName = `${createHash('sha256').update(configBytes).digest('hex')}.json`;
-    await rm(join(dir, entry!.Config));
-    await writeFile(join(dir, configName), configBytes);
-    await writeFile(join(dir, 'manifest.json'), JSON.stringify([{ Config: configName, RepoTags: [ORIGINAL], Layers: [...entry!.Layers, `${layerHex}/layer.tar`] }]));
-
-    this.archive = join(work.path, 'orig.tar');
-    await execa('tar', ['-cf', this.archive, '-C', dir, '.']);
-    await rm(dir, { recursive: true, force: true });
-    await rm(saved, { force: true });
+    const layer = await handMadeLayer([{ name: 'a/b/file', body: 'upper\n' }]);
+    this.archive = await archiveWithLayers(engine, work.path, BASE_TAG, ORIGINAL, [layer]);
   },
   async load(): Promise<void> {
     await engine.cli(['load', '-i', this.archive]);
@@ -87,15 +51,7 @@ const loadImageWithFileOnlyLayer = {
   },
 };
 
-async function squash(src: string, dst: string, options: SquashOptions): Promise<void> {
-  const transport = { docker: engine.docker, tmpDir: work.path };
-  const source = await openSource(src, transport);
-  try {
-    await squashImage(source, await openDestination(dst, transport), { tmpDir: work.path, ...options });
-  } finally {
-    await source.close();
-  }
-}
+const squash = (src: string, dst: string, options: SquashOptions): Promise<void> => squashOnEngine(engine, work.path, src, dst, options);
 
 const show = (entries: RootfsEntry[], paths: string[]): string =>
   paths

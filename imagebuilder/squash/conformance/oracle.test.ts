@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import pLimit from 'p-limit';
 import type { DockerEngine } from '../../daemons/index.js';
 import { startEngine, dockerBuild } from '../../../test/helpers/real.js';
-import { DOCKER_INIT_FILES, diffRootfs, exportRootfs, imageRuntimeConfig, type RootfsEntry } from '../../../test/helpers/rootfs-oracle.js';
+import { DOCKER_INIT_FILES, diffRootfs, exportRootfs, imageRuntimeConfig, rootfsPath, type RootfsEntry } from '../../../test/helpers/rootfs-oracle.js';
 import { BASE, CAP_NET_RAW_EP, buildConformanceCase, conformanceCases, longNames } from './cases.js';
 
 /**
@@ -133,6 +133,18 @@ const checks: Record<string, (entries: RootfsEntry[]) => void | Promise<void>> =
     attrs(e, longNames.linkToOver255, { type: 'symlink', linkTarget: longNames.over255 });
     linked(e, longNames.over255, longNames.over255, longNames.hardlinkToOver255);
     for (const name of longNames.unicode) file(e, name, name.includes('\n') ? 'nl\n' : 'u\n');
+  },
+  'non-utf8-names': (e) => {
+    const p = (...parts: Array<string | number>) => rootfsPath(Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : Buffer.of(x)))));
+    file(e, p('/nu/bad', 0xff, 'name'), 'x\n');
+    file(e, p('/nu/hard', 0xfd), 'x\n');
+    linked(e, p('/nu/bad', 0xff, 'name'), p('/nu/bad', 0xff, 'name'), p('/nu/hard', 0xfd));
+    attrs(e, p('/nu/link', 0xfe), { type: 'symlink', linkTarget: p('bad', 0xff, 'name') });
+    attrs(e, '/nu/dangling', { type: 'symlink', linkTarget: p('/nowhere/', 0xc0, 0xaf) });
+    absent(e, p('/nu/gone', 0xfa), p('/nu/op', 0xfc, '/in', 0xfb));
+    file(e, p('/nu/op', 0xfc, '/again'), 'again\n');
+    linked(e, p('/nu/later', 0xf9), p('/nu/other', 0xfe, 'x'), p('/nu/later', 0xf9));
+    file(e, p('/nu/new', 0xf8, 'é'), 'w\n');
   },
   'big-uid-gid': (e) => {
     attrs(e, '/ids/big', { uid: 500000, gid: 600000 });
