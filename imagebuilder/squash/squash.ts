@@ -12,6 +12,7 @@ import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
 import type { ImageDestination, ImageSource } from '../transports/types.js';
 import { buildManifest, ensureBlob } from '../copy/copy.js';
+import { resolveImage } from '../copy/resolve.js';
 import { defaultGzipEngine, type GzipEngine } from '../compress/parallel-gzip.js';
 import { mergeLayers } from './merge.js';
 import { planSquash, type SquashPlan } from './plan.js';
@@ -72,7 +73,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
   const work = await mkdtemp(join(options.tmpDir ?? tmpdir(), 'buildfleet-squash-'));
   const liveUploads: Array<Promise<Descriptor> | undefined> = [];
   try {
-    const image = await source.resolve(options.platform ? { platform: options.platform } : {});
+    const image = await resolveImage(source, options.platform);
     const { layers } = image.manifest;
     const diffIds = image.config.rootfs.diff_ids;
     if (layers.length !== diffIds.length) {
