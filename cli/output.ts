@@ -1,5 +1,6 @@
 import cliProgress from 'cli-progress';
-import { BuildfleetError, exitCodeFor, isBuildfleetError } from '../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../imagebuilder/oci/errors.js';
+import { errorReport, formatErrorReport } from './errors.js';
 import type { ProgressListener } from '../imagebuilder/transports/types.js';
 
 export type OutputOptions = { json?: boolean; quiet?: boolean };
@@ -80,19 +81,12 @@ export function progressBar(label: string, options: OutputOptions): { listener: 
   };
 }
 
-/** One line on stderr and an exit code a CI can act on; a stack only for real bugs. */
-export function reportError(err: unknown): number {
-  if (isBuildfleetError(err)) {
-    process.stderr.write(`buildfleet: error: ${err.message.split('\n')[0]}\n`);
-    return exitCodeFor[err.kind];
-  }
-  const commanderError = err as { code?: string; exitCode?: number; message?: string };
-  if (typeof commanderError.code === 'string' && commanderError.code.startsWith('commander.')) {
-    // commander has printed its message; --help and --version exit 0, usage errors 2.
-    return commanderError.exitCode === 0 ? 0 : 2;
-  }
-  process.stderr.write(`buildfleet: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
-  return 70;
+/** One line (or with --json one JSON object) on stderr and an exit code a CI can act on; a stack only for real bugs. */
+export function reportError(err: unknown, options: { json: boolean; command: string }): number {
+  const report = errorReport(err, options.command);
+  if (!report) return 0;
+  process.stderr.write(formatErrorReport(report, options.json));
+  return report.exitCode;
 }
 
 export { BuildfleetError };

@@ -4,6 +4,7 @@ import { registerImageCommands } from './image.js';
 import { registerQuickstart } from './quickstart.js';
 import { registerAgentCommand, registerPoolCommands } from './pool.js';
 import { reportError } from './output.js';
+import { commandPath, wantsJson } from './errors.js';
 
 export type GlobalOptions = {
   json: boolean;
@@ -26,8 +27,16 @@ function version(): string {
   }
 }
 
-export function buildProgram(): Command {
+/**
+ * `json`: errors go out as one JSON object (reportError), so commander prints none of its own and,
+ * with --json, no help on stderr either. Set before the commands are added: they copy it.
+ */
+export function buildProgram(options: { json?: boolean } = {}): Command {
   const program = new Command('buildfleet')
+    .configureOutput({
+      outputError: () => {},
+      writeErr: (text) => (options.json ? undefined : process.stderr.write(text)),
+    })
     .description('Make CI build nodes ready fast and keep them healthy: image squash and push, dual-disk node pools, runtime and disk health.')
     .version(version(), '-V, --version')
     .option('--json', 'machine-readable output on stdout', false)
@@ -37,7 +46,6 @@ export function buildProgram(): Command {
     .option('--ca-file <path>', 'extra CA certificate (PEM) for registry TLS')
     .option('--authfile <path>', 'docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)')
     .option('--creds <user:password>', 'registry credentials, instead of the auth file')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   const globals = () => program.opts<GlobalOptions>();
   registerImageCommands(program, globals);
@@ -48,13 +56,14 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
-  program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  const words = argv.slice(2);
+  const json = wantsJson(words);
+  const program = buildProgram({ json });
   try {
     await program.parseAsync(argv);
     // A command may set its own code (pool exec passes on the job's).
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
-    return reportError(err);
+    return reportError(err, { json, command: commandPath(program, words) });
   }
 }

@@ -14,6 +14,7 @@ import { formatReference, type ImageReference } from '../oci/reference.js';
 import { BuildfleetError } from '../oci/errors.js';
 import type { DestinationPreferences, ImageDestination, ImageSource, ProgressListener, ResolvedImage } from '../transports/types.js';
 import { ByteCounter, pipeOn, recompress } from './codecs.js';
+import { resolveImage } from './resolve.js';
 
 export type CopyOptions = {
   platform?: Platform;
@@ -63,7 +64,7 @@ export async function copyImage(source: ImageSource, destination: ImageDestinati
   const started = Date.now();
   const progress = options.onProgress ?? (() => {});
   try {
-    const image = await source.resolve(options.platform ? { platform: options.platform } : {});
+    const image = await resolveImage(source, options.platform);
     if (image.manifest.layers.length !== image.config.rootfs.diff_ids.length) {
       throw new BuildfleetError('format', `${formatReference(source.reference)}: manifest has ${image.manifest.layers.length} layers but the config lists ${image.config.rootfs.diff_ids.length} diff_ids`);
     }

@@ -2,6 +2,7 @@ import { formatReference } from '../oci/reference.js';
 import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform } from '../oci/platform.js';
 import type { ImageSource, ResolveOptions } from '../transports/types.js';
+import { resolveImage } from './resolve.js';
 
 export type ImageSummary = {
   reference: string;
@@ -30,7 +31,7 @@ export type ImageSummary = {
 };
 
 export async function inspectImage(source: ImageSource, options: ResolveOptions = {}): Promise<ImageSummary> {
-  const image = await source.resolve(options);
+  const image = await resolveImage(source, options.platform);
   const runtime = image.config.config ?? {};
   const config: ImageSummary['config'] = {};
   if (runtime.Env) config.Env = runtime.Env;

@@ -35,3 +35,14 @@ export function selectPlatform(index: Index, wanted: Platform = hostPlatform(), 
   const available = index.manifests.map((entry) => (entry.platform ? formatPlatform(entry.platform) : 'unknown')).join(', ');
   throw new BuildfleetError('not-found', `${what} has no manifest for ${formatPlatform(wanted)} (it has: ${available || 'none'})`);
 }
+
+/**
+ * A single-platform image (no index to choose from) asked for another platform: an error naming
+ * what it has, as for an index without the entry ('not-found', exit 3: the same answer, so a CI
+ * job handles both with one code), not the image of the wrong architecture without a word.
+ */
+export function checkImagePlatform(config: Platform, wanted: Platform, what: string): void {
+  if (matches(config, wanted)) return;
+  const has = formatPlatform({ os: config.os, architecture: config.architecture, ...(config.variant && { variant: config.variant }) });
+  throw new BuildfleetError('not-found', `${what} is a single-platform image for ${has}, not ${formatPlatform(wanted)} (it has no image index to choose from)`);
+}

@@ -41,6 +41,9 @@ test('bad references give one clear message', () => {
     ['reg.io/repo@sha256:123', /not a sha256 digest/],
     ['oci:', /missing path/],
     ['docker-archive:', /missing path/],
+    ['host:5000:bad', /^invalid image reference "host:5000:bad": invalid reference format: "host:5000" is not HOST\[:PORT\]\/REPO/],
+    ['docker://host.io:5000:bad', /invalid reference format: "host\.io:5000" is not HOST/],
+    ['127.0.0.1:5000/repo:a:b', /invalid reference format: "127\.0\.0\.1:5000\/repo:a"/],
   ];
   for (const [input, message] of cases) {
     assert.throws(() => parseReference(input), (err: unknown) => err instanceof BuildfleetError && message.test(err.message) && !err.message.includes('\n'), input);

@@ -72,6 +72,11 @@ export function parseRegistryReference(text: string, input = text): RegistryRefe
   if (registry === 'index.docker.io') registry = DOCKER_HUB;
   if (registry === DOCKER_HUB && !repository.includes('/')) repository = `library/${repository}`;
   if (!hostPattern.test(registry)) throw invalid(input, `"${registry}" is not a valid registry host`);
+  // A colon left in the path is neither the tag's (the last one) nor a port (only the host has
+  // one): `host:5000:bad` is no image docker.io/library/host:5000 either (Docker: "invalid reference format").
+  if (name.slice(hasHost ? slash + 1 : 0).includes(':')) {
+    throw invalid(input, `invalid reference format: "${name}" is not HOST[:PORT]/REPO (only the registry host has a port, and one ":TAG" ends the reference)`);
+  }
   for (const component of repository.split('/')) {
     if (!componentPattern.test(component)) {
       throw invalid(input, `repository "${repository}" must be lowercase letters, digits and separators (. _ -)`);

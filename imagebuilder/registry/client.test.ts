@@ -113,6 +113,33 @@ test('manifests put and get by tag and by digest', { timeout: 30_000 }, async ()
   await assert.rejects(c.getManifest('rt/missing', 'latest'), errorOf('not-found', /repository rt\/missing/));
 });
 
+test('a manifest fetched by tag must match the Docker-Content-Digest the registry sends', { timeout: 30_000 }, async () => {
+  const { client: direct } = client();
+  const image = tinyImage('content-digest');
+  await direct.uploadBlob('rt/announced', from(image.layer), { digest: image.layerDigest });
+  await direct.uploadBlob('rt/announced', from(image.config), { digest: image.configDigest });
+  await direct.putManifest('rt/announced', 'v1', image.manifest, MediaType.ociManifest);
+  const proxy = await FaultProxy.start(registry.port);
+  try {
+    const { client: c } = client({}, proxy.host);
+    // The real registry's own header: it matches.
+    assert.equal((await c.getManifest('rt/announced', 'v1')).digest, image.manifestDigest);
+
+    const other = sha256Digest('another manifest');
+    proxy.rewriteResponseHeader('Docker-Content-Digest', other, (method, url) => method === 'GET' && url.endsWith('/manifests/v1'));
+    await assert.rejects(
+      c.getManifest('rt/announced', 'v1'),
+      errorOf('integrity', new RegExp(`manifest v1 from 127\\.0\\.0\\.1:\\d+/rt/announced: content digest ${image.manifestDigest} does not match the registry's Docker-Content-Digest ${other}`)),
+    );
+    proxy.rewriteResponseHeader('Docker-Content-Digest', 'sha256:nothex', (method, url) => method === 'GET' && url.endsWith('/manifests/v1'));
+    await assert.rejects(c.getManifest('rt/announced', 'v1'), errorOf('integrity', /invalid Docker-Content-Digest "sha256:nothex"/));
+    // By digest the reference itself is checked (the header is not needed).
+    assert.equal((await c.getManifest('rt/announced', image.manifestDigest)).digest, image.manifestDigest);
+  } finally {
+    await proxy.stop();
+  }
+});
+
 test('a manifest naming a blob the registry lacks is refused on PUT', { timeout: 30_000 }, async () => {
   const { client: c, seen } = client();
   const image = tinyImage('missing-layer');

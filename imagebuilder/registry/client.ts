@@ -122,12 +122,19 @@ export class RegistryClient {
         }
         if (res.status !== 200) throw statusError(res.status, await readText(res.body, 65536), ctx);
         const bytes = await readBytes(res.body, maxManifestBytes, `manifest ${tagOrDigest} of ${this.host}/${repo}`);
-        let digest = sha256Digest(bytes);
-        if (byDigest) {
-          const algorithm = digestAlgorithm(tagOrDigest);
-          if (algorithm !== 'sha256') digest = `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
-          if (digest !== tagOrDigest) {
-            throw new BuildfleetError('integrity', `manifest ${tagOrDigest} from ${this.host}/${repo}: content digest ${digest} does not match`);
+        const digest = byDigest ? digestWithAlgorithmOf(tagOrDigest, bytes) : sha256Digest(bytes);
+        const where = `manifest ${tagOrDigest} from ${this.host}/${repo}`;
+        if (byDigest && digest !== tagOrDigest) throw new BuildfleetError('integrity', `${where}: content digest ${digest} does not match`);
+        // By tag, the registry's Docker-Content-Digest is the only statement of what the tag points
+        // at: bytes that differ from it were changed on the way (a proxy, a cache, a broken mirror).
+        const announced = header(res.headers, 'docker-content-digest')?.trim();
+        if (!byDigest && announced) {
+          if (!digestPattern.test(announced)) {
+            throw new BuildfleetError('integrity', `${where}: registry sent an invalid Docker-Content-Digest "${announced.slice(0, 100)}"`);
+          }
+          const actual = digestWithAlgorithmOf(announced, bytes);
+          if (actual !== announced) {
+            throw new BuildfleetError('integrity', `${where}: content digest ${actual} does not match the registry's Docker-Content-Digest ${announced}`);
           }
         }
         return { bytes, mediaType: manifestMediaTypeOf(header(res.headers, 'content-type'), bytes), digest };
@@ -230,6 +237,12 @@ export class RegistryClient {
     }
     throw statusError(res.status, text, ctx);
   }
+}
+
+/** The digest of `bytes` computed with the algorithm `reference` names (sha256 or sha512). */
+function digestWithAlgorithmOf(reference: string, bytes: Buffer): string {
+  const algorithm = digestAlgorithm(reference);
+  return algorithm === 'sha256' ? sha256Digest(bytes) : `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
 }
 
 /** The Content-Type when it names a manifest type; else the document's own mediaType field. */

@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BuildfleetError } from '../oci/errors.js';
+import { describeParseError } from '../oci/parse-error.js';
 import type { Endpoint, RegistryOptions } from './options.js';
 
 /** What a client authenticates with: a user and password, or an OAuth2 refresh ("identity") token. */
@@ -62,7 +63,7 @@ async function readConfig(path: string, explicit: boolean): Promise<DockerConfig
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new BuildfleetError('format', `docker config ${path} is not valid JSON: ${(err as Error).message}`);
+    throw new BuildfleetError('format', `docker config ${path} is not valid JSON at ${describeParseError(err, text)}`);
   }
   const parsed = DockerConfig.safeParse(raw);
   if (!parsed.success) throw new BuildfleetError('format', `docker config ${path} is malformed: ${parsed.error.issues[0]?.message}`);

@@ -39,6 +39,7 @@ async function shut(server: Server): Promise<void> {
 
 export type Fault = { status: number; retryAfter?: number } | 'reset';
 type FaultRule = { fault: Fault; remaining: number; match: (method: string, url: string) => boolean };
+type HeaderRewrite = { name: string; value: string; match: (method: string, url: string) => boolean };
 
 /**
  * An HTTP proxy in front of a real registry that fails chosen requests: an error status
@@ -48,6 +49,7 @@ type FaultRule = { fault: Fault; remaining: number; match: (method: string, url:
 export class FaultProxy {
   readonly log: Array<{ method: string; url: string; fault?: string; contentRange?: string; authorization?: string }> = [];
   private readonly rules: FaultRule[] = [];
+  private readonly rewrites: HeaderRewrite[] = [];
   private constructor(
     private readonly server: Server,
     readonly port: number,
@@ -68,6 +70,11 @@ export class FaultProxy {
   /** Fails the next `times` requests that `match` (default: all) with `fault`. */
   inject(fault: Fault, times: number, match: (method: string, url: string) => boolean = () => true): void {
     this.rules.push({ fault, remaining: times, match });
+  }
+
+  /** Sets response header `name` to `value` on every answer to a request that `match`es (a lying registry or cache). */
+  rewriteResponseHeader(name: string, value: string, match: (method: string, url: string) => boolean): void {
+    this.rewrites.push({ name: name.toLowerCase(), value, match });
   }
 
   private handle(req: IncomingMessage, res: ServerResponse, targetPort: number): void {
@@ -99,7 +106,9 @@ export class FaultProxy {
       ...(req.headers.authorization !== undefined && { authorization: req.headers.authorization }),
     });
     const upstream = httpRequest({ host: '127.0.0.1', port: targetPort, method, path: url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      const headers = { ...answer.headers };
+      for (const rewrite of this.rewrites) if (rewrite.match(method, url)) headers[rewrite.name] = rewrite.value;
+      res.writeHead(answer.statusCode ?? 502, headers);
       answer.pipe(res);
     });
     upstream.on('error', () => res.destroy());

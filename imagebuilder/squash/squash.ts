@@ -11,6 +11,7 @@ import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/sch
 import type { ImageDestination, ImageSource } from '../transports/types.js';
 import { makeScratchDir, removeTemp } from '../transports/temp-files.js';
 import { buildManifest, ensureBlob } from '../copy/copy.js';
+import { resolveImage } from '../copy/resolve.js';
 import { defaultGzipEngine, type GzipEngine } from '../compress/parallel-gzip.js';
 import { mergeLayers } from './merge.js';
 import { planSquash, type SquashPlan } from './plan.js';
@@ -71,7 +72,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
   const work = await makeScratchDir(options.tmpDir ?? tmpdir(), 'squash');
   const liveUploads: Array<Promise<Descriptor> | undefined> = [];
   try {
-    const image = await source.resolve(options.platform ? { platform: options.platform } : {});
+    const image = await resolveImage(source, options.platform);
     const { layers } = image.manifest;
     const diffIds = image.config.rootfs.diff_ids;
     if (layers.length !== diffIds.length) {

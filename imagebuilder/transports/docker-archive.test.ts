@@ -309,3 +309,14 @@ test('writeDockerArchive computes missing digests and writes each blob once', as
   const count = (await readFile(out)).toString('latin1').split(`blobs/sha256/${digestHex(sha256Digest(layer))}\0`).length - 1;
   assert.equal(count, 1, 'one member for the repeated layer');
 });
+
+test('a destination path that cannot become the archive fails on open, before anything is read', async () => {
+  const isUsage = (pattern: RegExp) => (err: unknown) => err instanceof BuildfleetError && err.kind === 'usage' && pattern.test(err.message) && !err.message.includes('\n');
+  await assert.rejects(openArchiveDestination(archiveRef(dir)), isUsage(new RegExp(`^docker-archive:${dir}: ${dir} is a directory; name the archive file to write`)));
+  const file = join(dir, 'plain-file');
+  await writeFile(file, 'x');
+  await assert.rejects(openArchiveDestination(archiveRef(join(file, 'sub', 'out.tar'))), isUsage(new RegExp(`${file} is not a directory$`)));
+  // A new file in a directory still to be made is fine.
+  const fine = await openArchiveDestination(archiveRef(join(dir, 'new-dir', 'out.tar')));
+  await fine.abort();
+});

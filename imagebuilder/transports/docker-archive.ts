@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BuildfleetError, isBuildfleetError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/schemas.js';
@@ -92,6 +92,23 @@ class ArchiveDestination implements ImageDestination {
 }
 
 export async function openArchiveDestination(ref: ArchiveReference, options: ArchiveOptions = {}): Promise<ImageDestination> {
+  await checkArchiveTarget(ref.path);
   const staging = await BlobStaging.create(options.tmpDir, `docker-archive ${ref.path}`);
   return new ArchiveDestination(ref, staging);
+}
+
+/**
+ * Before anything is read from the source: a path that can never become the archive fails now,
+ * not after the whole image was downloaded and staged.
+ */
+async function checkArchiveTarget(path: string): Promise<void> {
+  const target = await stat(path).catch(() => undefined);
+  if (target?.isDirectory()) {
+    throw new BuildfleetError('usage', `docker-archive:${path}: ${path} is a directory; name the archive file to write (e.g. ${join(path, 'image.tar')})`);
+  }
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const found = await stat(dir).catch(() => undefined);
+    if (found && !found.isDirectory()) throw new BuildfleetError('usage', `docker-archive:${path}: ${dir} is not a directory`);
+    if (found || dir === dirname(dir)) return;
+  }
 }

@@ -234,6 +234,21 @@ test('umoci and skopeo accept what we write, and we read what skopeo and umoci w
   assert.equal((await (await openOciLayoutSource(ref(dir, 'v2'))).resolve()).manifestDigest, b.digest);
 });
 
+test('a layer blob missing (or cut short) in the layout fails resolve, naming it: the layout is incomplete', async () => {
+  const dir = freshDir();
+  const image = await makeImage('incomplete');
+  await writeImage(dir, 'v1', image);
+  const source = await openOciLayoutSource(ref(dir, 'v1'));
+  const { manifest } = await source.resolve();
+  const [first, second] = manifest.layers;
+  const blobPath = (digest: string) => join(dir, 'blobs', 'sha256', digest.slice(7));
+  await rm(blobPath(second!.digest));
+  const count = manifest.layers.length;
+  await assert.rejects(source.resolve(), isKind('integrity', new RegExp(`the layout is incomplete: layer 2 of ${count} \\(blob ${second!.digest}\\) is missing$`)));
+  await writeFile(blobPath(first!.digest), 'short');
+  await assert.rejects(source.resolve(), isKind('integrity', new RegExp(`layer 1 of ${count} \\(blob ${first!.digest}\\) has 5 bytes, its descriptor declares ${first!.size}; layer 2 of ${count} .* is missing$`)));
+});
+
 test('corrupt, missing and malformed content gives one-line errors of the right kind', async () => {
   const dir = freshDir();
   const image = await makeImage('corrupt');
@@ -254,8 +269,8 @@ test('corrupt, missing and malformed content gives one-line errors of the right 
   await writeFile(configPath, config);
   await assert.rejects(source.resolve(), isKind('integrity', /config/));
   await rm(configPath);
-  await assert.rejects(source.resolve(), isKind('not-found', /missing/));
-  await assert.rejects(source.openBlob({ ...layer, digest: sha256Digest('nothing') }), isKind('not-found', /missing/));
+  await assert.rejects(source.resolve(), isKind('integrity', /missing from the layout \(the layout is incomplete\)/));
+  await assert.rejects(source.openBlob({ ...layer, digest: sha256Digest('nothing') }), isKind('integrity', /missing from the layout \(the layout is incomplete\)/));
 
   await assert.rejects(openOciLayoutSource(ref(join(root, 'does-not-exist'), 'x')), isKind('not-found', /no such directory/));
   const notLayout = freshDir();

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import { describeParseError } from '../../imagebuilder/oci/parse-error.js';
 
 /**
  * The pool spec: what an operator writes (YAML or JSON) and `pool apply` converges to.
@@ -149,7 +150,7 @@ export async function loadPoolSpec(path: string): Promise<PoolSpec> {
   try {
     data = parseYaml(text);
   } catch (err) {
-    throw new BuildfleetError('usage', `${path}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
+    throw new BuildfleetError('usage', `${path}: not valid YAML or JSON at ${describeParseError(err, text)}`);
   }
   return parsePoolSpec(data, path);
 }

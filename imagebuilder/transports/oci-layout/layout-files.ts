@@ -128,7 +128,8 @@ export async function readVerifiedBlob(root: string, descriptor: Descriptor, wha
     if (info.size > MAX_JSON_BLOB) throw new BuildfleetError('format', `${what}: ${info.size} bytes is too large for a manifest or config`);
     bytes = await readFile(path);
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT') throw new BuildfleetError('not-found', `${what}: blob ${descriptor.digest} is missing from the layout`);
+    // index.json or a manifest names it: the layout is incomplete, not the image unknown.
+    if (errnoCode(err) === 'ENOENT') throw new BuildfleetError('integrity', `${what}: blob ${descriptor.digest} is missing from the layout (the layout is incomplete)`);
     throw fsError(err, what);
   }
   const algorithm = digestAlgorithm(descriptor.digest);

@@ -94,6 +94,7 @@ class OciLayoutSource implements ImageSource {
       const configWhat = `${this.label}: config ${shortDigest(manifest.config.digest)}`;
       const configBytes = await readVerifiedBlob(this.root, manifest.config, configWhat);
       const config = parseJson(ImageConfig, configBytes, configWhat);
+      await this.checkLayersPresent(manifest.layers, what);
       return {
         manifest,
         manifestBytes: bytes,
@@ -106,6 +107,21 @@ class OciLayoutSource implements ImageSource {
     }
   }
 
+  /**
+   * Layers are read only when copied, so without this an inspect of a layout that lost a layer
+   * blob would show the image as if whole. A stat per layer; the digests are checked on read.
+   */
+  private async checkLayersPresent(layers: Descriptor[], what: string): Promise<void> {
+    const problems: string[] = [];
+    for (const [i, layer] of layers.entries()) {
+      const info = await statOrUndefined(blobPathIn(this.root, layer.digest));
+      const which = `layer ${i + 1} of ${layers.length} (blob ${layer.digest})`;
+      if (!info) problems.push(`${which} is missing`);
+      else if (info.size !== layer.size) problems.push(`${which} has ${info.size} bytes, its descriptor declares ${layer.size}`);
+    }
+    if (problems.length > 0) throw new BuildfleetError('integrity', `${what}: the layout is incomplete: ${problems.join('; ')}`);
+  }
+
   async openBlob(descriptor: Descriptor, options: OpenBlobOptions = {}): Promise<Readable> {
     const what = `${this.label}: blob ${shortDigest(descriptor.digest)}`;
     const path = blobPathIn(this.root, descriptor.digest);
@@ -113,7 +129,7 @@ class OciLayoutSource implements ImageSource {
     try {
       handle = await open(path, 'r');
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') throw new BuildfleetError('not-found', `${what} is missing from the layout`);
+      if (errnoCode(err) === 'ENOENT') throw new BuildfleetError('integrity', `${what} is missing from the layout (the layout is incomplete)`);
       throw fsError(err, what);
     }
     const input = handle.createReadStream();
