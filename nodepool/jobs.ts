@@ -1,7 +1,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { PassThrough, type Writable } from 'node:stream';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { BuildfleetError } from '../imagebuilder/oci/errors.js';
@@ -68,56 +69,97 @@ export async function execJob(manager: PoolManager, pool: string, command: strin
       Cmd: command,
       WorkingDir: WORKSPACE,
       Labels: { [JOB_LABEL]: job, 'io.buildfleet.pool': pool },
-      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host' },
-      AttachStdout: true,
-      AttachStderr: true,
+      // The job's output is its container's log: json-file keeps it on the runtime disk across a
+      // runtime restart, whatever log driver the daemon defaults to, so none of it is lost.
+      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host', LogConfig: { Type: 'json-file', Config: {} } },
     })
     .catch((err: unknown) => {
       throw runtimeError(node.name, err);
     });
   const startedAt = new Date();
   try {
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    stdout.pipe(options.stdout ?? process.stdout, { end: false });
-    stderr.pipe(options.stderr ?? process.stderr, { end: false });
-    const stream = await container.attach({ stream: true, stdout: true, stderr: true }).catch((err: unknown) => {
-      throw runtimeError(node.name, err);
-    });
-    docker.modem.demuxStream(stream, stdout, stderr);
-    // If the runtime restarts mid-job, the attach breaks but the job goes on (live-restore).
-    stream.on('error', () => {});
     try {
       await container.start();
     } catch (err) {
       // A runtime that dies mid-request may still have started the job: only an answer is final.
       if ((err as { statusCode?: number }).statusCode !== undefined) throw runtimeError(node.name, err);
     }
-    const exitCode = await waitForExit(container);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // let the last output arrive
-    const finishedAt = new Date();
+    const { exitCode, finishedAt } = await relayOutputUntilExit(container, { stdout: options.stdout ?? process.stdout, stderr: options.stderr ?? process.stderr }, log);
     return { job, node: node.name, exitCode, waitedMs: startedAt.getTime() - waitStarted, runMs: finishedAt.getTime() - startedAt.getTime(), startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString() };
   } finally {
     await container.remove({ force: true }).catch(() => {});
   }
 }
 
+type Sinks = { stdout: Writable; stderr: Writable };
+
 /**
- * The job's exit code, by polling: a hung runtime never answers a long `wait`, and a killed one
- * drops it without a word. Each look has its own timeout, and a runtime restart (remediation)
- * only delays the answer, as long as the container still exists.
+ * Follows the job's log to its sinks until the job has exited and its log was read to the end,
+ * then gives its exit code and when it ended (the runtime's word: after a runtime restart we
+ * learn it late). A runtime restart (remediation, live-restore) breaks the stream but
+ * not the job: the next read resumes from the cursor once the runtime answers again. Only a
+ * read that began after the job had exited can be the last one: a stream that ended cleanly
+ * may also be a runtime shutting down.
  */
-async function waitForExit(container: Docker.Container, startTimeoutMs = 60_000): Promise<number> {
+async function relayOutputUntilExit(container: Docker.Container, sinks: Sinks, log: (line: string) => void, startTimeoutMs = 60_000): Promise<{ exitCode: number; finishedAt: Date }> {
   const startDeadline = Date.now() + startTimeoutMs;
+  const cursor = new LogCursor();
+  let exited: { exitCode: number; finishedAt: Date } | undefined;
+  for (;;) {
+    const complete = await relayLogOnce(container, cursor, sinks, log).catch((err: unknown) => {
+      // The runtime went away mid-read (or never answered): resume once it is back.
+      if (err instanceof BuildfleetError) throw err;
+      return false;
+    });
+    if (complete && exited) return exited;
+    const state = await jobState(container);
+    if (state.Status === 'created' && Date.now() > startDeadline) {
+      throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} never started`);
+    }
+    if (!state.Running && state.Status !== 'created') exited = { exitCode: state.ExitCode, finishedAt: endedAt(state.FinishedAt) };
+    else if (!complete || state.Status === 'created') await sleep(250);
+  }
+}
+
+/** One read of the log from the cursor on; true when the runtime ended it at a frame boundary. */
+async function relayLogOnce(container: Docker.Container, cursor: LogCursor, sinks: Sinks, log: (line: string) => void): Promise<boolean> {
+  // A hung runtime never answers: give up on the request, not on the stream once it flows.
+  const noAnswer = new AbortController();
+  const timer = setTimeout(() => noAnswer.abort(), 5000);
+  const since = cursor.since();
+  const stream = await container
+    .logs({ follow: true, stdout: true, stderr: true, timestamps: true, ...(since && { since }), abortSignal: noAnswer.signal })
+    .finally(() => clearTimeout(timer));
+  cursor.beginRead();
+  const decoder = new LogFrameDecoder();
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    for (const frame of decoder.push(chunk)) {
+      if (frame.stream === 'system') {
+        log(`runtime: ${frame.payload.toString().trim()}`);
+        continue;
+      }
+      const entry = parseLogEntry(frame.payload);
+      if (!cursor.admit(frame.stream, entry.at)) continue;
+      const sink = sinks[frame.stream];
+      if (!sink.write(entry.text)) {
+        await once(sink, 'drain').catch((err: unknown) => {
+          throw new BuildfleetError('environment', `cannot pass on the job's ${frame.stream}: ${(err as Error).message}`, { cause: err });
+        });
+      }
+    }
+  }
+  return decoder.atBoundary;
+}
+
+/**
+ * The job container's state, by asking until the runtime answers: a hung runtime never answers
+ * and a killed one drops the question, so each look has its own timeout.
+ */
+async function jobState(container: Docker.Container): Promise<Docker.ContainerInspectInfo['State']> {
   for (;;) {
     try {
-      const info = await container.inspect({ abortSignal: AbortSignal.timeout(5000) } as object);
-      if (!info.State.Running && info.State.Status !== 'created') return info.State.ExitCode;
-      if (info.State.Status === 'created' && Date.now() > startDeadline) {
-        throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} never started`);
-      }
+      return (await container.inspect({ abortSignal: AbortSignal.timeout(5000) } as object)).State;
     } catch (err) {
-      if (err instanceof BuildfleetError) throw err;
       if ((err as { statusCode?: number }).statusCode === 404) {
         throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} is gone: the node's runtime restarted without live-restore and took it`);
       }
@@ -126,6 +168,102 @@ async function waitForExit(container: Docker.Container, startTimeoutMs = 60_000)
   }
 }
 
+/** The runtime's FinishedAt, or now when it gives none (its zero time is year 1). */
+function endedAt(finishedAt: string): Date {
+  const at = Date.parse(finishedAt);
+  return Number.isFinite(at) && at > 0 ? new Date(at) : new Date();
+}
+
 function runtimeError(node: string, err: unknown): BuildfleetError {
   return new BuildfleetError('environment', `${node}: the runtime refused the job: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+}
+
+export type LogStream = 'stdout' | 'stderr';
+export type LogFrame = { stream: LogStream | 'system'; payload: Buffer };
+
+/**
+ * Pure: splits the runtime's multiplexed log stream into frames (8-byte header: stream, 3 zero
+ * bytes, big-endian length). The runtime writes each log entry as one frame, so a frame is one
+ * entry with its timestamp, also for a partial line.
+ */
+export class LogFrameDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): LogFrame[] {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    const frames: LogFrame[] = [];
+    let offset = 0;
+    while (this.pending.length - offset >= 8) {
+      const size = this.pending.readUInt32BE(offset + 4);
+      if (this.pending.length - offset - 8 < size) break;
+      const kind = this.pending[offset]!;
+      const stream = kind === 1 ? 'stdout' : kind === 2 ? 'stderr' : 'system';
+      frames.push({ stream, payload: this.pending.subarray(offset + 8, offset + 8 + size) });
+      offset += 8 + size;
+    }
+    this.pending = this.pending.subarray(offset);
+    return frames;
+  }
+
+  /** False when the stream stopped inside a frame. */
+  get atBoundary(): boolean {
+    return this.pending.length === 0;
+  }
+}
+
+const ENTRY_TIMESTAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) /;
+
+/** Pure: an entry of a log read with timestamps: its time in nanoseconds since the epoch, and its bytes. */
+export function parseLogEntry(payload: Buffer): { at: bigint; text: Buffer } {
+  const head = payload.subarray(0, 40).toString('latin1');
+  const match = ENTRY_TIMESTAMP.exec(head);
+  const seconds = match ? Date.parse(`${match[1]}${match[3]}`) / 1000 : Number.NaN;
+  if (!match || !Number.isFinite(seconds)) throw new BuildfleetError('environment', `the runtime sent a log entry without a timestamp: ${JSON.stringify(head)}`);
+  const at = BigInt(seconds) * 1_000_000_000n + BigInt((match[2] ?? '').padEnd(9, '0'));
+  return { at, text: payload.subarray(match[0].length) };
+}
+
+/**
+ * Pure: which log entries were delivered, so a read that resumes after a broken stream delivers
+ * each entry exactly once. Within a stream the runtime stamps entries in order (equal stamps
+ * happen: the pieces of a long line share one), so per stream the last stamp delivered and how
+ * many entries carried it say what a replay must skip. Entries of the two streams can be
+ * written slightly out of stamp order, so a resumed read starts a margin before the last stamp.
+ */
+export class LogCursor {
+  private readonly streams = {
+    stdout: { last: -1n, delivered: 0, seen: 0 },
+    stderr: { last: -1n, delivered: 0, seen: 0 },
+  };
+
+  constructor(private readonly resumeMarginNs = 1_000_000_000n) {}
+
+  /** Call before each read: a read replays from since(). */
+  beginRead(): void {
+    for (const stream of Object.values(this.streams)) stream.seen = 0;
+  }
+
+  /** True when the entry is new (and counts it as delivered); false for one already delivered. */
+  admit(stream: LogStream, at: bigint): boolean {
+    const state = this.streams[stream];
+    if (at < state.last) return false;
+    if (at === state.last) {
+      state.seen += 1;
+      if (state.seen <= state.delivered) return false;
+      state.delivered = state.seen;
+      return true;
+    }
+    state.last = at;
+    state.delivered = 1;
+    state.seen = 1;
+    return true;
+  }
+
+  /** The runtime's `since` (seconds.nanoseconds) for the next read; undefined: from the start. */
+  since(): string | undefined {
+    const last = [this.streams.stdout.last, this.streams.stderr.last].reduce((a, b) => (a > b ? a : b));
+    if (last < 0n) return undefined;
+    const from = last > this.resumeMarginNs ? last - this.resumeMarginNs : 0n;
+    return `${from / 1_000_000_000n}.${(from % 1_000_000_000n).toString().padStart(9, '0')}`;
+  }
 }

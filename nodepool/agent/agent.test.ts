@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { startPoolFixture, type PoolFixture } from '../../test/helpers/pools.js';
+import { waitFor } from '../../test/helpers/wait.js';
 import type { NodeStatus } from '../state/store.js';
 
 // Real loop disks, real dockerds and their agents: needs root, as CI is.
@@ -18,16 +19,6 @@ after(async () => {
 
 const disks = { runtime: '256M', workload: '256M' };
 const fastProbe = { intervalSeconds: 0.5, timeoutSeconds: 1, failureThreshold: 2 };
-
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 const status = (pool: string, id = 'n1') => fixture.manager.store.readStatus(pool, id) as Promise<NodeStatus>;
 const events = (pool: string, id = 'n1') =>
