@@ -4,7 +4,7 @@ import { copyImage } from '../imagebuilder/copy/copy.js';
 import { inspectImage } from '../imagebuilder/copy/inspect.js';
 import { parsePlatform } from '../imagebuilder/oci/platform.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
-import type { GlobalOptions } from './program.js';
+import type { GlobalOptions } from './global-options.js';
 import { formatBytes, printJson, progressBar, table } from './output.js';
 import { positiveInt, transportOptions } from './options.js';
 import { registerSquash } from './squash.js';

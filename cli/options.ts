@@ -1,5 +1,5 @@
 import type { TransportOptions } from '../imagebuilder/transports/index.js';
-import type { GlobalOptions } from './program.js';
+import type { GlobalOptions } from './global-options.js';
 import { BuildfleetError } from './output.js';
 
 /** Global flags -> transport settings (registry credentials, TLS, insecure hosts). */
@@ -18,6 +18,12 @@ function parseCreds(text: string): { username: string; password: string } {
   const colon = text.indexOf(':');
   if (colon <= 0) throw new BuildfleetError('usage', '--creds must be USER:PASSWORD');
   return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+export function nonNegativeInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new BuildfleetError('usage', `${flag} must be a whole number >= 0, got "${value}"`);
+  return n;
 }
 
 export function positiveInt(value: string, flag: string): number {

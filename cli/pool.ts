@@ -3,20 +3,15 @@ import { BuildfleetError } from '../imagebuilder/oci/errors.js';
 import type { PoolSpec } from '../nodepool/spec/spec.js';
 import type { PoolView } from '../nodepool/pool.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
-import type { GlobalOptions } from './program.js';
+import type { GlobalOptions } from './global-options.js';
 import { printJson, table } from './output.js';
-import { transportOptions } from './options.js';
+import { nonNegativeInt, transportOptions } from './options.js';
 
 type PoolFlags = { stateDir?: string };
 
 /** Pool specs (and their YAML parser) load only for the commands that read one, not at every start. */
 const poolSpecs = () => import('../nodepool/spec/spec.js');
 
-function nonNegativeInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new BuildfleetError('usage', `${flag} must be a whole number >= 0, got "${value}"`);
-  return n;
-}
 
 function seconds(value: string, flag: string): number {
   const n = Number(value);

@@ -5,16 +5,7 @@ import { registerQuickstart } from './quickstart.js';
 import { registerAgentCommand, registerPoolCommands } from './pool.js';
 import { reportError } from './output.js';
 import { commandPath, wantsJson } from './errors.js';
-
-export type GlobalOptions = {
-  json: boolean;
-  quiet: boolean;
-  platform?: string;
-  insecure: string[];
-  caFile?: string;
-  authfile?: string;
-  creds?: string;
-};
+import type { GlobalOptions } from './global-options.js';
 
 function version(): string {
   try {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { GlobalOptions } from './program.js';
+import type { GlobalOptions } from './global-options.js';
 import { printJson } from './output.js';
 
 export function registerQuickstart(program: Command, globals: () => GlobalOptions): void {

@@ -4,8 +4,8 @@ import { squashImage, type SquashProgress, type SquashReport } from '../imagebui
 import { parsePlatform } from '../imagebuilder/oci/platform.js';
 import type { Compression } from '../imagebuilder/oci/media-types.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
-import { positiveInt, transportOptions } from './options.js';
-import type { GlobalOptions } from './program.js';
+import { nonNegativeInt, positiveInt, transportOptions } from './options.js';
+import type { GlobalOptions } from './global-options.js';
 import { BuildfleetError, formatBytes, printJson, showsProgress, table, type OutputOptions } from './output.js';
 
 type SquashFlags = { layers: number; fromLayer: number; compression: Compression; level?: number; sourceDateEpoch?: number };
@@ -102,8 +102,3 @@ function parseCompression(value: string): Compression {
   throw new BuildfleetError('usage', `--compression must be gzip, zstd or none, got "${value}"`);
 }
 
-function nonNegativeInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new BuildfleetError('usage', `${flag} must be a whole number of seconds, got "${value}"`);
-  return n;
-}

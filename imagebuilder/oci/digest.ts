@@ -189,15 +189,3 @@ export class VerifyingStream extends Transform {
   }
 }
 
-/**
- * Chain IDs identify a stack of layers by their diff_ids (image-spec config.md):
- * ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln)).
- */
-export function chainIds(diffIds: readonly string[]): string[] {
-  const out: string[] = [];
-  for (const diffId of diffIds) {
-    const previous = out[out.length - 1];
-    out.push(previous === undefined ? diffId : sha256Digest(`${previous} ${diffId}`));
-  }
-  return out;
-}

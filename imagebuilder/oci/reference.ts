@@ -126,11 +126,6 @@ export function parseReference(input: string): ImageReference {
   return parseRegistryReference(text, input);
 }
 
-/** The repository:tag (or @digest) a registry reference names, defaulting to :latest. */
-export function registryTagOrDigest(ref: RegistryReference): string {
-  return ref.digest ?? ref.tag ?? 'latest';
-}
-
 export function formatReference(ref: ImageReference): string {
   switch (ref.transport) {
     case 'registry': {

@@ -83,9 +83,3 @@ export function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
-/** Ancestors of a path, outermost first ("a/b/c" -> ["a", "a/b"]). */
-export function ancestorsOf(path: string): string[] {
-  const out: string[] = [];
-  for (let i = path.indexOf('/'); i >= 0; i = path.indexOf('/', i + 1)) out.push(path.slice(0, i));
-  return out;
-}
