@@ -13,6 +13,7 @@ import { isAlive } from './local/processes.js';
 import { inCgroup, nodeDaemonsCgroupName } from './local/cgroups.js';
 import { PoolManager } from './pool.js';
 import { StateStore } from './state/store.js';
+import { ownedTempName } from '../imagebuilder/transports/temp-files.js';
 
 /**
  * Pool and node names are paths' last parts: no name may make a command act outside
@@ -166,4 +167,20 @@ test('delete refuses a dir that holds no pool record, and leaves it as it is', {
   }
   assert.deepEqual(await snapshot(stray), before);
   await rm(stray, { recursive: true });
+});
+
+test('a claim left by a killed claimer is swept by the next claim; a live one is left alone', { timeout: 120_000 }, async () => {
+  const cli = (args: string[]) => runCli(args, { BUILDFLEET_STATE_DIR: stateDir });
+  const dead = spawn('true');
+  await new Promise((resolve) => dead.once('exit', resolve));
+  const stale = join(stateDir, 'pools', ownedTempName('.claim-stale-', dead.pid));
+  const live = join(stateDir, 'pools', ownedTempName('.claim-live-', process.pid));
+  for (const claim of [stale, live]) await mkdir(join(claim, 'nodes'), { recursive: true });
+  const created = await cli(['pool', 'create', 'claims', '--nodes', '0', '--image', fixture.image]);
+  assert.equal(created.exitCode, 0, created.stderr);
+  assert.equal(existsSync(stale), false, 'the dead claimer\'s claim is gone');
+  assert.equal(existsSync(live), true, 'a live claimer\'s claim stays');
+  assert.ok((await manager.store.listPools()).includes('claims'));
+  await rm(live, { recursive: true });
+  await manager.delete('claims');
 });

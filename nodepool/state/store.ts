@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import { ownedTempName, sweepDeadOwners } from '../../imagebuilder/transports/temp-files.js';
 import { checkPoolName, POOL_NAME, type PoolSpec } from '../spec/spec.js';
 import type { NodePhase, Transition } from './lifecycle.js';
 
@@ -113,7 +114,7 @@ export function checkNodeId(id: string): string {
   return id;
 }
 
-/** A claim in progress: pool.json and nodes/ made beside the pool dir, then renamed into place. */
+/** A claim in progress (an owned temp name): pool.json and nodes/ made beside the pool dir, then renamed into place. */
 const CLAIM_PREFIX = '.claim-';
 
 export class StateStore {
@@ -173,7 +174,7 @@ export class StateStore {
   async requirePool(pool: string): Promise<PoolRecord> {
     const record = await this.readPool(pool);
     if (!record) {
-      if (existsSync(this.poolDir(pool))) await this.ownedPoolDir(pool); // says what the dir is instead
+      await this.ownedPoolDir(pool); // a dir of that name that is no pool: says what it is instead
       throw new BuildfleetError('not-found', `no pool named ${pool} in ${this.root}`);
     }
     return record;
@@ -182,33 +183,24 @@ export class StateStore {
   /**
    * Claims the pool's name: fails (exit 9) when a pool dir of that name exists. The dir appears
    * whole, pool record included (made beside it, then renamed), so a crash never leaves a pool
-   * dir without the record that lets delete remove it.
+   * dir without the record that lets delete remove it. A claimer killed mid-claim leaves a temp
+   * dir named for its pid: the next claim sweeps it.
    */
   async claimPool(record: PoolRecord): Promise<void> {
     const dir = this.poolDir(record.spec.name);
+    const taken = () => new BuildfleetError('conflict', `pool ${record.spec.name} already exists in ${this.root} (see "buildfleet pool status ${record.spec.name}")`);
+    if (existsSync(dir)) throw taken();
     await mkdir(this.poolsDir, { recursive: true });
-    await this.sweepStaleClaims();
-    const claim = join(this.poolsDir, `${CLAIM_PREFIX}${record.spec.name}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    await sweepDeadOwners(this.poolsDir, (prefix) => prefix.startsWith(CLAIM_PREFIX));
+    const claim = join(this.poolsDir, ownedTempName(`${CLAIM_PREFIX}${record.spec.name}-`));
     await mkdir(join(claim, 'nodes'), { recursive: true });
     try {
       await writeJsonAtomically(join(claim, 'pool.json'), record);
-      if (existsSync(dir)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
       await rename(claim, dir);
     } catch (err) {
       await rm(claim, { recursive: true, force: true });
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST' || code === 'ENOTEMPTY') {
-        throw new BuildfleetError('conflict', `pool ${record.spec.name} already exists in ${this.root} (see "buildfleet pool status ${record.spec.name}")`);
-      }
-      throw err;
-    }
-  }
-
-  /** Claims left by a process that died mid-claim (its pid is in the name). */
-  private async sweepStaleClaims(): Promise<void> {
-    for (const name of await readdir(this.poolsDir).catch(() => [] as string[])) {
-      const pid = Number(/^\.claim-.+-(\d+)-[0-9a-f]{8}$/.exec(name)?.[1]);
-      if (pid > 0 && !processExists(pid)) await rm(join(this.poolsDir, name), { recursive: true, force: true });
+      throw code === 'EEXIST' || code === 'ENOTEMPTY' ? taken() : err;
     }
   }
 
@@ -240,15 +232,6 @@ export class StateStore {
     for (const entry of await readdir(dir)) if (entry !== 'pool.json') await rm(join(dir, entry), { recursive: true, force: true });
     await unlink(join(dir, 'pool.json'));
     await rmdir(dir);
-  }
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
