@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { RegistryServer } from '../imagebuilder/daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
-import { parsePoolSpec } from '../nodepool/spec/spec.js';
+import { parsePoolSpec } from '../nodepool/pool-spec/pool-spec.js';
 import { StateStore } from '../nodepool/state/store.js';
 import { PoolManager } from '../nodepool/pool.js';
 import { writeRunnableImage } from './runnable-image.js';

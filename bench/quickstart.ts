@@ -5,7 +5,7 @@ import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage, type CopyResult } from '../imagebuilder/copy/copy.js';
 import { squashImage } from '../imagebuilder/squash/squash.js';
-import { parsePoolSpec } from '../nodepool/spec/spec.js';
+import { parsePoolSpec } from '../nodepool/pool-spec/pool-spec.js';
 import { StateStore } from '../nodepool/state/store.js';
 import { PoolManager } from '../nodepool/pool.js';
 import { execJob } from '../nodepool/jobs.js';

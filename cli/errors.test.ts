@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BuildfleetError } from '../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 import { errorReport, formatErrorReport, wantsJson } from './errors.js';
 
 test('--json is seen anywhere before --', () => {

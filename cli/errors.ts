@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { exitCodeFor, isBuildfleetError, type ErrorKind } from '../imagebuilder/oci/errors.js';
+import { exitCodeFor, isBuildfleetError, type ErrorKind } from '../imagebuilder/errors.js';
 import { oneLine } from '../imagebuilder/oci/parse-error.js';
 
 /**

@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import { BuildfleetError } from '../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 import { errorReport, formatErrorReport } from './errors.js';
 import type { ProgressListener } from '../imagebuilder/transports/types.js';
 

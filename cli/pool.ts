@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { BuildfleetError } from '../imagebuilder/oci/errors.js';
-import type { PoolSpec } from '../nodepool/spec/spec.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
+import type { PoolSpec } from '../nodepool/pool-spec/pool-spec.js';
 import type { PoolView } from '../nodepool/pool.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
 import type { GlobalOptions } from './global-options.js';
@@ -10,7 +10,7 @@ import { nonNegativeInt, transportOptions } from './options.js';
 type PoolFlags = { stateDir?: string };
 
 /** Pool specs (and their YAML parser) load only for the commands that read one, not at every start. */
-const poolSpecs = () => import('../nodepool/spec/spec.js');
+const poolSpecs = () => import('../nodepool/pool-spec/pool-spec.js');
 
 
 function seconds(value: string, flag: string): number {

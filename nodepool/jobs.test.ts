@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LogCursor, LogFrameDecoder, parseLogEntry, pickNode, type LogStream } from './jobs.js';
-import { BuildfleetError } from '../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 import type { NodeView } from './pool.js';
 
 const node = (id: string, over: Partial<NodeView> = {}): NodeView => ({

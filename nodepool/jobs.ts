@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
-import { BuildfleetError } from '../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 import type { NodeView, PoolManager, PoolView } from './pool.js';
 
 /**

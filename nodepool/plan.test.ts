@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parsePoolSpec } from './spec/spec.js';
+import { parsePoolSpec } from './pool-spec/pool-spec.js';
 import { describePlan, planIsEmpty, planPool, settingsKey, type ExistingNode } from './plan.js';
 
 const spec = (nodes: number, extra: object = {}) => parsePoolSpec({ name: 'ci', nodes, disks: { runtime: '1G', workload: '2G' }, images: ['127.0.0.1:5000/build:1'], ...extra });

@@ -1,4 +1,4 @@
-import type { PoolSpec } from './spec/spec.js';
+import type { PoolSpec } from './pool-spec/pool-spec.js';
 import type { NodePhase } from './state/lifecycle.js';
 
 /**

@@ -1,7 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { availableParallelism } from 'node:os';
 import { constants, crc32, deflateRaw, deflateRawSync, type ZlibOptions } from 'node:zlib';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { native, type Native } from '../native/index.js';
 
 /**

@@ -5,7 +5,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { openDestination } from '../transports/index.js';
 import { BlobStaging } from '../transports/docker-archive.js';

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { Duplex, PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import type { Compression } from '../oci/media-types.js';
 
 /**

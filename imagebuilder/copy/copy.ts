@@ -11,7 +11,7 @@ import {
 } from '../oci/media-types.js';
 import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
 import { formatReference, type ImageReference } from '../oci/reference.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import type { DestinationPreferences, ImageDestination, ImageSource, ProgressListener, ResolvedImage } from '../transports/types.js';
 import { ByteCounter, pipeOn, recompress } from './codecs.js';
 import { resolveImage } from './resolve.js';

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { native, type NativeHash } from '../native/index.js';
-import { BuildfleetError } from './errors.js';
+import { BuildfleetError } from '../errors.js';
 
 export function sha256Digest(data: Uint8Array | string): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');

@@ -1,4 +1,3 @@
-export * from './errors.js';
 export * from './media-types.js';
 export * from './schemas.js';
 export * from './digest.js';

@@ -1,4 +1,4 @@
-import { BuildfleetError } from './errors.js';
+import { BuildfleetError } from '../errors.js';
 import type { Descriptor, Index, Platform } from './schemas.js';
 
 const goArch: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseReference, formatReference, isLoopbackHost } from './reference.js';
-import { BuildfleetError } from './errors.js';
+import { BuildfleetError } from '../errors.js';
 
 const digest = 'sha256:' + 'a'.repeat(64);
 

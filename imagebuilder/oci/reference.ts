@@ -1,4 +1,4 @@
-import { BuildfleetError } from './errors.js';
+import { BuildfleetError } from '../errors.js';
 import { digestPattern } from './schemas.js';
 
 /**

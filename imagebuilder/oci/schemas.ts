@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BuildfleetError } from './errors.js';
+import { BuildfleetError } from '../errors.js';
 
 /**
  * Schemas for what comes over the wire. Objects are `loose` so fields we do not model

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { RegistryServer } from '../daemons/index.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseChallenges, RegistryClient, type RegistryOptions } from './index.js';
-import { makeTempDir, TokenService, tinyImage, writeHtpasswd } from './test-support.js';
+import { makeTempDir, TokenService, tinyImage, writeHtpasswd } from '../../test/helpers/registry-fakes.js';
 import { errorOf } from '../../test/helpers/assertions.js';
 
 // Needs the docker-registry package (distribution 2.8) and the openssl CLI; .ci/run installs them.

@@ -1,4 +1,4 @@
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { describeCredentials, resolveCredentials, type Credentials } from './credentials.js';
 import { oneLine, registryMessage } from './errors.js';
 import type { Endpoint, RegistryOptions } from './options.js';

@@ -8,7 +8,7 @@ import { RegistryServer, freePort } from '../daemons/index.js';
 import { sha256Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { RegistryClient, type RegistryOptions } from './index.js';
-import { FaultProxy, tinyImage } from './test-support.js';
+import { FaultProxy, tinyImage } from '../../test/helpers/registry-fakes.js';
 import { errorOf } from '../../test/helpers/assertions.js';
 
 // Needs the docker-registry package (distribution 2.8); .ci/run installs it.

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { digestAlgorithm, sha256Digest, VerifyingStream } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { indexMediaTypes, manifestAccept, manifestMediaTypes, MediaType } from '../oci/media-types.js';
 import { digestPattern, type Descriptor } from '../oci/schemas.js';
 import { createHash } from 'node:crypto';

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { describeParseError } from '../oci/parse-error.js';
 import type { Endpoint, RegistryOptions } from './options.js';
 

@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import { BuildfleetError, type ErrorKind } from '../oci/errors.js';
+import { BuildfleetError, type ErrorKind } from '../errors.js';
 import { connectionErrorText, RetryableStatusError, StartOverError } from './retry.js';
 
 /** Which registry, repository and operation an error is about: every message names them. */

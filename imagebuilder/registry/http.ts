@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { Authenticator, type TokenFetch } from './auth.js';
 import { finalError, oneLine, registryMessage, statusText, type ErrorContext } from './errors.js';
 import { defaultRetries, defaultRetryBaseDelayMs, endpointFor, type Endpoint, type RegistryOptions } from './options.js';

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 
 /**
  * Retries with exponential backoff for what a retry can cure: 5xx, 429 and lost connections.

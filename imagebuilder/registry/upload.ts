@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { pipeline, type Readable } from 'node:stream';
 import { digestAlgorithm, DigestStream } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { repositoryScope } from './auth.js';
 import { finalError, statusError, type ErrorContext } from './errors.js';
 import { header, readText, type HttpResponse, type RegistryHttp } from './http.js';

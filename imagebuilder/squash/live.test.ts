@@ -6,7 +6,7 @@ import { buffer } from 'node:stream/consumers';
 import { join } from 'node:path';
 import { RegistryServer } from '../daemons/index.js';
 import { sha256Digest } from '../oci/digest.js';
-import { FaultProxy } from '../registry/test-support.js';
+import { FaultProxy } from '../../test/helpers/registry-fakes.js';
 import { closeRegistryClients, registryClientFor } from '../transports/registry.js';
 import { openDestination, openSource } from '../transports/index.js';
 import { generateImage } from '../../bench/image-generator.js';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BuildfleetError, exitCodeFor } from '../oci/errors.js';
+import { BuildfleetError, exitCodeFor } from '../errors.js';
 import type { TarEntryType, TarHeader } from '../tar/entry.js';
 import { mergeLayers, type IndexedEntry, type MergeResult } from './merge.js';
 import { planSquash, stepHeader, stepsAt, type SquashPlan } from './plan.js';
@@ -192,7 +192,7 @@ test('a parent a layer leaves out becomes a new 0755 root dir over the lower one
     const node = result.nodes.get(path)!;
     return node.kind === 'directory' ? [node.header.mode, node.header.uid, node.from.layer] : undefined;
   };
-  // Docker 20.10 on overlay2 shows exactly this (conformance/implied-parent.test.ts).
+  // Docker 20.10 on overlay2 shows exactly this (test/squash-conformance/implied-parent.test.ts).
   const implied = mergeLayers(layers(lower, ['f:a/b/file:2']));
   assert.deepEqual([header(implied, 'a'), header(implied, 'a/b')], [[0o755, 0, 1], [0o755, 0, 1]]);
   assert.deepEqual(tree(implied), ['a/', 'a/b/', 'a/b/file file@1:a/b/file', 'a/b/lower file@0:a/b/lower'], 'the directories merge');
@@ -224,7 +224,7 @@ test('an entry below a symlink, file or hardlink the same layer made is refused,
 });
 
 test("an entry below a lower layer's symlink or file: the layer's own new directory hides it, as Docker shows", () => {
-  // conformance/symlink-parent.test.ts: Docker 20.10 (overlay2) shows lnk as a directory holding f.
+  // test/squash-conformance/symlink-parent.test.ts: Docker 20.10 (overlay2) shows lnk as a directory holding f.
   const result = mergeLayers(layers(['d:target', 'f:target/t:1', ['lnk', 'symlink', { linkname: '/target' }], 'f:file:2'], ['f:lnk/f:3', 'f:file/g:4']));
   assert.deepEqual(tree(result), ['file/', 'file/g file@1:file/g', 'lnk/', 'lnk/f file@1:lnk/f', 'target/', 'target/t file@0:target/t']);
   const lnk = result.nodes.get('lnk')!;

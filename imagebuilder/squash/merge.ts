@@ -1,4 +1,4 @@
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX, baseName, parentOf, type TarHeader } from '../tar/entry.js';
 
 /**
@@ -41,7 +41,7 @@ function isWhiteout(path: string): boolean {
  * directory), so `docker load` refuses such a layer. It is never turned into a directory here.
  * A lower layer's non-directory is different: the layer's own directory does not hold it, so
  * the runtime creates the parent (ensureParents), which Docker shows over the lower name
- * (conformance/symlink-parent.test.ts).
+ * (test/squash-conformance/symlink-parent.test.ts).
  */
 function throughNonDirectory(layer: number, path: string, parent: MergedNode): BuildfleetError {
   const what = parent.kind === 'leaf' ? parent.inode.header.type : 'directory';
@@ -80,7 +80,7 @@ export function mergeLayers(layers: IndexedEntry[][]): MergeResult {
    * Parents a layer leaves out are created as the runtime creates them when it applies that
    * layer: a plain 0755 root directory in the layer, which hides a lower directory's metadata
    * (its children stay: directories merge). Docker 20.10 on overlay2 shows exactly that
-   * (conformance/implied-parent.test.ts). An entry of the layer for that directory, wherever it
+   * (test/squash-conformance/implied-parent.test.ts). An entry of the layer for that directory, wherever it
    * comes in the tar, sets its metadata instead.
    */
   const ensureParents = (path: string, ref: EntryRef, mtime: TarHeader['mtime'], entry = path) => {

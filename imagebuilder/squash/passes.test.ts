@@ -9,7 +9,7 @@ import { sha256Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/schemas.js';
 import type { ImageSource } from '../transports/types.js';
-import { file, writeTar } from '../tar/testing.js';
+import { file, writeTar } from '../../test/helpers/tar-items.js';
 import { indexLayers } from './passes.js';
 
 // Pass 1 against a hand-made source (no daemon): failure handling and the spool.

@@ -1,4 +1,4 @@
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { WHITEOUT_PREFIX, baseName, parentOf, type TarHeader } from '../tar/entry.js';
 import type { EntryRef, MergeResult } from './merge.js';
 

@@ -10,7 +10,7 @@ import { gzipSync } from 'node:zlib';
 import { tempDir } from '../../test/helpers/real.js';
 import { generateImage } from '../../bench/image-generator.js';
 import { sha256Digest } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { buildManifest } from '../copy/copy.js';
 import { openDestination, openSource } from '../transports/index.js';
@@ -20,7 +20,7 @@ import type { TarHeader } from '../tar/entry.js';
 import { decodeName, encodeName } from '../tar/fields.js';
 import { TarWriter } from '../tar/writer.js';
 
-// No daemon: images are generated into OCI layouts; the Docker oracle suite is in conformance/.
+// No daemon: images are generated into OCI layouts; the Docker oracle suite is in test/squash-conformance/.
 let work: { path: string; remove(): Promise<void> };
 let layout: string;
 

@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { sha256Digest } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { configMediaType, formatOfManifestMediaType, layerCompression, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
 import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';

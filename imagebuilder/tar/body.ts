@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { BuildfleetError } from '../oci/errors.js';
+import type { BuildfleetError } from '../errors.js';
 import type { ByteSource } from './source.js';
 import type { Piece } from './sparse.js';
 

@@ -1,4 +1,4 @@
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import type { TarTime } from './entry.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { NO_XATTRS, normaliseEntryPath, type TarEntryType, type TarHeader } from './entry.js';
 import {
   BLOCK,

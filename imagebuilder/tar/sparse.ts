@@ -1,4 +1,4 @@
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { BLOCK, decodeName, parseNumeric, parsePaxInteger, type PaxRecord } from './fields.js';
 import type { ByteSource } from './source.js';
 

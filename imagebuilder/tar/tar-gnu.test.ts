@@ -4,7 +4,7 @@ import { link, lstat, mkdir, open, readdir, readFile, readlink, stat, symlink, t
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { TarHeader } from './entry.js';
-import { CAP, getxattrHex, has, hardCases, LONG_NAME, LONG_TARGET, readAll, readAllBuffered, run, sha256, SPLIT_NAME, UNICODE, withTemp, writeTar } from './testing.js';
+import { CAP, getxattrHex, has, hardCases, LONG_NAME, LONG_TARGET, readAll, readAllBuffered, run, sha256, SPLIT_NAME, UNICODE, withTemp, writeTar } from '../../test/helpers/tar-items.js';
 
 /** Interop with GNU tar (/bin/tar): it reads what we write, we read what it writes (posix, gnu, sparse). */
 

@@ -6,7 +6,7 @@ import { link, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'no
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeName, encodeName } from './fields.js';
-import { file, h, item, readAll, readAllBuffered, withTemp, writeTar, type Item } from './testing.js';
+import { file, h, item, readAll, readAllBuffered, withTemp, writeTar, type Item } from '../../test/helpers/tar-items.js';
 
 /**
  * On Linux a name is bytes, not text: names and link targets that are not UTF-8 go through the

@@ -7,10 +7,10 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import tarStream from 'tar-stream';
 import type { TarHeader } from './entry.js';
-import { isBuildfleetError } from '../oci/errors.js';
+import { isBuildfleetError } from '../errors.js';
 import { checksumMatches, encodePaxRecord, formatNumeric, parseNumeric, setChecksum } from './fields.js';
 import { readTar } from './reader.js';
-import { CAP, chunked, collect, file, h, hardCases, item, readAll, readAllBuffered, rejectsFormat, sha256, SPLIT_NAME, writeTar } from './testing.js';
+import { CAP, chunked, collect, file, h, hardCases, item, readAll, readAllBuffered, rejectsFormat, sha256, SPLIT_NAME, writeTar } from '../../test/helpers/tar-items.js';
 import { encodeHeader, TarWriter } from './writer.js';
 
 /** The codec on its own: round trips, streaming, end-of-archive forms, errors, other writers. GNU tar interop: tar-gnu.test.ts. */

@@ -1,6 +1,6 @@
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { normaliseEntryPath, type TarEntryType, type TarHeader, type TarTime } from './entry.js';
 import {
   BLOCK,

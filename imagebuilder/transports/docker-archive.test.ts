@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest, digestHex } from '../oci/digest.js';
 import { openArchiveDestination, openArchiveSource, writeDockerArchive } from './docker-archive.js';

@@ -2,7 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { BuildfleetError, isBuildfleetError } from '../oci/errors.js';
+import { BuildfleetError, isBuildfleetError } from '../errors.js';
 import type { Descriptor } from '../oci/schemas.js';
 import type { ArchiveReference } from '../oci/reference.js';
 import { tempPathBeside } from './files.js';

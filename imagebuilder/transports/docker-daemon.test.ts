@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import Dockerode from 'dockerode';
 import tar from 'tar-stream';
 import { DockerEngine, importBusyboxBase } from '../daemons/index.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest } from '../oci/digest.js';
 import type { DaemonReference } from '../oci/reference.js';

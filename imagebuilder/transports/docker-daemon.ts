@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Dockerode from 'dockerode';
-import { BuildfleetError, isBuildfleetError } from '../oci/errors.js';
+import { BuildfleetError, isBuildfleetError } from '../errors.js';
 import type { DaemonReference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/schemas.js';
 import { BlobStaging, dockerArchiveChunks, openDockerArchiveFile, repoTagsFor } from './docker-archive.js';

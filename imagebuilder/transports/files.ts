@@ -4,7 +4,7 @@ import { dirname, join, basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestStream } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { ownedTempName, parseTempName, trackTemp, untrackTemp } from './temp-files.js';
 
 /**

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import tar from 'tar-stream';
 import { sha256Digest } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
 import type { OciLayoutReference } from '../oci/reference.js';

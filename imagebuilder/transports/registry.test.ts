@@ -2,12 +2,12 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { RegistryServer } from '../daemons/index.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseReference, type RegistryReference } from '../oci/reference.js';
 import { sha256Digest } from '../oci/digest.js';
 import { RegistryClient, type RegistryOptions } from '../registry/index.js';
-import { tinyImage } from '../registry/test-support.js';
+import { tinyImage } from '../../test/helpers/registry-fakes.js';
 import { closeRegistryClients, openRegistryDestination, openRegistrySource, registryClientFor } from './registry.js';
 import { amd64Arm64Index } from '../../test/helpers/transports.js';
 

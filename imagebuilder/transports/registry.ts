@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { sha256Digest } from '../oci/digest.js';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { formatReference, type ImageReference, type RegistryReference } from '../oci/reference.js';

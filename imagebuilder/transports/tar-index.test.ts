@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { execa } from 'execa';
 import tar from 'tar-stream';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import {
   encodeTarHeader,
   indexTar,

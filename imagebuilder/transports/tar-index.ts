@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
-import { BuildfleetError } from '../oci/errors.js';
+import { BuildfleetError } from '../errors.js';
 import { checksumMatches } from '../tar/fields.js';
 
 /**

@@ -1,5 +1,5 @@
 import type Docker from 'dockerode';
-import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { PinnedImage } from '../state/store.js';
 
 /**

@@ -1,7 +1,7 @@
 import { open, mkdir, readFile, statfs, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
-import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
-import type { DiskSpec } from '../spec/spec.js';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
+import type { DiskSpec } from '../pool-spec/pool-spec.js';
 import type { DiskRecord } from '../state/store.js';
 
 /**

@@ -2,9 +2,9 @@ import { lstat, mkdir, readdir, readFile, realpath, rename, rm, rmdir, unlink, w
 import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { ownedTempName, sweepDeadOwners } from '../../imagebuilder/transports/temp-files.js';
-import { checkPoolName, POOL_NAME, type PoolSpec } from '../spec/spec.js';
+import { checkPoolName, POOL_NAME, type PoolSpec } from '../pool-spec/pool-spec.js';
 import type { NodePhase, Transition } from './lifecycle.js';
 
 /**

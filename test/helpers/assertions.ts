@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
 
 /**
  * For `assert.rejects(promise, errorOf(kind, pattern))`: the error is a BuildfleetError of that

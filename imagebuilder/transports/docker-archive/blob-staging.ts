@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BuildfleetError, isBuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError, isBuildfleetError } from '../../errors.js';
 import { isIndexMediaType, layerCompression } from '../../oci/media-types.js';
 import { ImageConfig, Manifest, parseJson, type Descriptor } from '../../oci/schemas.js';
 import { DigestStream, digestHex, sha256Digest } from '../../oci/digest.js';

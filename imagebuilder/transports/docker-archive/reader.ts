@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { BuildfleetError, isBuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError, isBuildfleetError } from '../../errors.js';
 import { MediaType, sniffCompression, type Compression } from '../../oci/media-types.js';
 import { ImageConfig, parseJson, type Descriptor } from '../../oci/schemas.js';
 import { VerifyingStream, sha256Digest } from '../../oci/digest.js';

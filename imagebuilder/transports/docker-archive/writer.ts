@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError } from '../../errors.js';
 import { digestHex } from '../../oci/digest.js';
 import { encodeTarHeader, tarEnd, tarPadding } from '../tar-index.js';
 

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestStream, VerifyingStream, digestAlgorithm } from '../../oci/digest.js';
-import { BuildfleetError, isBuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError, isBuildfleetError } from '../../errors.js';
 import { MediaType } from '../../oci/media-types.js';
 import { formatReference, type OciLayoutReference } from '../../oci/reference.js';
 import { Descriptor, parseAnyManifest } from '../../oci/schemas.js';

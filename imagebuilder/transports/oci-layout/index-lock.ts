@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { BuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError } from '../../errors.js';
 import { isTempBesidePrefix, tempPathBeside } from '../files.js';
 import { pidAlive, removeTemp, sweepDeadOwners } from '../temp-files.js';
 import { LOCK_FILE, createExclusive, errnoCode, fsError } from './layout-files.js';

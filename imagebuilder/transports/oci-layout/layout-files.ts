@@ -4,7 +4,7 @@ import { link, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { z } from 'zod';
 import { digestAlgorithm, digestHex } from '../../oci/digest.js';
-import { BuildfleetError, isBuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError, isBuildfleetError } from '../../errors.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from '../../oci/media-types.js';
 import { Descriptor, Index, digestPattern, parseAnyManifest, parseJson } from '../../oci/schemas.js';
 import { tempPathBeside } from '../files.js';

@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { VerifyingStream } from '../../oci/digest.js';
-import { BuildfleetError } from '../../oci/errors.js';
+import { BuildfleetError } from '../../errors.js';
 import { formatReference, type OciLayoutReference } from '../../oci/reference.js';
 import { Descriptor, ImageConfig, Index, parseAnyManifest, parseJson } from '../../oci/schemas.js';
 import { selectPlatform } from '../../oci/platform.js';

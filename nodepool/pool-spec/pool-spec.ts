@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { BuildfleetError } from '../../imagebuilder/oci/errors.js';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { describeParseError } from '../../imagebuilder/oci/parse-error.js';
 
 /**

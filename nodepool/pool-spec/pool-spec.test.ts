@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkPoolName, loadPoolSpec, parsePoolSpec, parseSize } from './spec.js';
+import { checkPoolName, loadPoolSpec, parsePoolSpec, parseSize } from './pool-spec.js';
 
 const images = ['127.0.0.1:5000/build:1'];
 import { phaseTimes, transition } from '../state/lifecycle.js';

@@ -1,12 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { DockerEngine, RegistryServer } from '../../daemons/index.js';
-import { startEngine, startRegistry, tempDir } from '../../../test/helpers/real.js';
-import { diffRootfs, exportRootfs, imageRuntimeConfig } from '../../../test/helpers/rootfs-oracle.js';
-import { openDestination, openSource } from '../../transports/index.js';
-import { copyImage } from '../../copy/copy.js';
-import { squashImage, SOURCE_LABEL, type SquashOptions, type SquashReport } from '../squash.js';
+import type { DockerEngine, RegistryServer } from '../../imagebuilder/daemons/index.js';
+import { startEngine, startRegistry, tempDir } from '../helpers/real.js';
+import { diffRootfs, exportRootfs, imageRuntimeConfig } from '../helpers/rootfs-oracle.js';
+import { openDestination, openSource } from '../../imagebuilder/transports/index.js';
+import { copyImage } from '../../imagebuilder/copy/copy.js';
+import { squashImage, SOURCE_LABEL, type SquashOptions, type SquashReport } from '../../imagebuilder/squash/squash.js';
 import { buildConformanceCase, conformanceCases } from './cases.js';
 
 /**

@@ -5,10 +5,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { isBuildfleetError } from '../oci/errors.js';
-import type { TarHeader } from './entry.js';
-import { readTar, type ReadTarOptions } from './reader.js';
-import { TarWriter } from './writer.js';
+import { isBuildfleetError } from '../../imagebuilder/errors.js';
+import type { TarHeader } from '../../imagebuilder/tar/entry.js';
+import { readTar, type ReadTarOptions } from '../../imagebuilder/tar/reader.js';
+import { TarWriter } from '../../imagebuilder/tar/writer.js';
 
 /** Helpers and fixtures for the tar codec's tests (tar.test.ts, tar-gnu.test.ts). */
 

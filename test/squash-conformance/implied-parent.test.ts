@@ -1,10 +1,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import type { DockerEngine } from '../../daemons/index.js';
-import { dockerBuild, startEngine, tempDir } from '../../../test/helpers/real.js';
-import { diffRootfs, exportRootfs, type RootfsEntry } from '../../../test/helpers/rootfs-oracle.js';
-import type { SquashOptions } from '../squash.js';
+import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import { dockerBuild, startEngine, tempDir } from '../helpers/real.js';
+import { diffRootfs, exportRootfs, type RootfsEntry } from '../helpers/rootfs-oracle.js';
+import type { SquashOptions } from '../../imagebuilder/squash/squash.js';
 import { BASE } from './cases.js';
 import { archiveWithLayers, handMadeLayer, squashOnEngine } from './hand-made.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadPoolSpec } from './spec.js';
+import { loadPoolSpec } from './pool-spec.js';
 import { errorOf } from '../../test/helpers/assertions.js';
 
 test('a spec file that does not parse fails with one line: file, line, column and what is wrong', async () => {
