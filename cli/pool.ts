@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { BuildfleetError } from '../imagebuilder/errors.js';
 import type { PoolSpec } from '../nodepool/pool-spec/pool-spec.js';
+import { DEFAULT_DISK_SIZES } from '../nodepool/pool-spec/defaults.js';
 import type { PoolView } from '../nodepool/pool.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
 import type { GlobalOptions } from './global-options.js';
@@ -83,8 +84,8 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .argument('[name]', 'pool name (when no --file)')
     .option('-f, --file <path>', 'pool spec (YAML or JSON)')
     .option('--nodes <n>', 'node count', (v) => nonNegativeInt(v, '--nodes'), 1)
-    .option('--runtime-disk <size>', 'runtime disk size per node, e.g. 4G', '4G')
-    .option('--workload-disk <size>', 'workload disk size per node, e.g. 8G', '8G')
+    .option('--runtime-disk <size>', 'runtime disk size per node, e.g. 20G', DEFAULT_DISK_SIZES.runtime)
+    .option('--workload-disk <size>', 'workload disk size per node, e.g. 100G', DEFAULT_DISK_SIZES.workload)
     .option('--image <ref>', 'image to pre-pull (repeatable; the first is the build image)', (v: string, prev: string[] = []) => [...prev, v], [])
     .option('--no-wait', 'return once nodes are provisioned, before they are Ready')
     .option('--timeout <seconds>', 'how long to wait for nodes to be Ready', (v) => seconds(v, '--timeout'), 600)

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../imagebuilder/package-root.js';
 import { Command, Option } from 'commander';
 import { registerImageCommands } from './image.js';
 import { registerQuickstart } from './quickstart.js';
@@ -8,14 +10,7 @@ import { commandPath, wantsJson } from './errors.js';
 import type { GlobalOptions } from './global-options.js';
 
 function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-    return pkg.version;
-  } catch {
-    // dist/cli/program.js sits one level deeper than cli/program.ts
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-    return pkg.version;
-  }
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../package-root.js';
 
 /**
  * The optional native accelerators (./addon.c over the system's libdeflate and Node's own
@@ -35,9 +36,7 @@ type Addon = {
 };
 
 /** From the source tree (tsx) and from dist/ (tsc output), the addon sits in the source tree's build/. */
-const candidates = ['./build/Release/buildfleet_native.node', '../../../imagebuilder/native/build/Release/buildfleet_native.node'].map((relative) =>
-  fileURLToPath(new URL(relative, import.meta.url)),
-);
+const candidates = [join(packageRoot, 'imagebuilder', 'native', 'build', 'Release', 'buildfleet_native.node')];
 
 let loaded: Native | null | undefined;
 

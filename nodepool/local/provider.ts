@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
+import { packageEntry, packageRoot } from '../../imagebuilder/package-root.js';
 import { transition } from '../state/lifecycle.js';
 import { writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
 import type { PoolSpec } from '../pool-spec/pool-spec.js';
@@ -20,14 +20,10 @@ import { isAlive } from './processes.js';
  * and removed from any process, even after a crash.
  */
 
-const here = fileURLToPath(import.meta.url);
-const repoRoot = resolve(dirname(here), '..', '..', here.endsWith('.ts') ? '.' : '..');
-
 /** How to start a node's agent: its light entry, built, or under tsx when running from source (tests). */
 function agentCommand(nodeDir: string): { command: string; args: string[]; cwd: string } {
-  const args = ['--node-dir', nodeDir];
-  if (here.endsWith('.ts')) return { command: process.execPath, args: ['--import', 'tsx', join(repoRoot, 'nodepool', 'agent', 'main.ts'), ...args], cwd: repoRoot };
-  return { command: process.execPath, args: [join(repoRoot, 'dist', 'nodepool', 'agent', 'main.js'), ...args], cwd: repoRoot };
+  const entry = packageEntry('nodepool/agent/main.ts');
+  return { command: process.execPath, args: [...entry.nodeArgs, entry.file, '--node-dir', nodeDir], cwd: packageRoot };
 }
 
 export class LocalProvider {

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
+import { DEFAULT_DISK_SIZES } from './defaults.js';
 import { describeParseError } from '../../imagebuilder/oci/parse-error.js';
 
 /**
@@ -72,9 +73,9 @@ export const poolSpecSchema = z
     disks: z
       .object({
         /** Holds the runtime's data-root (images, container layers): what `docker ps` depends on. */
-        runtime: diskOrSize.prefault('4G'),
+        runtime: diskOrSize.prefault(DEFAULT_DISK_SIZES.runtime),
         /** Mounted where builds run, so build I/O cannot saturate the runtime's disk. */
-        workload: diskOrSize.prefault('8G'),
+        workload: diskOrSize.prefault(DEFAULT_DISK_SIZES.workload),
       })
       .strict()
       .prefault({}),

@@ -2,23 +2,15 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { packageRoot } from '../../imagebuilder/package-root.js';
 import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../imagebuilder/daemons/index.js';
 
 /**
  * Fixtures for tests that need the real components. Each returns a handle and registers nothing
  * global: callers stop it in `after`, which node:test runs also when a test fails.
  */
-export const repoRoot = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
-
-/** The folder holding package.json: two levels up from source, three from the tsc output in dist/. */
-function findRepoRoot(start: string): string {
-  for (let dir = start; dir !== dirname(dir); dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'cli'))) return dir;
-  }
-  throw new Error(`buildfleet: cannot find the repository root above ${start}`);
-}
+export const repoRoot = packageRoot;
 
 /** How benchmarks run the CLI: the tsc build when there is one (as users run it), else through tsx. */
 export function cliCommand(): string[] {
