@@ -1,9 +1,9 @@
 import { execa } from 'execa';
-import { RegistryServer } from '../imagebuilder/daemons/index.js';
+import { RegistryServer } from '../daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable, median, seconds } from './stats.js';
-import { cliCommand } from '../test/helpers/real.js';
+import { cliCommand } from './harness.js';
 
 /**
  * Registry -> registry copy: `buildfleet image copy` against `skopeo copy` (Debian's skopeo),
