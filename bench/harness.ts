@@ -20,3 +20,16 @@ export async function tempDir(prefix = 'buildfleet-test-'): Promise<{ path: stri
   const path = await mkdtemp(join(tmpdir(), prefix));
   return { path, remove: () => rm(path, { recursive: true, force: true }) };
 }
+
+/** `--NAME N` from the command line, else fallback. */
+export function numberArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+/** With `--help` on the command line: prints usage and exits 0, before anything starts. */
+export function exitOnHelp(usage: string): void {
+  if (!process.argv.includes('--help')) return;
+  process.stdout.write(usage + '\n');
+  process.exit(0);
+}
