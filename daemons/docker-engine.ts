@@ -15,7 +15,7 @@ export type DockerEngineOptions = {
   dataRoot?: string;
   /** `dockerd --experimental`, needed for `docker build --squash`. */
   experimental?: boolean;
-  /** Keep containers running while dockerd restarts (see DESIGN.md, runtime restarts). */
+  /** Keep containers running while dockerd restarts, so a runtime restart spares running builds (nodepool/README.md). */
   liveRestore?: boolean;
   /** Registries dockerd may reach over plain HTTP besides loopback. */
   insecureRegistries?: string[];
