@@ -44,7 +44,7 @@ test('Saturated sets at the threshold and clears only below the lower one (hyste
   assert.equal(condition.update(reading(0.5, 1)), true);
   assert.equal(condition.saturated, false);
   assert.equal(condition.reason, 'DiskCalm');
-  assert.match(condition.message, /utilisation 95%/, 'the message still names what passed');
+  assert.match(condition.message, /utilisation 50%, queue depth 5\.0/, 'the message still names the last saturated reading');
   assert.equal(condition.update(reading(0.1, 9)), true, 'queue depth alone saturates');
 });
 
