@@ -6,6 +6,7 @@ import { containerdConfig, dockerdArgs, requireCommands } from '../../imagebuild
 import { Daemon } from '../../imagebuilder/daemons/process.js';
 import type { NodePaths, NodeRecord } from '../state/store.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
+import { DockerRuntime } from '../runtime/docker.js';
 import type { RuntimeHost } from '../runtime/host.js';
 import { nodeCgroupName, runningContainers } from './cgroups.js';
 
@@ -38,7 +39,6 @@ export class NodeRuntime implements RuntimeHost {
     await requireCommands(['dockerd', 'containerd'], 'docker.io');
     // dockerode takes a while to load: let it load while the daemons start in their own processes.
     const dockerode = import('dockerode');
-    const docker = import('../runtime/docker.js');
     await mkdir(this.paths.run, { recursive: true });
     await mkdir(this.paths.logs, { recursive: true });
     const config = join(this.paths.run, 'containerd.toml');
@@ -46,7 +46,7 @@ export class NodeRuntime implements RuntimeHost {
     this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'), process.env, OWN_SESSION);
     await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
     await this.startDockerd(timeoutMs);
-    const [{ default: DockerClient }, { DockerRuntime }] = await Promise.all([dockerode, docker]);
+    const { default: DockerClient } = await dockerode;
     return new DockerRuntime(new DockerClient({ socketPath: this.paths.dockerSocket }));
   }
 
