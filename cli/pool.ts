@@ -25,8 +25,10 @@ const secs = (ms: number | undefined) => (ms === undefined ? '-' : (ms / 1000).t
 export function formatPoolStatus(view: PoolView): string {
   const rows = [['NODE', 'PHASE', 'JOBS', 'RUNTIME s', 'PULL s', 'READY s', 'RUNTIME DISK', 'WORKLOAD DISK', 'PROBE']];
   for (const node of view.nodes) {
-    const disk = (key: 'RuntimeDiskSaturated' | 'WorkloadDiskSaturated') => (node.conditions[key]?.status ? 'Saturated' : 'ok');
-    const probe = node.conditions.RuntimeHealthy ? (node.conditions.RuntimeHealthy.status ? 'healthy' : `failing: ${node.conditions.RuntimeHealthy.reason ?? ''}`) : '-';
+    // Problem conditions, True while the problem exists (as node-problem-detector's).
+    const disk = (type: string) => (node.conditions[type]?.status === 'True' ? 'Saturated' : 'ok');
+    const runtime = node.conditions.RuntimeUnhealthy;
+    const probe = runtime?.status === 'True' ? `failing: ${runtime.message}` : runtime?.status === 'False' ? 'healthy' : '-';
     rows.push([
       node.name,
       `${node.phase}${node.cordoned ? ',cordoned' : ''}${node.agentAlive ? '' : ',agent-down'}`,

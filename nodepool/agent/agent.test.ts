@@ -68,6 +68,8 @@ test('a hung runtime is detected in time; the running build finishes; the node c
     const s = await status('spare');
     return s.phase === 'Ready' && s.transitions.some((t) => t.phase === 'Ready' && Date.parse(t.at) > hungAt) && s;
   });
+  assert.equal(ready.conditions.RuntimeUnhealthy?.status, 'False', 'the problem condition cleared with the restart');
+  assert.equal(ready.conditions.RuntimeUnhealthy?.reason, 'RuntimeRestarted');
   const phasesSinceHang = ready.transitions.filter((t) => Date.parse(t.at) >= hungAt).map((t) => t.phase);
   assert.deepEqual(phasesSinceHang, ['Unhealthy', 'Cordoned', 'Draining', 'RuntimeReady', 'Pulling', 'Ready']);
   // The restart came only after the build had finished: nothing was still running when it drained.
@@ -123,17 +125,18 @@ test('I/O load on the workload disk raises its Saturated condition and clears it
   // What a build does to its disk: big direct, synced writes, back to back.
   const load = execa('sh', ['-c', `end=$(($(date +%s)+8)); while [ $(date +%s) -lt $end ]; do dd if=/dev/zero of=${workload}/load bs=1M count=64 oflag=direct conv=fsync 2>/dev/null; done`]);
   try {
-    const saturated = await waitFor('WorkloadDiskSaturated', 8000, async () => (await status('disks')).conditions.WorkloadDiskSaturated?.status && (await status('disks')));
-    assert.notEqual(saturated.conditions.RuntimeDiskSaturated?.status, true);
-    assert.match(saturated.conditions.WorkloadDiskSaturated!.reason!, /utilisation \d+%/);
+    const saturated = await waitFor('WorkloadDiskSaturated', 8000, async () => (await status('disks')).conditions.WorkloadDiskSaturated?.status === 'True' && (await status('disks')));
+    assert.notEqual(saturated.conditions.RuntimeDiskSaturated?.status, 'True');
+    assert.equal(saturated.conditions.WorkloadDiskSaturated!.reason, 'DiskBusy');
+    assert.match(saturated.conditions.WorkloadDiskSaturated!.message, /utilisation \d+%/);
   } finally {
     await load.catch(() => {});
   }
   const calm = await waitFor('WorkloadDiskSaturated to clear', 15_000, async () => {
     const s = await status('disks');
-    return s.conditions.WorkloadDiskSaturated?.status === false && s;
+    return s.conditions.WorkloadDiskSaturated?.status === 'False' && s;
   });
-  assert.notEqual(calm.conditions.RuntimeDiskSaturated?.status, true);
+  assert.notEqual(calm.conditions.RuntimeDiskSaturated?.status, 'True');
   const log = events('disks').filter((e) => e.event.startsWith('disk-'));
   assert.deepEqual(log.map((e) => [e.event, (e as { disk?: string }).disk]), [['disk-saturated', 'workload'], ['disk-calm', 'workload']]);
   assert.ok(!existsSync(join(workload, 'nothing')));

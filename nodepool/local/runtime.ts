@@ -2,11 +2,13 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'node:http';
-import type Docker from 'dockerode';
 import { containerdConfig, dockerdArgs, requireCommands } from '../../daemons/engine-config.js';
 import { Daemon } from '../../daemons/process.js';
 import type { NodePaths, NodeRecord } from '../state/store.js';
-import { nodeCgroupName } from './cgroups.js';
+import type { ContainerRuntime } from '../runtime/container-runtime.js';
+import { DockerRuntime } from '../runtime/docker.js';
+import type { RuntimeHost } from '../runtime/host.js';
+import { nodeCgroupName, runningContainers } from './cgroups.js';
 
 /**
  * Each daemon in a session of its own: the agent's process group is orphaned (the agent is
@@ -20,9 +22,10 @@ const OWN_SESSION = { ownSession: true };
  * A node's container runtime: its own containerd and a dockerd on it, both children of the
  * node's agent (so the agent reaps them and can restart dockerd). The data-root lies on the
  * runtime disk; builds get the workload disk. With live-restore, containers outlive dockerd.
+ * The agent knows it only as a RuntimeHost.
  */
-export class NodeRuntime {
-  private client: Docker | undefined;
+export class NodeRuntime implements RuntimeHost {
+  readonly names = { started: 'containerd and dockerd', restarted: 'dockerd' };
   private containerd: Daemon | undefined;
   private dockerd: Daemon | undefined;
 
@@ -31,13 +34,8 @@ export class NodeRuntime {
     private readonly node: NodeRecord,
   ) {}
 
-  /** The Docker API client; there once start() returned. */
-  get docker(): Docker {
-    if (!this.client) throw new Error('NodeRuntime: start() first');
-    return this.client;
-  }
-
-  async start(timeoutMs = 60_000): Promise<void> {
+  /** Starts containerd, then dockerd on it; returns the Docker API client once dockerd answers. */
+  async start(timeoutMs = 60_000): Promise<ContainerRuntime> {
     await requireCommands(['dockerd', 'containerd'], 'docker.io');
     // dockerode takes a while to load: let it load while the daemons start in their own processes.
     const dockerode = import('dockerode');
@@ -49,7 +47,7 @@ export class NodeRuntime {
     await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
     await this.startDockerd(timeoutMs);
     const { default: DockerClient } = await dockerode;
-    this.client = new DockerClient({ socketPath: this.paths.dockerSocket });
+    return new DockerRuntime(new DockerClient({ socketPath: this.paths.dockerSocket }));
   }
 
   async startDockerd(timeoutMs = 60_000): Promise<void> {
@@ -78,10 +76,15 @@ export class NodeRuntime {
     await this.dockerd.stop(2000);
   }
 
-  /** Kill and start again: with live-restore the running containers keep running throughout. */
-  async restartDockerd(timeoutMs = 60_000): Promise<void> {
+  /** Kill dockerd and start it again: with live-restore the running containers keep running throughout. */
+  async restart(timeoutMs = 60_000): Promise<void> {
     await this.killDockerd();
     await this.startDockerd(timeoutMs);
+  }
+
+  /** The node's containers, read from their cgroups: dockerd may be hung. */
+  runningWorkloads(): Promise<string[]> {
+    return runningContainers(nodeCgroupName(this.paths.dir));
   }
 
   async stop(): Promise<void> {

@@ -48,12 +48,24 @@ export type NodeRecord = {
   spec: Pick<PoolSpec, 'probe' | 'saturation' | 'remediation' | 'liveRestore' | 'insecureRegistries'>;
 };
 
-export type ConditionState = { status: boolean; since: string; reason?: string };
+/**
+ * A problem condition, as node-problem-detector's and Kubernetes NodeConditions are: status
+ * True while the problem exists (RuntimeUnhealthy, WorkloadDiskSaturated). Keyed by its type in
+ * NodeStatus.conditions; types are strings, so a new detector brings its own.
+ */
+export type NodeCondition = {
+  status: 'True' | 'False' | 'Unknown';
+  /** One CamelCase word (DiskBusy). */
+  reason: string;
+  /** For people: what was measured or what failed. */
+  message: string;
+  lastTransitionTime: string;
+};
 
 export type NodeStatus = {
   phase: NodePhase;
   transitions: Transition[];
-  conditions: Partial<Record<'RuntimeHealthy' | 'RuntimeDiskSaturated' | 'WorkloadDiskSaturated', ConditionState>>;
+  conditions: Partial<Record<string, NodeCondition>>;
   images: Array<{ pinned: string; present: boolean; pullMs?: number; error?: string }>;
   agentPid?: number;
   metricsUrl?: string;

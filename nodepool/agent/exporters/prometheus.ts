@@ -1,20 +1,27 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { NODE_PHASES, type NodePhase } from '../state/lifecycle.js';
+import { NODE_PHASES, type NodePhase } from '../../state/lifecycle.js';
+import type { NodeStatus } from '../../state/store.js';
+import type { Exporter } from '../exporter.js';
+import type { Observation } from '../problems.js';
 
-/** The agent's Prometheus series; one registry per agent, served on loopback at /metrics. */
-export class AgentMetrics {
+/**
+ * The agent's Prometheus series, from the detectors' observations and the node's phase; one
+ * registry per agent, served on loopback at /metrics. The series' names are what dashboards
+ * and the drills read: they stay.
+ */
+export class PrometheusExporter implements Exporter {
   readonly registry = new Registry();
-  readonly probeLatency: Histogram<'node'>;
-  readonly probeFailures: Counter<'node'>;
-  readonly diskUtilization: Gauge<'node' | 'disk'>;
-  readonly diskQueueDepth: Gauge<'node' | 'disk'>;
-  readonly diskFreeBytes: Gauge<'node' | 'disk'>;
-  readonly diskFreeInodes: Gauge<'node' | 'disk'>;
-  readonly diskSaturated: Gauge<'node' | 'disk'>;
-  readonly nodeState: Gauge<'node' | 'phase'>;
-  readonly pullDuration: Histogram<'node' | 'image'>;
-  readonly remediations: Counter<'node' | 'action'>;
+  private readonly probeLatency: Histogram<'node'>;
+  private readonly probeFailures: Counter<'node'>;
+  private readonly diskUtilization: Gauge<'node' | 'disk'>;
+  private readonly diskQueueDepth: Gauge<'node' | 'disk'>;
+  private readonly diskFreeBytes: Gauge<'node' | 'disk'>;
+  private readonly diskFreeInodes: Gauge<'node' | 'disk'>;
+  private readonly diskSaturated: Gauge<'node' | 'disk'>;
+  private readonly nodeState: Gauge<'node' | 'phase'>;
+  private readonly pullDuration: Histogram<'node' | 'image'>;
+  private readonly remediations: Counter<'node' | 'action'>;
 
   constructor(private readonly node: string) {
     const registers = [this.registry];
@@ -43,7 +50,36 @@ export class AgentMetrics {
     this.setPhase('Provisioning');
   }
 
-  setPhase(phase: NodePhase): void {
+  observe(observation: Observation): void {
+    const node = this.node;
+    switch (observation.kind) {
+      case 'probe':
+        this.probeLatency.observe({ node }, observation.latencyMs / 1000);
+        if (!observation.ok) this.probeFailures.inc({ node });
+        return;
+      case 'disk-space':
+        this.diskFreeBytes.set({ node, disk: observation.disk }, observation.freeBytes);
+        this.diskFreeInodes.set({ node, disk: observation.disk }, observation.freeInodes);
+        return;
+      case 'disk-load':
+        this.diskUtilization.set({ node, disk: observation.disk }, observation.utilization);
+        this.diskQueueDepth.set({ node, disk: observation.disk }, observation.queueDepth);
+        this.diskSaturated.set({ node, disk: observation.disk }, observation.saturated ? 1 : 0);
+        return;
+      case 'image':
+        if (observation.present) this.pullDuration.observe({ node, image: observation.image.reference }, observation.seconds);
+        return;
+      case 'remediation':
+        this.remediations.inc({ node, action: observation.action });
+        return;
+    }
+  }
+
+  statusChanged(status: Readonly<NodeStatus>): void {
+    this.setPhase(status.phase);
+  }
+
+  private setPhase(phase: NodePhase): void {
     for (const each of NODE_PHASES) this.nodeState.set({ node: this.node, phase: each }, each === phase ? 1 : 0);
   }
 

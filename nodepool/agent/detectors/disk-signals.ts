@@ -1,10 +1,8 @@
-import { readFile, statfs } from 'node:fs/promises';
-
 /**
- * Disk saturation, from the same signals node-problem-detector exports but never turns into a
- * condition: utilisation (diskstats field 13, ms spent doing I/O) and average queue depth
- * (field 14, weighted ms), each over a sliding window; plus space and inodes (statfs).
- * The parsing and the hysteresis are pure; reading the files is the only I/O.
+ * The signals of disk saturation, pure: the same node-problem-detector exports but never turns
+ * into a condition, utilisation (diskstats field 13, ms spent doing I/O) and average queue depth
+ * (field 14, weighted ms), each over a sliding window; plus space and inodes; and the Saturated
+ * condition's hysteresis. Reading diskstats and statfs is `disk-detector.ts`'s.
  */
 
 export type DiskCounters = { ioTicksMs: number; weightedMs: number; readsCompleted: number; writesCompleted: number };
@@ -72,7 +70,10 @@ export type DiskReading = { utilization: number; queueDepth: number; freeBytesRa
  */
 export class SaturationCondition {
   saturated = false;
-  reason = '';
+  /** Why it was last set, CamelCase (DiskBusy, DiskLowOnSpace); DiskCalm once cleared. */
+  reason = 'DiskCalm';
+  /** What was measured when it was last set, in words; kept after it clears (the calm event names what passed). */
+  message = '';
 
   constructor(private readonly thresholds: SaturationThresholds) {}
 
@@ -84,23 +85,15 @@ export class SaturationCondition {
     const calm = reading.utilization < t.clearUtilization && reading.queueDepth < t.clearQueueDepth;
     const next = this.saturated ? lowSpace || !calm : lowSpace || busy;
     if (next) {
-      this.reason = lowSpace
+      this.reason = lowSpace ? 'DiskLowOnSpace' : 'DiskBusy';
+      this.message = lowSpace
         ? `free space ${(reading.freeBytesRatio * 100).toFixed(1)}%, inodes ${(reading.freeInodesRatio * 100).toFixed(1)}%`
         : `utilisation ${(reading.utilization * 100).toFixed(0)}%, queue depth ${reading.queueDepth.toFixed(1)}`;
+    } else {
+      this.reason = 'DiskCalm';
     }
     const changed = next !== this.saturated;
     this.saturated = next;
     return changed;
   }
-}
-
-export async function readDiskstats(): Promise<Map<string, DiskCounters>> {
-  return parseDiskstats(await readFile('/proc/diskstats', 'utf8'));
-}
-
-export type SpaceReading = { totalBytes: number; freeBytes: number; totalInodes: number; freeInodes: number };
-
-export async function readSpace(mountPoint: string): Promise<SpaceReading> {
-  const stats = await statfs(mountPoint);
-  return { totalBytes: stats.blocks * stats.bsize, freeBytes: stats.bavail * stats.bsize, totalInodes: stats.files, freeInodes: stats.ffree };
 }

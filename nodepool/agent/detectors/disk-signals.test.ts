@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DiskWindow, SaturationCondition, parseDiskstats } from './disk-monitor.js';
-import { HangDetector } from './probe.js';
+import { DiskWindow, SaturationCondition, parseDiskstats } from './disk-signals.js';
 
 test('diskstats: io_ticks and weighted time are fields 13 and 14, by device name', () => {
   const text = [
@@ -38,31 +37,22 @@ test('Saturated sets at the threshold and clears only below the lower one (hyste
   assert.equal(condition.update(reading(0.85)), false);
   assert.equal(condition.update(reading(0.95)), true);
   assert.equal(condition.saturated, true);
-  assert.match(condition.reason, /utilisation 95%/);
+  assert.equal(condition.reason, 'DiskBusy');
+  assert.match(condition.message, /utilisation 95%/);
   assert.equal(condition.update(reading(0.7)), false, 'between the thresholds it stays set');
   assert.equal(condition.update(reading(0.5, 5)), false, 'queue depth still above its clear threshold');
   assert.equal(condition.update(reading(0.5, 1)), true);
   assert.equal(condition.saturated, false);
+  assert.equal(condition.reason, 'DiskCalm');
+  assert.match(condition.message, /utilisation 50%, queue depth 5\.0/, 'the message still names the last saturated reading');
   assert.equal(condition.update(reading(0.1, 9)), true, 'queue depth alone saturates');
 });
 
 test('low space or inodes saturate a quiet disk', () => {
   const condition = new SaturationCondition(thresholds);
   assert.equal(condition.update(reading(0, 0, 0.01)), true);
-  assert.match(condition.reason, /free space 1\.0%/);
+  assert.equal(condition.reason, 'DiskLowOnSpace');
+  assert.match(condition.message, /free space 1\.0%/);
   assert.equal(condition.update(reading(0, 0, 0.5)), true);
   assert.equal(condition.saturated, false);
-});
-
-test('a hang is N consecutive failures; one success resets the count', () => {
-  const detector = new HangDetector(3);
-  assert.equal(detector.record(false), false);
-  assert.equal(detector.record(false), false);
-  assert.equal(detector.record(true), false);
-  assert.equal(detector.record(false), false);
-  assert.equal(detector.record(false), false);
-  assert.equal(detector.record(false), true);
-  assert.equal(detector.consecutiveFailures, 3);
-  const fieldMonitor = new HangDetector(1);
-  assert.equal(fieldMonitor.record(false), true, 'the field\'s monitor acts on the first failure');
 });

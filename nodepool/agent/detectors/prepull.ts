@@ -1,0 +1,46 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ContainerRuntime } from '../../runtime/container-runtime.js';
+import type { PinnedImage } from '../../state/store.js';
+import type { DetectorSink } from '../problems.js';
+
+/**
+ * Pre-pulling: a node takes jobs only once every configured image is in its runtime by
+ * digest. Images are pinned (repo@sha256:...) when the pool is applied, so "present" means
+ * exactly the bytes the operator asked for, not whatever a tag points at today.
+ */
+export class PrePullDetector {
+  constructor(
+    private readonly runtime: ContainerRuntime,
+    private readonly sink: DetectorSink,
+  ) {}
+
+  /**
+   * Each image in turn: verified by digest, or pulled until it is (retrying with backoff up to
+   * 30 s); every outcome an `image` observation and an event. Returns when all are present, or
+   * early once `signal` fires.
+   */
+  async ensure(images: readonly PinnedImage[], signal: AbortSignal): Promise<void> {
+    for (const [index, image] of images.entries()) {
+      for (let attempt = 1; !signal.aborted; attempt++) {
+        const started = performance.now();
+        try {
+          const present = await this.runtime.hasImage(image);
+          if (!present) {
+            this.sink.event('pull-started', { image: image.pinned, attempt });
+            await this.runtime.pullImage(image, { signal });
+          }
+          const seconds = (performance.now() - started) / 1000;
+          this.sink.observe({ kind: 'image', index, image, present: true, seconds });
+          this.sink.event(present ? 'image-verified' : 'pull-done', { image: image.pinned, ms: Math.round(seconds * 1000) });
+          break;
+        } catch (err) {
+          if (signal.aborted) return;
+          const error = (err as Error).message.split('\n')[0]!;
+          this.sink.observe({ kind: 'image', index, image, present: false, error });
+          this.sink.event('pull-failed', { image: image.pinned, attempt, error });
+          await sleep(Math.min(30_000, 500 * 2 ** attempt), undefined, { signal }).catch(() => {});
+        }
+      }
+    }
+  }
+}
