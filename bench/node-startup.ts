@@ -13,7 +13,7 @@ import { markdownTable, median, seconds } from './stats.js';
  * How fast a cold local node is up, and what its agent costs: for each run a fresh one-node
  * pool (new disks, new containerd and dockerd, nothing cached), split into phases from the
  * node's own timestamped transitions; then the agent's CPU time over an idle stretch at the
- * default probe interval. Targets (issue 4): disks and runtime up in under 2 s before the pull
+ * default probe interval. Targets: disks and runtime up in under 2 s before the pull
  * starts; the agent under 1% of one core.
  */
 

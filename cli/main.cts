@@ -5,9 +5,8 @@
 import { availableParallelism } from 'node:os';
 
 // A squash keeps the pool busy with CPU work (inflate, SHA-256, gzip blocks): threads beyond the
-// cores only preempt the main thread that feeds them. On the 2-core bench machine one thread per
-// core made the squash about 4% faster than libuv's default 4 (pass 1 about 7%), and faster than
-// 3 or 6. Every other command keeps libuv's default (4): the agent's disk and runtime probes may
+// cores only preempt the main thread that feeds them (the squash bench measured one per core
+// against 3, 4 and 6; imagebuilder/squash/README.md). Every other command keeps libuv's default (4): the agent's disk and runtime probes may
 // block a thread on a hung disk, and copies hash more than they compute.
 const words = process.argv.slice(2);
 const image = words.indexOf('image');

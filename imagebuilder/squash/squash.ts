@@ -205,10 +205,10 @@ function collectGarbageNow(): void {
 /**
  * Pass 2 keeps a small heap (the plan is a few typed arrays) and pushes GBs of buffers through
  * it. From so small a heap V8's own growing factor leaves it little room, and it ran one full
- * collection after another (about every 80 ms, 170 in the bench's write phase, each marking on
- * every core). Here the old generation may grow to a few times what is live before the next
- * one: about 20 collections instead, a fifth less CPU for the whole squash, and the peak RSS is
- * unchanged (the buffers live outside the heap). The flag is read at every limit computation;
+ * collection after another, each marking on every core. Here the old generation may grow to a
+ * few times what is live before the next one: far fewer collections and less CPU for the whole
+ * squash, and the peak RSS is unchanged (the buffers live outside the heap; figures in
+ * ./README.md). The flag is read at every limit computation;
  * 0 (its default) gives V8 its own factor back.
  */
 const PASS2_HEAP_GROWING_PERCENT = 300;
