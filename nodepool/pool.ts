@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import { BuildfleetError } from '../imagebuilder/errors.js';
@@ -10,11 +9,8 @@ import { type PoolSpec } from './pool-spec/pool-spec.js';
 import { phaseTimes, type NodePhase, type PhaseTimes } from './state/lifecycle.js';
 import { StateStore, type NodeRecord, type NodeStatus, type PinnedImage } from './state/store.js';
 import { planIsEmpty, planPool, settingsKey, type ExistingNode, type PoolPlan } from './plan.js';
-import { LocalProvider } from './local/provider.js';
-import { freeBytes } from './local/disks.js';
-import { runningContainers, nodeCgroupName } from './local/cgroups.js';
-import { isAlive } from './local/processes.js';
-import { releaseDisksBelow } from './local/cleanup.js';
+import type { NodeDescription, Provider, Released } from './provider.js';
+import { builtInProviders, type ProviderName, type ProviderResolver } from './providers.js';
 
 /**
  * The pool manager: converges a pool on its spec (apply), and the imperative verbs on top of it
@@ -34,8 +30,9 @@ export type NodeView = {
   images: NodeStatus['images'];
   runningJobs: number;
   metricsUrl?: string;
-  disks: { runtime: { sizeBytes: number; loopDevice?: string }; workload: { sizeBytes: number; loopDevice?: string; mountPoint: string } };
-  dockerSocket: string;
+  disks: NodeDescription['disks'];
+  /** What only this pool's provider knows of the node (local: loop devices, the runtime socket). */
+  details: NodeDescription['details'];
 };
 
 export type PoolView = { name: string; provider: string; desiredNodes: number; images: string[]; nodes: NodeView[] };
@@ -43,20 +40,36 @@ export type PoolView = { name: string; provider: string; desiredNodes: number; i
 export type ManagerOptions = {
   registry?: RegistryOptions;
   log?: (line: string) => void;
+  /** Which provider a pool's `provider` names (default: the providers this build has). */
+  providers?: ProviderResolver;
 };
 
 export type ApplyOptions = { dryRun?: boolean; wait?: boolean; timeoutMs?: number; mustBeNew?: boolean };
 
 export class PoolManager {
-  readonly provider: LocalProvider;
   private readonly log: (line: string) => void;
+  private readonly providers = new Map<ProviderName, Provider>();
 
   constructor(
     readonly store: StateStore,
     private readonly options: ManagerOptions = {},
   ) {
-    this.provider = new LocalProvider(store);
     this.log = options.log ?? (() => {});
+  }
+
+  /** The provider a spec names; refuses (exit 7) one this build does not have. */
+  providerFor(name: ProviderName): Provider {
+    let provider = this.providers.get(name);
+    if (!provider) {
+      provider = (this.options.providers ?? builtInProviders)(name, this.store);
+      this.providers.set(name, provider);
+    }
+    return provider;
+  }
+
+  /** The provider of an existing pool, by its record. */
+  async providerOf(pool: string): Promise<Provider> {
+    return this.providerFor((await this.store.requirePool(pool)).spec.provider);
   }
 
   /** Tags become digests now, so every node pulls exactly the same bytes. */
@@ -76,17 +89,17 @@ export class PoolManager {
     return pinned;
   }
 
-  async existingNodes(pool: string): Promise<ExistingNode[]> {
+  async existingNodes(provider: Provider, pool: string): Promise<ExistingNode[]> {
     const nodes: ExistingNode[] = [];
-    for (const id of await this.store.listNodeIds(pool)) {
-      const record = await this.store.readNode(pool, id);
-      const status = await this.store.readStatus(pool, id);
+    for (const id of await provider.listNodes(pool)) {
+      const node = await provider.describeNode(pool, id);
+      const status = await provider.status.read(pool, id);
       nodes.push({
         id,
         phase: status?.phase,
-        runtimeDiskBytes: record?.disks.runtime.sizeBytes ?? 0,
-        workloadDiskBytes: record?.disks.workload.sizeBytes ?? 0,
-        settingsKey: record ? settingsKey({ ...record.spec } as PoolSpec, record.images.map((image) => image.pinned)) : '',
+        runtimeDiskBytes: node.disks.runtime.sizeBytes,
+        workloadDiskBytes: node.disks.workload.sizeBytes,
+        settingsKey: node.assigned ? settingsKey({ ...node.assigned.settings } as PoolSpec, node.assigned.images.map((image) => image.pinned)) : '',
       });
     }
     return nodes;
@@ -94,37 +107,23 @@ export class PoolManager {
 
   async plan(spec: PoolSpec, pinned: PinnedImage[]): Promise<PoolPlan> {
     const record = await this.store.readPool(spec.name);
-    return planPool(spec, record ? await this.existingNodes(spec.name) : undefined, pinned.map((image) => image.pinned));
+    return planPool(spec, record ? await this.existingNodes(this.providerFor(spec.provider), spec.name) : undefined, pinned.map((image) => image.pinned));
   }
 
-  /** What the host must offer before anything else is asked of it. */
-  checkProvider(spec: PoolSpec): void {
-    if (spec.provider !== 'local') throw new BuildfleetError('unsupported', `provider ${spec.provider} is not available yet; use provider: local`);
-    if (process.getuid?.() !== 0) throw new BuildfleetError('environment', 'the local provider needs root (loop devices, mounts, dockerd): run as root');
-  }
-
-  /** Checks what must hold before anything is created, so a bad request creates nothing. */
-  async preflight(spec: PoolSpec, plan: PoolPlan): Promise<void> {
-    const needed = plan.add.length * (spec.disks.runtime.size + spec.disks.workload.size);
-    if (needed > 0) {
-      const free = await freeBytes(existsSync(this.store.root) ? this.store.root : '/');
-      if (needed > free) {
-        throw new BuildfleetError('environment', `${plan.add.length} node(s) need ${gib(needed)} GiB of disk but ${this.store.root} has ${gib(free)} GiB free: use smaller disks or fewer nodes`);
-      }
-    }
-    // Refuse early rather than fail inside containerd (the socket path check lives in the store).
-    this.store.paths(spec.name, plan.add[0] ?? 'n1');
-  }
-
-  /** A dry run makes every check the apply makes, in the same order, and stops before the first change. */
+  /**
+   * A dry run makes every check the apply makes, in the same order, and stops before the first
+   * change: the provider first (there is one of that name; this process may use it), then the
+   * images, then what the provider must offer for the new nodes.
+   */
   async apply(spec: PoolSpec, options: ApplyOptions = {}): Promise<{ plan: PoolPlan; pool?: PoolView }> {
-    this.checkProvider(spec);
+    const provider = this.providerFor(spec.provider);
+    provider.requireAccess('apply');
     if (options.mustBeNew && (await this.store.readPool(spec.name) || existsSync(this.store.poolDir(spec.name)))) {
       throw new BuildfleetError('conflict', `pool ${spec.name} already exists in ${this.store.root} (see "buildfleet pool status ${spec.name}")`);
     }
     const pinned = await this.pinImages(spec);
     const plan = await this.plan(spec, pinned);
-    await this.preflight(spec, plan);
+    await provider.checkNewNodes(spec, plan.add);
     if (options.dryRun) return { plan };
     const now = new Date().toISOString();
     if (plan.createPool) await this.store.claimPool({ spec, createdAt: now, updatedAt: now });
@@ -137,7 +136,7 @@ export class PoolManager {
         plan.add.map((id) =>
           limit(async () => {
             this.log(`creating node ${spec.name}-${id}`);
-            await this.provider.createNode(spec, id, pinned);
+            await provider.createNode(spec, id, pinned);
           }),
         ),
       );
@@ -146,15 +145,12 @@ export class PoolManager {
     } catch (err) {
       // Nothing half-created: the nodes of this apply go, and the pool too if this apply made it.
       this.log(`creating nodes failed; removing what this run created`);
-      for (const id of plan.add) await this.provider.deleteNode(spec.name, id).catch(() => {});
+      for (const id of plan.add) await provider.deleteNode(spec.name, id).catch(() => {});
       if (plan.createPool) await this.delete(spec.name).catch(() => {});
       throw err;
     }
     for (const id of plan.update) {
-      const record = await this.store.readNode(spec.name, id);
-      if (!record) continue;
-      this.log(`updating node ${record.name}`);
-      await this.store.writeNode({ ...record, images: pinned, spec: { probe: spec.probe, saturation: spec.saturation, remediation: spec.remediation, liveRestore: spec.liveRestore, insecureRegistries: spec.insecureRegistries } });
+      if (await provider.updateNode(spec, id, pinned)) this.log(`updating node ${spec.name}-${id}`);
     }
     if (options.wait !== false && plan.add.length > 0) await this.waitReady(spec.name, plan.add, options.timeoutMs ?? 600_000);
     // Removed last: the replacements take jobs before the old nodes go.
@@ -169,15 +165,16 @@ export class PoolManager {
 
   /** Cordons the node, lets its running builds finish (up to the drain timeout), then removes it. */
   async drainAndDelete(spec: PoolSpec, id: string): Promise<void> {
-    const paths = this.store.paths(spec.name, id);
-    await writeFile(paths.cordon, `${new Date().toISOString()} scale-down\n`).catch(() => {});
+    const provider = this.providerFor(spec.provider);
+    // Best effort: a half-made node takes no jobs anyway, and goes all the same.
+    await provider.cordon(spec.name, id, 'scale-down').catch(() => {});
     const deadline = Date.now() + spec.remediation.drainTimeoutSeconds * 1000;
-    while ((await runningContainers(nodeCgroupName(this.store.nodeDir(spec.name, id)))).length > 0 && Date.now() < deadline) {
+    while ((await provider.describeNode(spec.name, id)).runningJobs > 0 && Date.now() < deadline) {
       this.log(`waiting for builds on ${spec.name}-${id} to finish`);
       await sleep(1000);
     }
     this.log(`deleting node ${spec.name}-${id}`);
-    await this.provider.deleteNode(spec.name, id);
+    await provider.deleteNode(spec.name, id);
   }
 
   async waitReady(pool: string, ids: string[], timeoutMs: number): Promise<void> {
@@ -196,66 +193,61 @@ export class PoolManager {
     }
   }
 
+  /** Each node as its provider describes it, with what its agent reports through the provider's status source. */
   async status(pool: string): Promise<PoolView> {
     const record = await this.store.requirePool(pool);
+    const provider = this.providerFor(record.spec.provider);
     const nodes: NodeView[] = [];
-    for (const id of await this.store.listNodeIds(pool)) {
-      const node = await this.store.readNode(pool, id);
-      const status = await this.store.readStatus(pool, id);
-      const paths = this.store.paths(pool, id);
-      const agentPid = Number((await readFile(paths.agentPid, 'utf8').catch(() => '')).trim());
+    for (const id of await provider.listNodes(pool)) {
+      const node = await provider.describeNode(pool, id);
+      const status = await provider.status.read(pool, id);
       nodes.push({
-        name: node?.name ?? `${pool}-${id}`,
+        name: node.name,
         id,
         phase: status?.phase ?? 'Unknown',
-        cordoned: existsSync(paths.cordon),
-        agentAlive: agentPid > 0 && isAlive(agentPid),
+        cordoned: node.cordoned,
+        agentAlive: node.agentAlive,
         conditions: status?.conditions ?? {},
         phaseTimes: phaseTimes(status?.transitions ?? []),
         transitions: status?.transitions ?? [],
         images: status?.images ?? [],
-        runningJobs: (await runningContainers(nodeCgroupName(this.store.nodeDir(pool, id)))).length,
+        runningJobs: node.runningJobs,
         ...(status?.metricsUrl && { metricsUrl: status.metricsUrl }),
-        disks: {
-          runtime: { sizeBytes: node?.disks.runtime.sizeBytes ?? 0, ...(node?.disks.runtime.loopDevice && { loopDevice: node.disks.runtime.loopDevice }) },
-          workload: { sizeBytes: node?.disks.workload.sizeBytes ?? 0, mountPoint: paths.workloadMount, ...(node?.disks.workload.loopDevice && { loopDevice: node.disks.workload.loopDevice }) },
-        },
-        dockerSocket: paths.dockerSocket,
+        disks: node.disks,
+        details: node.details,
       });
     }
     return { name: pool, provider: record.spec.provider, desiredNodes: record.spec.nodes, images: record.spec.images, nodes };
   }
 
   /** Removes every node and the pool itself, whatever state a crash left it in. */
-  async delete(pool: string): Promise<{ nodes: number; processes: number; mounts: number; loopDevices: number }> {
+  async delete(pool: string): Promise<{ nodes: number } & Released> {
     const dir = await this.store.ownedPoolDir(pool);
     if (!dir) throw new BuildfleetError('not-found', `no pool named ${pool} in ${this.store.root}`);
-    if (process.getuid?.() !== 0) throw new BuildfleetError('environment', 'deleting a local pool needs root (mounts, loop devices): run as root');
-    const ids = await this.store.listNodeIds(pool);
+    // The record is written before any node (a pool dir appears whole); a damaged one still goes.
+    const record = await this.store.readPool(pool).catch(() => undefined);
+    const provider = this.providerFor(record?.spec.provider ?? 'local');
+    provider.requireAccess('delete');
+    const ids = await provider.listNodes(pool);
     const totals = { nodes: ids.length, processes: 0, mounts: 0, loopDevices: 0 };
+    const add = (released: Released) => {
+      totals.processes += released.processes;
+      totals.mounts += released.mounts;
+      totals.loopDevices += released.loopDevices;
+    };
     const limit = pLimit(4);
     await Promise.all(
       ids.map((id) =>
         limit(async () => {
           this.log(`deleting node ${pool}-${id}`);
-          const report = await this.provider.deleteNode(pool, id);
-          totals.processes += report.processes;
-          totals.mounts += report.mounts;
-          totals.loopDevices += report.loopDevices;
+          add(await provider.deleteNode(pool, id));
         }),
       ),
     );
-    // Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole.
-    const rest = await releaseDisksBelow(dir);
-    totals.mounts += rest.mounts;
-    totals.loopDevices += rest.loopDevices;
+    add(await provider.cleanupPool(pool));
     await this.store.removePoolDir(pool);
     return totals;
   }
-}
-
-function gib(bytes: number): string {
-  return (bytes / 1024 ** 3).toFixed(1);
 }
 
 export type { NodeRecord };

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
@@ -8,10 +8,12 @@ import { packageEntry, packageRoot } from '../../imagebuilder/package-root.js';
 import { transition } from '../state/lifecycle.js';
 import { writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
 import type { PoolSpec } from '../pool-spec/pool-spec.js';
-import { createDisk } from './disks.js';
-import { cleanupNode, nodeProcessFromPidfile, type CleanupReport } from './cleanup.js';
-import { joinCgroup, nodeDaemonsCgroupName } from './cgroups.js';
+import { nodeSettings, type JobIO, type JobRequest, type JobRun, type NodeDescription, type NodeStatusSource, type Provider, type Released } from '../provider.js';
+import { createDisk, freeBytes } from './disks.js';
+import { cleanupNode, nodeProcessFromPidfile, releaseDisksBelow } from './cleanup.js';
+import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers } from './cgroups.js';
 import { isAlive } from './processes.js';
+import { runContainerJob } from './jobs.js';
 
 /**
  * The local provider, the embedded default: a node is two loop-mounted ext4 disks on this host
@@ -26,15 +28,40 @@ function agentCommand(nodeDir: string): { command: string; args: string[]; cwd: 
   return { command: process.execPath, args: [...entry.nodeArgs, entry.file, '--node-dir', nodeDir], cwd: packageRoot };
 }
 
-export class LocalProvider {
-  constructor(private readonly store: StateStore) {}
+export class LocalProvider implements Provider {
+  /** What each node's agent writes: its status.json. */
+  readonly status: NodeStatusSource;
+
+  constructor(private readonly store: StateStore) {
+    this.status = { read: (pool, id) => store.readStatus(pool, id) };
+  }
+
+  requireAccess(command: 'apply' | 'delete'): void {
+    if (process.getuid?.() === 0) return;
+    throw new BuildfleetError(
+      'environment',
+      command === 'delete' ? 'deleting a local pool needs root (mounts, loop devices): run as root' : 'the local provider needs root (loop devices, mounts, dockerd): run as root',
+    );
+  }
+
+  async checkNewNodes(spec: PoolSpec, ids: string[]): Promise<void> {
+    const needed = ids.length * (spec.disks.runtime.size + spec.disks.workload.size);
+    if (needed > 0) {
+      const free = await freeBytes(existsSync(this.store.root) ? this.store.root : '/');
+      if (needed > free) {
+        throw new BuildfleetError('environment', `${ids.length} node(s) need ${gib(needed)} GiB of disk but ${this.store.root} has ${gib(free)} GiB free: use smaller disks or fewer nodes`);
+      }
+    }
+    // Refuse early rather than fail inside containerd (the socket path check lives in the store).
+    this.store.paths(spec.name, ids[0] ?? 'n1');
+  }
 
   /**
    * Provisions one node: status Provisioning first (its clock starts there), then both disks in
    * parallel, then the agent (detached, so the node outlives this process). Returns once the
    * agent runs; the agent takes the node through RuntimeReady and Pulling to Ready.
    */
-  async createNode(spec: PoolSpec, id: string, images: NodeRecord['images']): Promise<NodeRecord> {
+  async createNode(spec: PoolSpec, id: string, images: NodeRecord['images']): Promise<void> {
     const paths = this.store.paths(spec.name, id);
     await mkdir(paths.dir, { recursive: true });
     await mkdir(paths.logs, { recursive: true });
@@ -50,7 +77,7 @@ export class LocalProvider {
         workload: { role: 'workload', file: paths.workloadImage, mountPoint: paths.workloadMount, sizeBytes: spec.disks.workload.size },
       },
       images,
-      spec: { probe: spec.probe, saturation: spec.saturation, remediation: spec.remediation, liveRestore: spec.liveRestore, insecureRegistries: spec.insecureRegistries },
+      spec: nodeSettings(spec),
     };
     await this.store.writeNode(node);
     await writeNodeStatus(paths.dir, { phase: 'Provisioning', transitions: transition([], 'Provisioning', createdAt, 'node created'), conditions: {}, images: [], updatedAt: createdAt.toISOString() });
@@ -66,7 +93,6 @@ export class LocalProvider {
     await this.store.writeNode(node);
     await mkdir(join(paths.workloadMount, 'jobs'), { recursive: true });
     await this.startAgent(node);
-    return node;
   }
 
   async startAgent(node: NodeRecord): Promise<number> {
@@ -98,8 +124,56 @@ export class LocalProvider {
     return pid;
   }
 
+  /** The agent reads node.json again at its next probe and verifies the new images before Ready. */
+  async updateNode(spec: PoolSpec, id: string, images: NodeRecord['images']): Promise<boolean> {
+    const record = await this.store.readNode(spec.name, id);
+    if (!record) return false;
+    await this.store.writeNode({ ...record, images, spec: nodeSettings(spec) });
+    return true;
+  }
+
+  listNodes(pool: string): Promise<string[]> {
+    return this.store.listNodeIds(pool);
+  }
+
+  async describeNode(pool: string, id: string): Promise<NodeDescription> {
+    const node = await this.store.readNode(pool, id);
+    const paths = this.store.paths(pool, id);
+    const agentPid = Number((await readFile(paths.agentPid, 'utf8').catch(() => '')).trim());
+    return {
+      id,
+      name: node?.name ?? `${pool}-${id}`,
+      ...(node && { assigned: { images: node.images, settings: node.spec } }),
+      disks: { runtime: { sizeBytes: node?.disks.runtime.sizeBytes ?? 0 }, workload: { sizeBytes: node?.disks.workload.sizeBytes ?? 0, mountPoint: paths.workloadMount } },
+      cordoned: existsSync(paths.cordon),
+      agentAlive: agentPid > 0 && isAlive(agentPid),
+      // From the containers' cgroups: a hung dockerd cannot answer, the kernel can.
+      runningJobs: (await runningContainers(nodeCgroupName(paths.dir))).length,
+      details: {
+        dockerSocket: paths.dockerSocket,
+        ...(node?.disks.runtime.loopDevice && { runtimeLoopDevice: node.disks.runtime.loopDevice }),
+        ...(node?.disks.workload.loopDevice && { workloadLoopDevice: node.disks.workload.loopDevice }),
+      },
+    };
+  }
+
+  /** A file in the node dir: describeNode reports it, so `pool exec` passes the node by. */
+  async cordon(pool: string, id: string, reason: string): Promise<void> {
+    await writeFile(this.store.paths(pool, id).cordon, `${new Date().toISOString()} ${reason}\n`);
+  }
+
+  runJob(pool: string, id: string, job: JobRequest, io: JobIO): Promise<JobRun> {
+    const paths = this.store.paths(pool, id);
+    return runContainerJob({ pool, node: `${pool}-${id}`, dockerSocket: paths.dockerSocket, workloadMount: paths.workloadMount }, job, io);
+  }
+
+  /** Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole. */
+  async cleanupPool(pool: string): Promise<Released> {
+    return { processes: 0, ...(await releaseDisksBelow(this.store.poolDir(pool))) };
+  }
+
   /** Asks the agent to stop (it stops its dockerd), then removes whatever is left below the node dir. */
-  async deleteNode(pool: string, id: string): Promise<CleanupReport> {
+  async deleteNode(pool: string, id: string): Promise<Released> {
     const paths = this.store.paths(pool, id);
     const agentPid = await nodeProcessFromPidfile(paths.dir, paths.agentPid);
     if (agentPid) {
@@ -114,4 +188,8 @@ export class LocalProvider {
     await rm(paths.dir, { recursive: true, force: true });
     return report;
   }
+}
+
+function gib(bytes: number): string {
+  return (bytes / 1024 ** 3).toFixed(1);
 }
