@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { RegistryServer } from '../daemons/index.js';
+import { RegistryServer } from '../nodepool/daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable, median, seconds } from './stats.js';

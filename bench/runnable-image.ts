@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { DigestStream } from '../imagebuilder/oci/digest.js';
-import { busyboxRootfs } from '../daemons/base-image.js';
+import { busyboxRootfs } from '../nodepool/daemons/base-image.js';
 import { configMediaType, layerMediaType, manifestMediaType } from '../imagebuilder/oci/media-types.js';
 import type { Descriptor } from '../imagebuilder/oci/schemas.js';
 import { buildManifest } from '../imagebuilder/mutate/manifest.js';

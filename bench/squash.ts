@@ -2,7 +2,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { DockerEngine, RegistryServer, importBusyboxBase } from '../daemons/index.js';
+import { DockerEngine, RegistryServer, importBusyboxBase } from '../nodepool/daemons/index.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage } from '../imagebuilder/copy/copy.js';
 import { digestHex } from '../imagebuilder/oci/digest.js';

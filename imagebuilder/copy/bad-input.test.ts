@@ -5,8 +5,8 @@ import { readFile, readdir, rm, stat, truncate, writeFile, cp } from 'node:fs/pr
 import { join } from 'node:path';
 import { request } from 'undici';
 import bcrypt from 'bcryptjs';
-import type { RegistryServer } from '../../daemons/index.js';
-import { freePort } from '../../daemons/index.js';
+import type { RegistryServer } from '../../nodepool/daemons/index.js';
+import { freePort } from '../../nodepool/daemons/index.js';
 import { runCli, startRegistry, tempDir, type CliResult } from '../../test/helpers/real.js';
 import { htpasswdAuth } from '../../test/helpers/registry-fakes.js';
 import { openDestination } from '../transports/index.js';

@@ -5,7 +5,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { RegistryServer } from '../../daemons/index.js';
+import { RegistryServer } from '../../nodepool/daemons/index.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseChallenges, RegistryClient, type RegistryOptions } from './index.js';
 import { htpasswdAuth, makeTempDir, TokenService, tinyImage, writeHtpasswd } from '../../test/helpers/registry-fakes.js';

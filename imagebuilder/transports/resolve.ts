@@ -1,7 +1,7 @@
 import { checkImagePlatform } from '../oci/platform.js';
 import { formatReference } from '../oci/reference.js';
 import type { Platform } from '../oci/schemas.js';
-import type { ImageSource, ResolvedImage } from '../transports/types.js';
+import type { ImageSource, ResolvedImage } from './types.js';
 
 /**
  * The source's image for `platform`. Transports choose from an index themselves; an image

@@ -2,7 +2,7 @@ import { writeFile, mkdir } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../../imagebuilder/package-root.js';
-import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../daemons/index.js';
+import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../nodepool/daemons/index.js';
 import { tempDir } from '../../bench/harness.js';
 
 /**

@@ -10,7 +10,7 @@ import { createHash, randomBytes, sign } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import bcrypt from 'bcryptjs';
 import { execa } from 'execa';
-import type { RegistryAuthConfig } from '../../daemons/index.js';
+import type { RegistryAuthConfig } from '../../nodepool/daemons/index.js';
 import { tempDir } from '../../bench/harness.js';
 
 export function makeTempDir(prefix = 'buildfleet-regtest-'): Promise<{ path: string; remove: () => Promise<void> }> {

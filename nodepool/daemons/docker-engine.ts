@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { execa } from 'execa';
-import { BuildfleetError } from '../imagebuilder/errors.js';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { Daemon } from './process.js';
 import { containerdConfig, dockerdArgs, requireCommands } from './engine-config.js';
 
