@@ -1,9 +1,9 @@
 import { execa } from 'execa';
-import { RegistryServer } from '../imagebuilder/daemons/index.js';
+import { RegistryServer } from '../daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable, median, seconds } from './stats.js';
-import { cliCommand } from '../test/helpers/real.js';
+import { cliCommand, exitOnHelp, numberArg } from './harness.js';
 
 /**
  * Registry -> registry copy: `buildfleet image copy` against `skopeo copy` (Debian's skopeo),
@@ -68,16 +68,18 @@ export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchRes
   }
 }
 
+const usage = `node dist/bench/copy.js [--layers 30] [--mb 1000] [--runs 3] [--concurrency 6]
+  --layers, --mb   shape of the generated image copied registry -> registry by buildfleet and by skopeo
+  --runs           runs of each tool, alternating
+  --concurrency    buildfleet's blob concurrency`;
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const arg = (name: string, fallback: number) => {
-    const i = process.argv.indexOf(`--${name}`);
-    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  };
+  exitOnHelp(usage);
   const result = await benchCopy({
-    layers: arg('layers', 30),
-    totalBytes: arg('mb', 1000) * 1e6,
-    runs: arg('runs', 3),
-    concurrency: arg('concurrency', 6),
+    layers: numberArg('layers', 30),
+    totalBytes: numberArg('mb', 1000) * 1e6,
+    runs: numberArg('runs', 3),
+    concurrency: numberArg('concurrency', 6),
     log: (line) => process.stderr.write(line + '\n'),
   });
   process.stdout.write(`registry -> registry copy, ${result.image.layers} layers, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, loopback\n\n${result.table}\n`);

@@ -6,8 +6,9 @@ import { DigestStream } from '../imagebuilder/oci/digest.js';
 import { configMediaType, layerMediaType, manifestMediaType, type ManifestFormat } from '../imagebuilder/oci/media-types.js';
 import { hostPlatform } from '../imagebuilder/oci/platform.js';
 import type { Descriptor } from '../imagebuilder/oci/schemas.js';
-import { buildManifest } from '../imagebuilder/copy/copy.js';
-import { compressor, pipeOn } from '../imagebuilder/copy/codecs.js';
+import { buildManifest } from '../imagebuilder/mutate/manifest.js';
+import { compressor } from '../imagebuilder/compress/codecs.js';
+import { pipeOn } from '../imagebuilder/compress/streams.js';
 import type { ImageDestination } from '../imagebuilder/transports/types.js';
 
 export type GeneratorOptions = {

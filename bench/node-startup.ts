@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { RegistryServer } from '../imagebuilder/daemons/index.js';
+import { RegistryServer } from '../daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
 import { parsePoolSpec } from '../nodepool/pool-spec/pool-spec.js';
 import { StateStore } from '../nodepool/state/store.js';

@@ -1,11 +1,12 @@
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { DigestStream } from '../imagebuilder/oci/digest.js';
-import { busyboxRootfs } from '../imagebuilder/daemons/base-image.js';
+import { busyboxRootfs } from '../daemons/base-image.js';
 import { configMediaType, layerMediaType, manifestMediaType } from '../imagebuilder/oci/media-types.js';
 import type { Descriptor } from '../imagebuilder/oci/schemas.js';
-import { buildManifest } from '../imagebuilder/copy/copy.js';
-import { compressor, pipeOn } from '../imagebuilder/copy/codecs.js';
+import { buildManifest } from '../imagebuilder/mutate/manifest.js';
+import { compressor } from '../imagebuilder/compress/codecs.js';
+import { pipeOn } from '../imagebuilder/compress/streams.js';
 import type { ImageDestination } from '../imagebuilder/transports/types.js';
 import { seededBytes, syntheticConfig } from './image-generator.js';
 

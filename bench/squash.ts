@@ -2,11 +2,11 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder/daemons/index.js';
+import { DockerEngine, RegistryServer, importBusyboxBase } from '../daemons/index.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage } from '../imagebuilder/copy/copy.js';
 import { digestHex } from '../imagebuilder/oci/digest.js';
-import { cliCommand, tempDir } from '../test/helpers/real.js';
+import { cliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
 import { writeSquashBenchContext, type SquashBenchImage } from './squash-image.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable } from './stats.js';
@@ -163,22 +163,15 @@ const usage = `node dist/bench/squash.js [--layers 40] [--mb 1000] [--files 1000
   --only-memory             only that`;
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  if (process.argv.includes('--help')) {
-    process.stdout.write(usage + '\n');
-    process.exit(0);
-  }
-  const arg = (name: string, fallback: number) => {
-    const i = process.argv.indexOf(`--${name}`);
-    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  };
+  exitOnHelp(usage);
   const log = (line: string) => process.stderr.write(line + '\n');
   if (!process.argv.includes('--only-memory')) {
-    const image = { layers: arg('layers', 40), totalBytes: arg('mb', 1000) * 1e6, files: arg('files', 100_000) };
+    const image = { layers: numberArg('layers', 40), totalBytes: numberArg('mb', 1000) * 1e6, files: numberArg('files', 100_000) };
     const result = await benchSquash(image, log);
     process.stdout.write(`registry -> registry squash + push: ${result.image.inputLayers} layers in, ${(result.image.compressedBytes / 1e9).toFixed(2)} GB compressed, ${image.files} files\n\n${result.table}\n`);
   }
   if (process.argv.includes('--memory') || process.argv.includes('--only-memory')) {
-    const memory = await benchSquashMemory({ layers: arg('memory-layers', 20), filesPerLayer: arg('memory-files-per-layer', 10_000) }, log);
+    const memory = await benchSquashMemory({ layers: numberArg('memory-layers', 20), filesPerLayer: numberArg('memory-files-per-layer', 10_000) }, log);
     process.stdout.write(`\nmemory: registry -> registry squash + push of a generated image\n\n${memory.table}\n`);
   }
 }

@@ -20,14 +20,4 @@ function parseCreds(text: string): { username: string; password: string } {
   return { username: text.slice(0, colon), password: text.slice(colon + 1) };
 }
 
-export function nonNegativeInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new BuildfleetError('usage', `${flag} must be a whole number >= 0, got "${value}"`);
-  return n;
-}
-
-export function positiveInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new BuildfleetError('usage', `${flag} must be a positive whole number, got "${value}"`);
-  return n;
-}
+export { nonNegativeInt, positiveInt } from '../imagebuilder/numbers.js';

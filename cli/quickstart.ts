@@ -9,7 +9,7 @@ export function registerQuickstart(program: Command, globals: () => GlobalOption
     .action(async () => {
       const options = globals();
       const log = options.json || options.quiet ? undefined : (line: string) => process.stdout.write(line + '\n');
-      const { runQuickstart } = await import('../bench/quickstart.js'); // loads daemons and dockerode: only when run
+      const { runQuickstart } = await import('../ci/quickstart.js'); // loads daemons and dockerode: only when run
       const result = await runQuickstart(log);
       if (options.json) printJson(result);
       else if (!options.quiet) process.stdout.write(`\ndone: ${result.image} (${result.layers} layers); everything started was stopped and removed.\n`);

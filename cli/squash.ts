@@ -1,14 +1,12 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { squashImage, type SquashProgress, type SquashReport } from '../imagebuilder/squash/index.js';
+import { squashImage, squashOptionsFrom, type SquashProgress, type SquashReport, type SquashSettings } from '../imagebuilder/squash/index.js';
+import { parseCompression } from '../imagebuilder/compress/levels.js';
 import { parsePlatform } from '../imagebuilder/oci/platform.js';
-import type { Compression } from '../imagebuilder/oci/media-types.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { nonNegativeInt, positiveInt, transportOptions } from './options.js';
 import type { GlobalOptions } from './global-options.js';
-import { BuildfleetError, formatBytes, printJson, showsProgress, table, type OutputOptions } from './output.js';
-
-type SquashFlags = { layers: number; fromLayer: number; compression: Compression; level?: number; sourceDateEpoch?: number };
+import { formatBytes, printJson, showsProgress, table, type OutputOptions } from './output.js';
 
 export function registerSquash(image: Command, globals: () => GlobalOptions): void {
   image
@@ -21,13 +19,9 @@ export function registerSquash(image: Command, globals: () => GlobalOptions): vo
     .option('--compression <gzip|zstd|none>', 'layer compression (gzip uses every core)', parseCompression, 'gzip')
     .option('--level <n>', 'compression level (gzip 1-9, zstd 1-19)', (v) => positiveInt(v, '--level'))
     .option('--source-date-epoch <seconds>', 'clamp file times and the image creation time to this, for reproducible output (default: $SOURCE_DATE_EPOCH)', (v) => nonNegativeInt(v, '--source-date-epoch'))
-    .action(async (src: string, dst: string, flags: SquashFlags) => {
+    .action(async (src: string, dst: string, flags: SquashSettings) => {
       const options = globals();
-      const maxLevel = flags.compression === 'zstd' ? 19 : 9;
-      if (flags.level !== undefined && (flags.compression === 'none' || flags.level > maxLevel)) {
-        throw new BuildfleetError('usage', flags.compression === 'none' ? '--level needs --compression gzip or zstd' : `--level for ${flags.compression} must be 1 to ${maxLevel}, got ${flags.level}`);
-      }
-      const epoch = flags.sourceDateEpoch ?? (process.env.SOURCE_DATE_EPOCH ? nonNegativeInt(process.env.SOURCE_DATE_EPOCH, 'SOURCE_DATE_EPOCH') : undefined);
+      const squashOptions = squashOptionsFrom(flags, process.env);
       const transports = transportOptions(options);
       const source = await openSource(src, transports);
       try {
@@ -36,11 +30,7 @@ export function registerSquash(image: Command, globals: () => GlobalOptions): vo
         let report: SquashReport;
         try {
           report = await squashImage(source, destination, {
-            layers: flags.layers,
-            fromLayer: flags.fromLayer,
-            compression: flags.compression,
-            ...(flags.level !== undefined && { level: flags.level }),
-            ...(epoch !== undefined && { sourceDateEpoch: epoch }),
+            ...squashOptions,
             ...(options.platform && { platform: parsePlatform(options.platform) }),
             onProgress: bar.update,
           });
@@ -96,9 +86,3 @@ function squashProgress(options: OutputOptions): { update: (event: SquashProgres
     stop: () => bar.stop(),
   };
 }
-
-function parseCompression(value: string): Compression {
-  if (value === 'gzip' || value === 'zstd' || value === 'none') return value;
-  throw new BuildfleetError('usage', `--compression must be gzip, zstd or none, got "${value}"`);
-}
-

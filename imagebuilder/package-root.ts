@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,9 +17,18 @@ export const packageRoot = findPackageRoot(dirname(here));
 
 function findPackageRoot(start: string): string {
   for (let dir = start; dir !== dirname(dir); dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'imagebuilder'))) return dir;
+    if (isBuildfleetPackage(join(dir, 'package.json'))) return dir;
   }
   throw new Error(`buildfleet: cannot find its package root above ${start}`);
+}
+
+/** By name: an installed package holds dist/ but no sources. */
+function isBuildfleetPackage(packageJson: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(packageJson, 'utf8')) as { name?: unknown }).name === 'buildfleet';
+  } catch {
+    return false;
+  }
 }
 
 /**

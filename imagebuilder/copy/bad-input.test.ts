@@ -5,9 +5,10 @@ import { readFile, readdir, rm, stat, truncate, writeFile, cp } from 'node:fs/pr
 import { join } from 'node:path';
 import { request } from 'undici';
 import bcrypt from 'bcryptjs';
-import type { RegistryServer } from '../daemons/index.js';
-import { freePort } from '../daemons/index.js';
+import type { RegistryServer } from '../../daemons/index.js';
+import { freePort } from '../../daemons/index.js';
 import { runCli, startRegistry, tempDir, type CliResult } from '../../test/helpers/real.js';
+import { htpasswdAuth } from '../../test/helpers/registry-fakes.js';
 import { openDestination } from '../transports/index.js';
 import { generateImage } from '../../bench/image-generator.js';
 import { digestHex } from '../oci/digest.js';
@@ -23,7 +24,7 @@ before(async () => {
   work = await tempDir();
   const htpasswd = join(work.path, 'htpasswd');
   await writeFile(htpasswd, `alice:${bcrypt.hashSync('s3cret', 10)}\n`);
-  [registry, locked] = await Promise.all([startRegistry(), startRegistry({ auth: { kind: 'htpasswd', file: htpasswd } })]);
+  [registry, locked] = await Promise.all([startRegistry(), startRegistry({ auth: htpasswdAuth(htpasswd) })]);
   layout = join(work.path, 'good-layout');
   archive = join(work.path, 'good.tar');
   await generateImage(await openDestination(`oci:${layout}:v1`), { layers: 3, totalBytes: 3_000_000, filesPerLayer: 20, format: 'oci' });

@@ -9,12 +9,15 @@ import {
   type Compression,
   type ManifestFormat,
 } from '../oci/media-types.js';
-import type { Descriptor, Manifest, Platform } from '../oci/schemas.js';
-import { formatReference, type ImageReference } from '../oci/reference.js';
+import type { Descriptor, Platform } from '../oci/schemas.js';
+import { formatReference } from '../oci/reference.js';
 import { BuildfleetError } from '../errors.js';
 import type { DestinationPreferences, ImageDestination, ImageSource, ProgressListener, ResolvedImage } from '../transports/types.js';
-import { ByteCounter, pipeOn, recompress } from './codecs.js';
-import { resolveImage } from './resolve.js';
+import { resolveImage } from '../transports/resolve.js';
+import { ensureBlob } from '../transports/blobs.js';
+import { recompress } from '../compress/codecs.js';
+import { ByteCounter, pipeOn } from '../compress/streams.js';
+import { buildManifest, manifestFormatFor } from '../mutate/manifest.js';
 
 export type CopyOptions = {
   platform?: Platform;
@@ -43,7 +46,7 @@ export type CopyResult = {
 export type LayerPlan = { source: Descriptor; diffId: string; from: Compression; to: Compression; mediaType: string };
 
 export function planLayers(image: ResolvedImage, preferences: DestinationPreferences): { format: ManifestFormat; layers: LayerPlan[] } {
-  const format = preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : preferences.manifestFormat;
+  const format = manifestFormatFor(preferences.manifestFormat, image.manifestMediaType);
   const layers = image.manifest.layers.map((source, i): LayerPlan => {
     const from = layerCompression(source.mediaType);
     const wanted = preferences.layerCompression;
@@ -222,30 +225,4 @@ class BlobCancellation {
       return stream;
     };
   }
-}
-
-/**
- * Puts a blob unless the destination has it (or mounts it from `mountFrom`). True when it was
- * already there. The digest is known, so the destination checks the bytes where they land.
- */
-export async function ensureBlob(destination: ImageDestination, descriptor: Descriptor, open: () => Promise<Readable>, mountFrom?: ImageReference): Promise<boolean> {
-  if (await destination.hasBlob(descriptor, mountFrom)) return true;
-  await destination.putBlob(open, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size });
-  return false;
-}
-
-/** A manifest in the given format. Docker schema2 has no annotations; OCI keeps the source's. */
-export function buildManifest(format: ManifestFormat, config: Descriptor, layers: Descriptor[], original?: Manifest): Buffer {
-  const strip = (descriptor: Descriptor): Descriptor => {
-    const { mediaType, digest, size, urls, annotations } = descriptor;
-    return { mediaType, digest, size, ...(urls && { urls }), ...(format === 'oci' && annotations && { annotations }) };
-  };
-  const manifest: Record<string, unknown> = {
-    schemaVersion: 2,
-    mediaType: manifestMediaType(format),
-    config: strip(config),
-    layers: layers.map(strip),
-  };
-  if (format === 'oci' && original?.annotations) manifest.annotations = original.annotations;
-  return Buffer.from(JSON.stringify(manifest, null, 2));
 }

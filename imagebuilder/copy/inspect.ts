@@ -2,7 +2,7 @@ import { formatReference } from '../oci/reference.js';
 import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform } from '../oci/platform.js';
 import type { ImageSource, ResolveOptions } from '../transports/types.js';
-import { resolveImage } from './resolve.js';
+import { resolveImage } from '../transports/resolve.js';
 
 export type ImageSummary = {
   reference: string;

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { DockerEngine, RegistryServer } from '../daemons/index.js';
+import type { DockerEngine, RegistryServer } from '../../daemons/index.js';
 import { dockerBuild, runCli, startEngine, startRegistry, tempDir, BASE_IMAGE } from '../../test/helpers/real.js';
 import { openDestination, openSource } from '../transports/index.js';
 import { copyImage } from './copy.js';

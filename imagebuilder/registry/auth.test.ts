@@ -5,10 +5,10 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { RegistryServer } from '../daemons/index.js';
+import { RegistryServer } from '../../daemons/index.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseChallenges, RegistryClient, type RegistryOptions } from './index.js';
-import { makeTempDir, TokenService, tinyImage, writeHtpasswd } from '../../test/helpers/registry-fakes.js';
+import { htpasswdAuth, makeTempDir, TokenService, tinyImage, writeHtpasswd } from '../../test/helpers/registry-fakes.js';
 import { errorOf } from '../../test/helpers/assertions.js';
 
 // Needs the docker-registry package (distribution 2.8) and the openssl CLI; .ci/run installs them.
@@ -61,7 +61,7 @@ test('Basic auth against a real htpasswd registry: options, config.json auths, a
   let registry: RegistryServer | undefined;
   try {
     const htpasswd = await writeHtpasswd(join(temp.path, 'htpasswd'), { alice: 's3cret pass' });
-    registry = await RegistryServer.start({ auth: { kind: 'htpasswd', file: htpasswd } });
+    registry = await RegistryServer.start({ auth: htpasswdAuth(htpasswd) });
     const host = registry.host;
 
     // Explicit credentials: anonymous first, one 401, then Basic on every request.
@@ -130,7 +130,7 @@ test('a blob redirect is followed without our Authorization on the other origin'
   });
   let front: ReturnType<typeof createServer> | undefined;
   try {
-    registry = await RegistryServer.start({ auth: { kind: 'htpasswd', file: await writeHtpasswd(join(temp.path, 'htpasswd'), { bob: 'pw' }) } });
+    registry = await RegistryServer.start({ auth: htpasswdAuth(await writeHtpasswd(join(temp.path, 'htpasswd'), { bob: 'pw' })) });
     const registryPort = registry.port;
     await new Promise<void>((resolve) => storage.listen(0, '127.0.0.1', resolve));
     const storagePort = (storage.address() as AddressInfo).port;

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { RegistryServer, freePort } from '../daemons/index.js';
+import { RegistryServer, freePort } from '../../daemons/index.js';
 import { sha256Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { RegistryClient, type RegistryOptions } from './index.js';

@@ -4,7 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { buffer } from 'node:stream/consumers';
 import { join } from 'node:path';
-import { RegistryServer } from '../daemons/index.js';
+import { RegistryServer } from '../../daemons/index.js';
 import { sha256Digest } from '../oci/digest.js';
 import { FaultProxy } from '../../test/helpers/registry-fakes.js';
 import { closeRegistryClients, registryClientFor } from '../transports/registry.js';

@@ -12,7 +12,7 @@ import { generateImage } from '../../bench/image-generator.js';
 import { sha256Digest } from '../oci/digest.js';
 import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
-import { buildManifest } from '../copy/copy.js';
+import { buildManifest } from '../mutate/manifest.js';
 import { openDestination, openSource } from '../transports/index.js';
 import { squashImage, type SquashOptions, type SquashProgress } from './squash.js';
 import { readTar } from '../tar/reader.js';

@@ -3,15 +3,17 @@ import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { sha256Digest } from '../oci/digest.js';
 import { BuildfleetError } from '../errors.js';
-import { configMediaType, formatOfManifestMediaType, layerCompression, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
+import { layerCompression, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
 import { formatReference } from '../oci/reference.js';
-import type { Descriptor, HistoryEntry, ImageConfig, Platform } from '../oci/schemas.js';
+import type { Descriptor, ImageConfig, Platform } from '../oci/schemas.js';
 import type { ImageDestination, ImageSource } from '../transports/types.js';
 import { makeScratchDir, removeTemp } from '../transports/temp-files.js';
-import { buildManifest, ensureBlob } from '../copy/copy.js';
-import { resolveImage } from '../copy/resolve.js';
+import { resolveImage } from '../transports/resolve.js';
+import { ensureBlob } from '../transports/blobs.js';
+import { buildManifest, manifestFormatFor } from '../mutate/manifest.js';
+import { configBlob, replaceLayers, withCreated, withLabels } from '../mutate/config.js';
+import { imageTime } from '../mutate/time.js';
 import { defaultGzipEngine, type GzipEngine } from '../compress/parallel-gzip.js';
 import { mergeLayers } from './merge.js';
 import { planSquash, type SquashPlan } from './plan.js';
@@ -103,7 +105,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const mergeMs = lap();
 
     const compression = options.compression ?? 'gzip';
-    const format = destination.preferences.manifestFormat === 'keep' ? formatOfManifestMediaType(image.manifestMediaType) : destination.preferences.manifestFormat;
+    const format = manifestFormatFor(destination.preferences.manifestFormat, image.manifestMediaType);
     const totalBytes = plan.outputBytes.reduce((a, b) => a + b, 0);
     let written = 0;
     // Where the destination can take a blob before its digest is known (a registry: the digest
@@ -129,8 +131,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
 
     const kept = layers.slice(0, fromLayer);
     const config = squashedConfig(image.config, outputs, layers.length, image.manifestDigest, { ...options, keptLayers: fromLayer });
-    const configBytes = Buffer.from(JSON.stringify(config));
-    const configDescriptor: Descriptor = { mediaType: configMediaType(format), digest: sha256Digest(configBytes), size: configBytes.length };
+    const { bytes: configBytes, descriptor: configDescriptor } = configBlob(config, format);
     const layerDescriptors: Descriptor[] = [];
     let pushed = 0;
     const blobs = kept.length + outputs.length + 1;
@@ -246,27 +247,15 @@ export function squashedConfig(
   sourceDigest: string,
   options: Pick<SquashOptions, 'sourceDateEpoch'> & { keptLayers?: number },
 ): ImageConfig {
-  const created = options.sourceDateEpoch !== undefined ? new Date(options.sourceDateEpoch * 1000).toISOString() : original.created;
+  const created = options.sourceDateEpoch !== undefined ? imageTime(options.sourceDateEpoch) : original.created;
   const kept = options.keptLayers ?? 0;
-  // History entries of kept layers stay as they are; those of squashed layers become empty.
-  let layersSeen = 0;
-  const history: HistoryEntry[] = (original.history ?? []).map((entry) => {
-    if (entry.empty_layer) return entry;
-    return ++layersSeen <= kept ? entry : { ...entry, empty_layer: true };
-  });
-  outputs.forEach((_, k) => {
-    history.push({
+  const added = outputs.map((output, k) => ({
+    diffId: output.diffId,
+    history: {
       ...(created && { created }),
       created_by: `buildfleet image squash: layers ${kept + 1}-${inputLayers} into ${outputs.length}${outputs.length > 1 ? ` (part ${k + 1})` : ''}`,
       comment: `squashed from ${sourceDigest}`,
-    });
-  });
-  const runtime = original.config ?? {};
-  return {
-    ...original,
-    ...(created && { created }),
-    config: { ...runtime, Labels: { ...(runtime.Labels ?? {}), [SOURCE_LABEL]: sourceDigest } },
-    rootfs: { type: 'layers', diff_ids: [...original.rootfs.diff_ids.slice(0, kept), ...outputs.map((output) => output.diffId)] },
-    history,
-  };
+    },
+  }));
+  return replaceLayers(withLabels(withCreated(original, created), { [SOURCE_LABEL]: sourceDigest }), kept, added);
 }

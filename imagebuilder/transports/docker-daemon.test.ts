@@ -10,7 +10,7 @@ import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import Dockerode from 'dockerode';
 import tar from 'tar-stream';
-import { DockerEngine, importBusyboxBase } from '../daemons/index.js';
+import { DockerEngine, importBusyboxBase } from '../../daemons/index.js';
 import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest } from '../oci/digest.js';

@@ -4,6 +4,8 @@ import type { RegistryOptions } from '../registry/index.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 export * from './types.js';
+export { resolveImage } from './resolve.js';
+export { ensureBlob } from './blobs.js';
 
 export type TransportOptions = {
   /** The Docker Engine for docker-daemon: references; default from DOCKER_HOST. */

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
-import { RegistryServer } from '../daemons/index.js';
+import { RegistryServer } from '../../daemons/index.js';
 import { BuildfleetError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
 import { parseReference, type RegistryReference } from '../oci/reference.js';

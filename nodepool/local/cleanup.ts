@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { mountsBelow, unmountBelow } from '../../imagebuilder/daemons/docker-engine.js';
+import { mountsBelow, unmountBelow } from '../../daemons/docker-engine.js';
 import { detachLoopDevice, loopDevicesBelow } from './disks.js';
 import { inCgroup, killCgroup, nodeCgroupName, nodeDaemonsCgroupName } from './cgroups.js';
 import { isAlive, processesNaming } from './processes.js';

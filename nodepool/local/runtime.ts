@@ -3,8 +3,8 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'node:http';
 import type Docker from 'dockerode';
-import { containerdConfig, dockerdArgs, requireCommands } from '../../imagebuilder/daemons/engine-config.js';
-import { Daemon } from '../../imagebuilder/daemons/process.js';
+import { containerdConfig, dockerdArgs, requireCommands } from '../../daemons/engine-config.js';
+import { Daemon } from '../../daemons/process.js';
 import type { NodePaths, NodeRecord } from '../state/store.js';
 import { nodeCgroupName } from './cgroups.js';
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { openDestination } from '../../imagebuilder/transports/index.js';
-import type { RegistryServer } from '../../imagebuilder/daemons/index.js';
+import type { RegistryServer } from '../../daemons/index.js';
 import { writeRunnableImage, type RunnableImageOptions } from '../../bench/runnable-image.js';
 import { StateStore } from '../../nodepool/state/store.js';
 import { PoolManager } from '../../nodepool/pool.js';

@@ -1,10 +1,9 @@
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, mkdir } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../../imagebuilder/package-root.js';
-import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../imagebuilder/daemons/index.js';
+import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../daemons/index.js';
+import { tempDir } from '../../bench/harness.js';
 
 /**
  * Fixtures for tests that need the real components. Each returns a handle and registers nothing
@@ -12,11 +11,7 @@ import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptio
  */
 export const repoRoot = packageRoot;
 
-/** How benchmarks run the CLI: the tsc build when there is one (as users run it), else through tsx. */
-export function cliCommand(): string[] {
-  const built = join(repoRoot, 'dist', 'cli', 'main.cjs');
-  return existsSync(built) ? [built] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts')];
-}
+export { cliCommand, tempDir } from '../../bench/harness.js';
 
 export const BASE_IMAGE = 'buildfleet/busybox:latest';
 
@@ -53,11 +48,6 @@ export async function startEngine(options: DockerEngineOptions = {}): Promise<Do
 export async function startRegistry(options: RegistryServerOptions = {}): Promise<RegistryServer> {
   await ensureMachineSetup();
   return RegistryServer.start(options);
-}
-
-export async function tempDir(prefix = 'buildfleet-test-'): Promise<{ path: string; remove(): Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), prefix));
-  return { path, remove: () => rm(path, { recursive: true, force: true }) };
 }
 
 /** Builds an image with real `docker build` from a Dockerfile and extra context files. */

@@ -1,20 +1,20 @@
 /**
  * Test helpers for the registry client: an htpasswd file, a fault-injecting proxy in front of
  * a real registry, and a small token service that issues the RS256 JWTs distribution accepts.
- * Everything listens on 127.0.0.1 only. Not exported from index.ts.
+ * Everything listens on 127.0.0.1 only.
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes, sign } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import bcrypt from 'bcryptjs';
 import { execa } from 'execa';
+import type { RegistryAuthConfig } from '../../daemons/index.js';
+import { tempDir } from '../../bench/harness.js';
 
-export async function makeTempDir(prefix = 'buildfleet-regtest-'): Promise<{ path: string; remove: () => Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), prefix));
-  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+export function makeTempDir(prefix = 'buildfleet-regtest-'): Promise<{ path: string; remove: () => Promise<void> }> {
+  return tempDir(prefix);
 }
 
 /** An htpasswd file with bcrypt hashes ($2y$, the prefix Apache's htpasswd writes). */
@@ -22,6 +22,11 @@ export async function writeHtpasswd(path: string, users: Record<string, string>)
   const lines = Object.entries(users).map(([user, password]) => `${user}:${bcrypt.hashSync(password, 5).replace(/^\$2b\$/, '$2y$')}`);
   await writeFile(path, lines.join('\n') + '\n');
   return path;
+}
+
+/** The RegistryServer auth section for Basic auth against an htpasswd file. */
+export function htpasswdAuth(file: string, realm = 'buildfleet'): RegistryAuthConfig {
+  return { htpasswd: { realm, path: file } };
 }
 
 async function listen(server: Server): Promise<number> {
@@ -163,9 +168,9 @@ export class TokenService {
     return `http://127.0.0.1:${this.port}/token`;
   }
 
-  /** The RegistryServer auth settings that point a registry at this service. */
-  get registryAuth(): { kind: 'token'; realm: string; service: string; issuer: string; rootCertBundle: string } {
-    return { kind: 'token', realm: this.realm, service: this.service, issuer: this.issuer, rootCertBundle: this.certFile };
+  /** The RegistryServer auth section that points a registry at this service. */
+  get registryAuth(): RegistryAuthConfig {
+    return { token: { realm: this.realm, service: this.service, issuer: this.issuer, rootcertbundle: this.certFile } };
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {

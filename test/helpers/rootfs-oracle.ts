@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
-import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine } from '../../daemons/index.js';
 
 /**
  * The conformance oracle: what the container runtime itself shows for an image. A container is

@@ -10,7 +10,7 @@ import type { TarHeader } from '../../imagebuilder/tar/entry.js';
 import { readTar, type ReadTarOptions } from '../../imagebuilder/tar/reader.js';
 import { TarWriter } from '../../imagebuilder/tar/writer.js';
 
-/** Helpers and fixtures for the tar codec's tests (tar.test.ts, tar-gnu.test.ts). */
+/** Helpers and fixtures for the tar codec's tests (imagebuilder/tar/tar.test.ts, tar-gnu.test.ts). */
 
 export type Item = { header: TarHeader; body: Buffer };
 

@@ -2,7 +2,7 @@ import { execa } from 'execa';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine } from '../../daemons/index.js';
 
 /**
  * Test images for the squash conformance suite: each small, FROM the local busybox base, built

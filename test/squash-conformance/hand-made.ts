@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { execa } from 'execa';
 import tar from 'tar-stream';
-import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine } from '../../daemons/index.js';
 import { openDestination, openSource } from '../../imagebuilder/transports/index.js';
 import { squashImage, type SquashOptions } from '../../imagebuilder/squash/squash.js';
 

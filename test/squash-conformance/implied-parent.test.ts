@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine } from '../../daemons/index.js';
 import { dockerBuild, startEngine, tempDir } from '../helpers/real.js';
 import { diffRootfs, exportRootfs, type RootfsEntry } from '../helpers/rootfs-oracle.js';
 import type { SquashOptions } from '../../imagebuilder/squash/squash.js';

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import pLimit from 'p-limit';
-import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine } from '../../daemons/index.js';
 import { startEngine, dockerBuild } from '../helpers/real.js';
 import { DOCKER_INIT_FILES, diffRootfs, exportRootfs, imageRuntimeConfig, rootfsPath, type RootfsEntry } from '../helpers/rootfs-oracle.js';
 import { BASE, CAP_NET_RAW_EP, buildConformanceCase, conformanceCases, longNames } from './cases.js';

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { DockerEngine, RegistryServer } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine, RegistryServer } from '../../daemons/index.js';
 import { startEngine, startRegistry, tempDir } from '../helpers/real.js';
 import { diffRootfs, exportRootfs, imageRuntimeConfig } from '../helpers/rootfs-oracle.js';
 import { openDestination, openSource } from '../../imagebuilder/transports/index.js';

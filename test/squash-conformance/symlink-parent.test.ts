@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DockerEngine } from '../../imagebuilder/daemons/index.js';
+import type { DockerEngine } from '../../daemons/index.js';
 import { dockerBuild, runCli, startEngine, tempDir } from '../helpers/real.js';
 import { diffRootfs, exportRootfs, type RootfsEntry } from '../helpers/rootfs-oracle.js';
 import type { SquashOptions } from '../../imagebuilder/squash/squash.js';

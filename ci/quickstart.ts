@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { DockerEngine, RegistryServer, importBusyboxBase } from '../imagebuilder/daemons/index.js';
+import { DockerEngine, RegistryServer, importBusyboxBase } from '../daemons/index.js';
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage, type CopyResult } from '../imagebuilder/copy/copy.js';
 import { squashImage } from '../imagebuilder/squash/squash.js';

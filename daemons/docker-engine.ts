@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { execa } from 'execa';
-import { BuildfleetError } from '../errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 import { Daemon } from './process.js';
 import { containerdConfig, dockerdArgs, requireCommands } from './engine-config.js';
 
@@ -15,7 +15,7 @@ export type DockerEngineOptions = {
   dataRoot?: string;
   /** `dockerd --experimental`, needed for `docker build --squash`. */
   experimental?: boolean;
-  /** Keep containers running while dockerd restarts (see DESIGN.md, runtime restarts). */
+  /** Keep containers running while dockerd restarts, so a runtime restart spares running builds (nodepool/README.md). */
   liveRestore?: boolean;
   /** Registries dockerd may reach over plain HTTP besides loopback. */
   insecureRegistries?: string[];

@@ -2,16 +2,20 @@ import { mkdtemp, writeFile, rm, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { stringify } from 'yaml';
 import { Daemon, freePort } from './process.js';
 import { requireCommands } from './engine-config.js';
 
-export type RegistryAuth =
-  | { kind: 'htpasswd'; file: string; realm?: string }
-  | { kind: 'token'; realm: string; service: string; issuer: string; rootCertBundle: string };
+/**
+ * distribution's `auth:` section as it stands in its config.yml, e.g. `{ htpasswd: { realm, path } }`;
+ * passed through as it is (the tests set up htpasswd and token auth, see test/helpers/registry-fakes.ts).
+ */
+export type RegistryAuthConfig = Record<string, unknown>;
 
 export type RegistryServerOptions = {
   root?: string;
-  auth?: RegistryAuth;
+  /** Anonymous access when absent. */
+  auth?: RegistryAuthConfig;
   startTimeoutMs?: number;
 };
 
@@ -79,37 +83,12 @@ export class RegistryServer {
   }
 }
 
-function registryConfig(storage: string, port: number, auth: RegistryAuth | undefined): string {
-  const lines = [
-    'version: 0.1',
-    'log:',
-    '  level: info',
-    '  accesslog:',
-    '    disabled: false',
-    'storage:',
-    '  filesystem:',
-    `    rootdirectory: ${storage}`,
-    '  delete:',
-    '    enabled: true',
-    '  maintenance:',
-    '    uploadpurging:',
-    '      enabled: false',
-    'http:',
-    `  addr: 127.0.0.1:${port}`,
-    '  headers:',
-    '    X-Content-Type-Options: [nosniff]',
-  ];
-  if (auth?.kind === 'htpasswd') {
-    lines.push('auth:', '  htpasswd:', `    realm: ${auth.realm ?? 'buildfleet'}`, `    path: ${auth.file}`);
-  } else if (auth?.kind === 'token') {
-    lines.push(
-      'auth:',
-      '  token:',
-      `    realm: ${auth.realm}`,
-      `    service: ${auth.service}`,
-      `    issuer: ${auth.issuer}`,
-      `    rootcertbundle: ${auth.rootCertBundle}`,
-    );
-  }
-  return lines.join('\n') + '\n';
+function registryConfig(storage: string, port: number, auth: RegistryAuthConfig | undefined): string {
+  return stringify({
+    version: 0.1,
+    log: { level: 'info', accesslog: { disabled: false } },
+    storage: { filesystem: { rootdirectory: storage }, delete: { enabled: true }, maintenance: { uploadpurging: { enabled: false } } },
+    http: { addr: `127.0.0.1:${port}`, headers: { 'X-Content-Type-Options': ['nosniff'] } },
+    ...(auth && { auth }),
+  });
 }

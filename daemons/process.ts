@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BuildfleetError } from '../errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 
 /**
  * A long-running child process (dockerd, containerd, registry) with its output in a log file.

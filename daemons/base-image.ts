@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import tar from 'tar-stream';
 import type Docker from 'dockerode';
-import { BuildfleetError } from '../errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 
 /** Applets the base image links to busybox, enough for shell scripts in builds and tests. */
 const applets = ['sh', 'ls', 'cat', 'echo', 'sleep', 'true', 'false', 'mkdir', 'rm', 'cp', 'mv', 'ln', 'chmod', 'chown', 'touch', 'dd', 'find', 'sha256sum', 'stat', 'test', 'env', 'id', 'mknod', 'mkfifo', 'tar', 'sync', 'head', 'wc', 'seq', 'printf', 'grep', 'sed', 'xargs', 'date', 'setcap'];

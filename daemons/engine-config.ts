@@ -1,6 +1,6 @@
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
-import { BuildfleetError } from '../errors.js';
+import { BuildfleetError } from '../imagebuilder/errors.js';
 
 /**
  * How an engine of ours is configured, with no dependencies: a node's agent loads this (and
