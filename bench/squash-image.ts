@@ -14,7 +14,8 @@ import { fileSizes, seededBytes } from './image-generator.js';
  */
 export type SquashBenchImage = { layers: number; totalBytes: number; files: number };
 
-function content(seed: string, size: number): Buffer {
+/** Deterministic file content, about two thirds source-like text (compressible) and one third random (as binaries). */
+export function sourceLikeContent(seed: string, size: number): Buffer {
   const random = seededBytes(seed, size);
   // About two thirds text: a line of "source" with varying numbers, then random bytes.
   const textBytes = Math.floor((size * 2) / 3);
@@ -40,7 +41,7 @@ export async function writeSquashBenchContext(dir: string, image: SquashBenchIma
     const perDir = 100;
     for (const [i, size] of sizes.entries()) {
       if (i % perDir === 0) await writer.add(dirHeader(`data/l${layer}/d${i / perDir}`));
-      await writer.add({ path: `data/l${layer}/d${Math.floor(i / perDir)}/f${i}`, type: 'file', mode: 0o644, uid: 0, gid: 0, size, mtime, xattrs: new Map() }, content(`${layer}/${i}`, size));
+      await writer.add({ path: `data/l${layer}/d${Math.floor(i / perDir)}/f${i}`, type: 'file', mode: 0o644, uid: 0, gid: 0, size, mtime, xattrs: new Map() }, sourceLikeContent(`${layer}/${i}`, size));
     }
     await writer.finish();
     await done;
