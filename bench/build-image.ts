@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { busyboxRootfs } from '../daemons/base-image.js';
+import { busyboxRootfs } from '../nodepool/daemons/base-image.js';
 import { compressor } from '../imagebuilder/compress/codecs.js';
 import { pipeOn } from '../imagebuilder/compress/streams.js';
 import { buildManifest } from '../imagebuilder/mutate/manifest.js';

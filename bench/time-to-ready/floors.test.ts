@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { execa } from 'execa';
-import { RegistryServer } from '../../daemons/index.js';
+import { RegistryServer } from '../../nodepool/daemons/index.js';
 import { openDestination } from '../../imagebuilder/transports/index.js';
 import { loopDevicesBelow } from '../../nodepool/local/disks.js';
 import { writeRunnableImage } from '../runnable-image.js';
