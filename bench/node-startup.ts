@@ -52,13 +52,8 @@ async function main(): Promise<void> {
       await manager.apply(spec);
       // Phases as any provider reports them (its status source), split by the lifecycle's own rule.
       const status = (await manager.providerFor(spec.provider).status.read(name, 'n1'))!;
-      const times = phaseTimes(status.transitions);
-      // The agent's start is a local fact: its event in the node's events.jsonl.
-      const events = (await readFile(manager.store.paths(name, 'n1').events, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { event: string; time: string });
-      const agentStarted = Date.parse(events.find((e) => e.event === 'agent-started')!.time);
-      const start = Date.parse(status.transitions[0]!.at);
-      const upMs = times.runtimeMs!;
-      results.push({ disksAndAgentMs: agentStarted - start, runtimeMs: start + upMs - agentStarted, upMs, pullMs: times.pullMs!, readyMs: times.readyMs! });
+      const times = phaseTimes(status.transitions, status);
+      results.push({ disksAndAgentMs: times.provisionMs!, runtimeMs: times.runtimeUpMs!, upMs: times.runtimeMs!, pullMs: times.pullMs!, readyMs: times.readyMs! });
       process.stderr.write(`run ${run}: up ${seconds(results.at(-1)!.upMs)} s, Ready ${seconds(results.at(-1)!.readyMs)} s\n`);
       if (run < runs) await manager.delete(name);
     }

@@ -208,7 +208,7 @@ export class PoolManager {
         cordoned: node.cordoned,
         agentAlive: node.agentAlive,
         conditions: status?.conditions ?? {},
-        phaseTimes: phaseTimes(status?.transitions ?? []),
+        phaseTimes: phaseTimes(status?.transitions ?? [], status ?? {}),
         transitions: status?.transitions ?? [],
         images: status?.images ?? [],
         runningJobs: node.runningJobs,

@@ -69,6 +69,8 @@ export class NodeAgent {
     const { pid, metricsUrl } = this.options;
     if (pid !== undefined) this.status.agentPid = pid;
     if (metricsUrl !== undefined) this.status.metricsUrl = metricsUrl;
+    // The node is provisioned (disks made, agent running) from here; the runtime's start follows.
+    this.status.agentStartedAt ??= new Date().toISOString();
     this.event('agent-started', { pid, metrics: metricsUrl });
     try {
       this.runtime = await this.options.host.start();
@@ -119,7 +121,12 @@ export class NodeAgent {
     if (observation.kind !== 'image') return;
     const { index, image } = observation;
     this.status.images[index] = observation.present
-      ? { pinned: image.pinned, present: true, pullMs: Math.round(observation.seconds * 1000) }
+      ? {
+          pinned: image.pinned,
+          present: true,
+          pullMs: Math.round(observation.seconds * 1000),
+          ...(observation.downloadSeconds !== undefined && { downloadMs: Math.round(observation.downloadSeconds * 1000), downloadedBytes: observation.downloadedBytes }),
+        }
       : { pinned: image.pinned, present: false, error: observation.error };
     this.save();
   }

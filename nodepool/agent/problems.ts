@@ -24,8 +24,11 @@ export type Observation =
   | { kind: 'disk-space'; disk: string; freeBytes: number; freeInodes: number }
   /** Over the disk's window, once it has one; `saturated` is its condition after this reading. */
   | { kind: 'disk-load'; disk: string; utilization: number; queueDepth: number; saturated: boolean }
-  /** An image verified or pulled (`seconds` it took), or a failed attempt (`error`). */
-  | { kind: 'image'; index: number; image: PinnedImage; present: true; seconds: number }
+  /**
+   * An image verified or pulled (`seconds` it took; of which `downloadSeconds` until its last
+   * layer was downloaded, when the runtime reports layers), or a failed attempt (`error`).
+   */
+  | { kind: 'image'; index: number; image: PinnedImage; present: true; seconds: number; downloadSeconds?: number; downloadedBytes?: number }
   | { kind: 'image'; index: number; image: PinnedImage; present: false; error: string }
   | { kind: 'remediation'; action: 'cordon' | 'restart' | 'suppressed' };
 

@@ -40,10 +40,21 @@ export type PhaseTimes = {
   pullMs?: number;
   /** From the start to the first Ready. */
   readyMs?: number;
+  /** From the start until the node's agent ran (disks made and mounted): given the agent's start. */
+  provisionMs?: number;
+  /** From the agent's start to RuntimeReady (containerd and dockerd answering). */
+  runtimeUpMs?: number;
+  /** Of pullMs, until the last layer was downloaded; given the pulls' download times. */
+  downloadMs?: number;
+  /** Of pullMs, the rest: decompressing and extracting what was downloaded, verifying. */
+  extractMs?: number;
 };
 
+/** What the agent records besides transitions that splits a start further (see NodeStatus). */
+export type StartMarks = { agentStartedAt?: string; images?: ReadonlyArray<{ downloadMs?: number }> };
+
 /** The first time-to-ready of a node, split into phases (later restarts do not count). */
-export function phaseTimes(history: readonly Transition[]): PhaseTimes {
+export function phaseTimes(history: readonly Transition[], marks: StartMarks = {}): PhaseTimes {
   const start = history[0] ? Date.parse(history[0].at) : undefined;
   const first = (phase: NodePhase) => {
     const found = history.find((t) => t.phase === phase);
@@ -51,9 +62,20 @@ export function phaseTimes(history: readonly Transition[]): PhaseTimes {
   };
   const runtime = first('RuntimeReady');
   const ready = first('Ready');
+  const agent = marks.agentStartedAt ? Date.parse(marks.agentStartedAt) : undefined;
   const times: PhaseTimes = {};
   if (start !== undefined && runtime !== undefined) times.runtimeMs = runtime - start;
   if (runtime !== undefined && ready !== undefined) times.pullMs = ready - runtime;
   if (start !== undefined && ready !== undefined) times.readyMs = ready - start;
+  if (start !== undefined && agent !== undefined && runtime !== undefined && start <= agent && agent <= runtime) {
+    times.provisionMs = agent - start;
+    times.runtimeUpMs = runtime - agent;
+  }
+  const downloads = (marks.images ?? []).map((image) => image.downloadMs);
+  if (times.pullMs !== undefined && downloads.length > 0 && downloads.every((ms) => ms !== undefined)) {
+    // Images are pulled one after another, so their downloads add up; never more than the pull.
+    times.downloadMs = Math.min(times.pullMs, downloads.reduce((sum: number, ms) => sum + ms!, 0));
+    times.extractMs = times.pullMs - times.downloadMs;
+  }
   return times;
 }

@@ -66,7 +66,10 @@ export type NodeStatus = {
   phase: NodePhase;
   transitions: Transition[];
   conditions: Partial<Record<string, NodeCondition>>;
-  images: Array<{ pinned: string; present: boolean; pullMs?: number; error?: string }>;
+  /** Per image: pull (or verify) time, of which download until its last layer arrived; or the last error. */
+  images: Array<{ pinned: string; present: boolean; pullMs?: number; downloadMs?: number; downloadedBytes?: number; error?: string }>;
+  /** When the node's agent first ran: the end of provisioning (disks made, agent up). */
+  agentStartedAt?: string;
   agentPid?: number;
   metricsUrl?: string;
   lastRestartAt?: string;

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ContainerRuntime } from '../../runtime/container-runtime.js';
 import type { PinnedImage } from '../../state/store.js';
 import type { DetectorSink } from '../problems.js';
+import { PullProgressTracker } from './pull-progress.js';
 
 /**
  * Pre-pulling: a node takes jobs only once every configured image is in its runtime by
@@ -25,12 +26,21 @@ export class PrePullDetector {
         const started = performance.now();
         try {
           const present = await this.runtime.hasImage(image);
+          const progress = new PullProgressTracker();
           if (!present) {
             this.sink.event('pull-started', { image: image.pinned, attempt });
-            await this.runtime.pullImage(image, { signal });
+            await this.runtime.pullImage(image, { signal, onProgress: (report) => progress.note(report) });
           }
           const seconds = (performance.now() - started) / 1000;
-          this.sink.observe({ kind: 'image', index, image, present: true, seconds });
+          const downloadedAt = progress.downloadedAt;
+          this.sink.observe({
+            kind: 'image',
+            index,
+            image,
+            present: true,
+            seconds,
+            ...(downloadedAt !== undefined && { downloadSeconds: (downloadedAt - started) / 1000, downloadedBytes: progress.downloadedBytes }),
+          });
           this.sink.event(present ? 'image-verified' : 'pull-done', { image: image.pinned, ms: Math.round(seconds * 1000) });
           break;
         } catch (err) {
