@@ -4,6 +4,7 @@ import { packageRoot } from '../imagebuilder/package-root.js';
 import { Command, Option } from 'commander';
 import { registerImageCommands } from './image.js';
 import { registerQuickstart } from './quickstart.js';
+import { registerBenchCommands } from './bench.js';
 import { registerAgentCommand, registerPoolCommands } from './pool.js';
 import { reportError } from './output.js';
 import { commandPath, wantsJson } from './errors.js';
@@ -38,6 +39,7 @@ export function buildProgram(options: { json?: boolean } = {}): Command {
   registerPoolCommands(program, globals);
   registerAgentCommand(program);
   registerQuickstart(program, globals);
+  registerBenchCommands(program, globals);
   return program;
 }
 

@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { execa } from 'execa';
+import { repoRoot } from '../../test/helpers/real.js';
+import { FLOORS, PHASES, type TimeToReadyReport } from './report.js';
+
+// Root: cold local nodes (loop disks, containerd, dockerd). The registry is the bench's own.
+const out = await mkdtemp(join(tmpdir(), 'bf-ttr-out-'));
+after(() => rm(out, { recursive: true, force: true }));
+
+test('bench time-to-ready on the small preset: every variant and phase measured, both floors, the report files', { timeout: 900_000 }, async () => {
+  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2', '--runs', '1', '--out', out], {
+    cwd: repoRoot,
+    reject: false,
+    timeout: 840_000,
+  });
+  assert.equal(cli.exitCode, 0, cli.stderr);
+  const report = JSON.parse(cli.stdout) as TimeToReadyReport;
+  assert.equal(report.kind, 'time-to-ready');
+  assert.deepEqual(report.rows.map((row) => row.variant), ['layered', 'k1', 'k2']);
+  for (const row of report.rows) {
+    assert.equal(row.runs, 1);
+    for (const phase of PHASES) assert.ok(Number.isFinite(row.phases[phase]) && row.phases[phase] >= 0, `${row.variant}: ${phase} = ${row.phases[phase]}`);
+    // Nothing is instant on a cold node: each of these takes time, and the total is their sum.
+    for (const phase of ['provision', 'runtime up', 'download', 'first run'] as const) assert.ok(row.phases[phase] > 0, `${row.variant}: ${phase} measured`);
+    const sum = PHASES.reduce((total, phase) => total + row.phases[phase], 0);
+    assert.ok(Math.abs(sum - row.ready.median) < 0.05, `${row.variant}: phases add up to Ready (${sum} vs ${row.ready.median})`);
+    assert.ok(row.perStreamFloor && row.perStreamFloor > 0);
+  }
+  assert.deepEqual(report.floors.map((row) => row.floor), [...FLOORS]);
+  for (const floor of report.floors) assert.ok(floor.seconds.median > 0);
+  for (const file of ['report.md', 'report.json', 'time-to-ready.svg', 'time-to-ready.png']) assert.ok(existsSync(join(out, file)), file);
+  assert.match(await readFile(join(out, 'report.md'), 'utf8'), /\| k2 \|/);
+  // Everything the bench started is gone: no pool state, mount or loop device of it remains.
+  const mounts = await readFile('/proc/mounts', 'utf8');
+  assert.ok(!mounts.includes('buildfleet-ttr-'), 'no bench mount left');
+});

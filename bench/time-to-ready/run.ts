@@ -1,0 +1,187 @@
+import { mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
+import { copyImage } from '../../imagebuilder/copy/copy.js';
+import { squashImage } from '../../imagebuilder/squash/squash.js';
+import { openDestination, openSource } from '../../imagebuilder/transports/index.js';
+import { RegistryServer } from '../../nodepool/daemons/index.js';
+import { parsePoolSpec } from '../../nodepool/pool-spec/pool-spec.js';
+import { PoolManager } from '../../nodepool/pool.js';
+import { phaseTimes, type PhaseTimes } from '../../nodepool/state/lifecycle.js';
+import { StateStore } from '../../nodepool/state/store.js';
+import { BUILD_IMAGE_PRESETS, writeBuildImage, type BuildImagePresetName } from '../build-image.js';
+import { tempDir } from '../harness.js';
+import { writeReport } from './chart.js';
+import { extractFloor, streamFloor } from './floors.js';
+import { summarize, type FloorRun, type NodeRun, type Phase, type TimeToReadyReport } from './report.js';
+
+/**
+ * Time to ready of cold nodes: for each image variant and run, a fresh local pool of
+ * `concurrent` nodes (new disks, new containerd and dockerd, nothing cached) pre-pulls the
+ * variant, then each node starts its first container of it. Phases come from the nodes' own
+ * status (through the provider's status source) and the first container's run; the two floors
+ * are measured in the same run on the same kind of disk. Needs root (loop disks, dockerd).
+ */
+
+export const VARIANTS = ['layered', 'k1', 'k4', 'k8'] as const;
+export type VariantName = 'layered' | `k${number}`;
+
+export type TimeToReadyOptions = {
+  /** A user's own image (any transport); else the preset is generated. */
+  image?: string;
+  preset?: BuildImagePresetName;
+  variants?: VariantName[];
+  runs?: number;
+  concurrent?: number;
+  /** Also write report.md, report.json and the chart (SVG, PNG) here. */
+  out?: string;
+  log?: (line: string) => void;
+};
+
+const PHASE_OF: Record<Phase, keyof PhaseTimes | 'firstRunMs'> = {
+  provision: 'provisionMs',
+  'runtime up': 'runtimeUpMs',
+  download: 'downloadMs',
+  'decompress + extract': 'extractMs',
+  'first run': 'firstRunMs',
+};
+
+export function parseVariant(text: string): VariantName {
+  if (text === 'layered') return text;
+  const k = /^k([1-9][0-9]?)$/.exec(text);
+  if (!k) throw new BuildfleetError('usage', `--variants: ${JSON.stringify(text)} is not a variant: give layered or kN (N layers, 1-99), e.g. layered,k1,k4`);
+  return `k${Number(k[1])}`;
+}
+
+function describe(variant: VariantName, layeredLayers: number): string {
+  if (variant === 'layered') return `the source as built, ${layeredLayers} layers, through the runtime's own pull`;
+  const k = Number(variant.slice(1));
+  return k === 1 ? 'squashed to one layer (buildfleet image squash), runtime pull' : `squashed to ${k} size-balanced layers, runtime pull`;
+}
+
+export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promise<TimeToReadyReport> {
+  if (process.getuid?.() !== 0) throw new BuildfleetError('environment', 'bench time-to-ready starts local nodes (loop disks, dockerd): run as root');
+  const log = options.log ?? (() => {});
+  const runs = options.runs ?? 3;
+  const concurrent = options.concurrent ?? 1;
+  const variants = options.variants ?? [...VARIANTS];
+  const work = await tempDir('buildfleet-ttr-');
+  let registry: RegistryServer | undefined;
+  let manager: PoolManager | undefined;
+  try {
+    registry = await RegistryServer.start({ root: join(work.path, 'registry') });
+    const ref = (tag: string) => `${registry!.host}/ttr/build:${tag}`;
+    const layered = ref('layered');
+    let imageName: string;
+    if (options.image) {
+      log(`copying ${options.image} into the bench registry`);
+      const source = await openSource(options.image, { tmpDir: work.path });
+      try {
+        await copyImage(source, await openDestination(layered, { tmpDir: work.path }));
+      } finally {
+        await source.close();
+      }
+      imageName = options.image;
+    } else {
+      const preset = options.preset ?? 'small';
+      log(`generating the ${preset} build image`);
+      await writeBuildImage(await openDestination(layered), BUILD_IMAGE_PRESETS[preset], log);
+      imageName = `generated build image (preset ${preset})`;
+    }
+
+    // K=1 is always made: the floors stream its one layer.
+    const squashed = new Map<number, { uncompressed: number; layers: string[] }>();
+    let layeredLayers = 0;
+    for (const k of [...new Set([1, ...variants.filter((v) => v !== 'layered').map((v) => Number(v.slice(1)))])]) {
+      log(`squashing to ${k} layer(s)`);
+      const report = await squashImage(await openSource(layered), await openDestination(ref(`k${k}`)), { layers: k, tmpDir: work.path });
+      layeredLayers = report.layers.before;
+      const source = await openSource(ref(`k${k}`));
+      try {
+        const image = await source.resolve();
+        squashed.set(k, { uncompressed: report.bytes.uncompressedAfter, layers: image.manifest.layers.map((layer) => layer.digest) });
+      } finally {
+        await source.close();
+      }
+    }
+    const k1 = squashed.get(1)!;
+    // Room for the image, its extraction and the runtime's temp files; a node disk like a real one.
+    const runtimeDisk = Math.max(2 * 1024 ** 3, Math.ceil((k1.uncompressed * 4) / 1024 ** 3) * 1024 ** 3);
+
+    manager = new PoolManager(new StateStore(join(work.path, 'state')));
+    const nodeRuns: NodeRun[] = [];
+    for (const variant of variants) {
+      for (let run = 1; run <= runs; run++) {
+        const pool = `ttr-${variant}-${run}`;
+        log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
+        const spec = parsePoolSpec({ name: pool, nodes: concurrent, disks: { runtime: runtimeDisk, workload: '1G' }, images: [ref(variant)] });
+        await manager.apply(spec, { timeoutMs: 3_600_000 });
+        nodeRuns.push(...(await measureNodes(manager, pool, variant, run)));
+        const slowest = nodeRuns.filter((r) => r.variant === variant && r.run === run).reduce((a, b) => (b.readySeconds > a.readySeconds ? b : a));
+        log(`${variant} run ${run}/${runs}: Ready and first container in ${slowest.readySeconds.toFixed(2)} s`);
+        await manager.delete(pool);
+      }
+    }
+
+    const floorRuns: FloorRun[] = [];
+    const floorInput = { layerUrls: k1.layers.map((digest) => `${registry!.url}/v2/ttr/build/blobs/${digest}`), workDir: join(work.path, 'floors'), diskBytes: runtimeDisk };
+    await mkdir(floorInput.workDir, { recursive: true });
+    for (let run = 1; run <= runs; run++) {
+      log(`floors run ${run}/${runs}`);
+      floorRuns.push(await streamFloor(floorInput, run));
+      floorRuns.push(await extractFloor(floorInput, run));
+    }
+
+    const report = summarize(
+      {
+        image: imageName,
+        ...(options.image ? {} : { preset: options.preset ?? 'small' }),
+        cores: availableParallelism(),
+        concurrent,
+        runsPerVariant: runs,
+        startedAt: new Date().toISOString(),
+        variants: Object.fromEntries(variants.map((variant) => [variant, describe(variant, layeredLayers)])),
+      },
+      nodeRuns,
+      floorRuns,
+    );
+    if (options.out) log(`wrote ${(await writeReport(report, options.out)).join(', ')}`);
+    return report;
+  } finally {
+    if (manager) for (const pool of await manager.store.listPools().catch(() => [])) await manager.delete(pool).catch(() => {});
+    await registry?.stop();
+    await work.remove();
+  }
+}
+
+/** Each node's phases from its status source, then its first container of the build image. */
+async function measureNodes(manager: PoolManager, pool: string, variant: VariantName, run: number): Promise<NodeRun[]> {
+  const provider = await manager.providerOf(pool);
+  const ids = await provider.listNodes(pool);
+  return Promise.all(
+    ids.map(async (id, index) => {
+      const status = await provider.status.read(pool, id);
+      if (!status) throw new BuildfleetError('environment', `${pool}-${id}: no status to measure`);
+      const image = status.images[0]?.pinned;
+      if (!image) throw new BuildfleetError('environment', `${pool}-${id}: no image in its status`);
+      const started = performance.now();
+      const job = await provider.runJob(pool, id, { id: `first-run-${id}`, image, command: ['true'] }, { stdout: sink(), stderr: sink(), log: () => {} });
+      if (job.exitCode !== 0) throw new BuildfleetError('environment', `${pool}-${id}: the first container exited ${job.exitCode}`);
+      const times = { ...phaseTimes(status.transitions, status), firstRunMs: performance.now() - started };
+      const phases = Object.fromEntries(
+        Object.entries(PHASE_OF).map(([phase, key]) => {
+          const ms = times[key];
+          if (ms === undefined) throw new BuildfleetError('environment', `${pool}-${id}: its status does not tell the ${phase} phase`);
+          return [phase, ms / 1000];
+        }),
+      ) as Record<Phase, number>;
+      return { variant, run, node: index + 1, phases, readySeconds: (times.readyMs! + times.firstRunMs) / 1000 };
+    }),
+  );
+}
+
+function sink(): Writable {
+  return new Writable({ write: (_chunk, _encoding, done) => done() });
+}

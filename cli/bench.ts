@@ -1,0 +1,45 @@
+import type { Command } from 'commander';
+import type { GlobalOptions } from './global-options.js';
+import { printJson } from './output.js';
+import { positiveInt } from './options.js';
+
+export function registerBenchCommands(program: Command, globals: () => GlobalOptions): void {
+  const bench = program.command('bench').description('benchmarks that put buildfleet beside its peers and the physical floor (need root)');
+  bench
+    .command('time-to-ready')
+    .description(
+      'cold local nodes pre-pull an image and start their first container, per image variant (layered, squashed to K layers), ' +
+        'split into provision, runtime up, download, decompress + extract and first run, beside the stream floor ' +
+        '(curl | pigz -d | tar -x of the squashed layer) and the extract floor (tar -x from memory); a Markdown table, or the report with --json',
+    )
+    .option('--image <ref>', 'measure this image (any transport) instead of a generated one')
+    .option('--preset <name>', 'generated image: small (10 layers, for tests) or large (about 70 layers, 2.5 GB, 150k files)', 'small')
+    .option('--variants <list>', 'comma-separated: layered and kN (squashed to N layers)', 'layered,k1,k4,k8')
+    .option('--runs <n>', 'runs per variant and floor (median, min and max)', (v) => positiveInt(v, '--runs'), 3)
+    .option('--concurrent <n>', 'cold nodes started at once against the one registry', (v) => positiveInt(v, '--concurrent'), 1)
+    .option('--out <dir>', 'also write report.md, report.json, time-to-ready.svg and .png there')
+    .action(async (flags: { image?: string; preset: string; variants: string; runs: number; concurrent: number; out?: string }) => {
+      const options = globals();
+      const [{ benchTimeToReady, parseVariant }, { markdown }, { BUILD_IMAGE_PRESETS }] = await Promise.all([
+        import('../bench/time-to-ready/run.js'),
+        import('../bench/time-to-ready/report.js'),
+        import('../bench/build-image.js'),
+      ]);
+      if (!(flags.preset in BUILD_IMAGE_PRESETS)) {
+        const { BuildfleetError } = await import('../imagebuilder/errors.js');
+        throw new BuildfleetError('usage', `--preset: ${JSON.stringify(flags.preset)} is not a preset: give ${Object.keys(BUILD_IMAGE_PRESETS).join(' or ')}`);
+      }
+      const log = options.quiet || options.json ? undefined : (line: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+      const report = await benchTimeToReady({
+        ...(flags.image && { image: flags.image }),
+        preset: flags.preset as keyof typeof BUILD_IMAGE_PRESETS,
+        variants: flags.variants.split(',').map((v) => parseVariant(v.trim())),
+        runs: flags.runs,
+        concurrent: flags.concurrent,
+        ...(flags.out && { out: flags.out }),
+        ...(log && { log }),
+      });
+      if (options.json) printJson(report);
+      else process.stdout.write(markdown(report));
+    });
+}
