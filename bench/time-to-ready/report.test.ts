@@ -45,7 +45,9 @@ test('summary: variants in order, the slowest node per run, median/min/max, rati
   assert.equal(layered.phases.download, 11);
   assert.equal(layered.phases['decompress + extract'], 22);
   assert.equal(report.floors[0]!.seconds.median, 19);
-  assert.ok(Math.abs(layered.perStreamFloor! - 37.8 / 19) < 1e-9);
+  // The pull of the slowest nodes: 34, 28 and 36 s; the floor is a pull too.
+  assert.deepEqual(layered.pull, { median: 34, min: 28, max: 36 });
+  assert.ok(Math.abs(layered.pullPerStreamFloor! - 34 / 19) < 1e-9);
   assert.equal(layered.upstreamBytes?.median, 2e9);
   assert.deepEqual(report.floors.map((row) => row.floor), ['stream floor', 'extract floor']);
 });
@@ -64,16 +66,16 @@ test('markdown: every phase a column, every variant and floor a row', () => {
 
 test('chart: a stacked bar per variant and phase, a rule per floor, rendered to SVG and PNG', { timeout: 60_000 }, async () => {
   const report = summarize(meta, runs, [{ floor: 'stream floor', run: 1, seconds: 18 }, { floor: 'extract floor', run: 1, seconds: 2 }]);
-  const spec = chartSpec(report) as { layer: Array<{ data: { values: unknown[] } }> };
-  assert.equal(spec.layer[0]!.data.values.length, 2 * PHASES.length);
-  assert.equal(spec.layer[1]!.data.values.length, 2);
+  const spec = chartSpec(report) as { data: { values: Array<{ row: string }> } };
+  assert.equal(spec.data.values.filter((bar) => bar.row === 'layered').length, PHASES.length);
+  assert.equal(spec.data.values.filter((bar) => bar.row.endsWith('floor (pull only)')).length, 4);
   const dir = await mkdtemp(join(tmpdir(), 'bf-ttr-report-'));
   try {
     const files = await writeReport(report, dir);
     assert.deepEqual(files.map((file) => file.slice(dir.length + 1)), ['report.md', 'report.json', 'time-to-ready.svg', 'time-to-ready.png']);
     const svg = await readFile(join(dir, 'time-to-ready.svg'), 'utf8');
     assert.match(svg, /^<svg/);
-    for (const label of ['layered', 'K=4 fetch', 'decompress + extract', 'stream floor 18.00 s']) assert.ok(svg.includes(label), `the chart shows ${label}`);
+    for (const label of ['layered', 'K=4 fetch', 'decompress + extract', 'stream floor (pull only)', 'extract floor']) assert.ok(svg.includes(label), `the chart shows ${label}`);
     const png = await readFile(join(dir, 'time-to-ready.png'));
     assert.deepEqual([...png.subarray(1, 4)], [...Buffer.from('PNG')]);
     assert.ok((await stat(join(dir, 'time-to-ready.png'))).size > 5000);

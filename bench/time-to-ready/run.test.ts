@@ -29,7 +29,8 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
     for (const phase of ['provision', 'runtime up', 'download', 'first run'] as const) assert.ok(row.phases[phase] > 0, `${row.variant}: ${phase} measured`);
     const sum = PHASES.reduce((total, phase) => total + row.phases[phase], 0);
     assert.ok(Math.abs(sum - row.ready.median) < 0.05, `${row.variant}: phases add up to Ready (${sum} vs ${row.ready.median})`);
-    assert.ok(row.perStreamFloor && row.perStreamFloor > 0);
+    assert.ok(row.pullPerStreamFloor && row.pullPerStreamFloor > 0);
+    assert.ok(Math.abs(row.pull.median - row.phases.download - row.phases['decompress + extract']) < 0.05);
   }
   assert.deepEqual(report.floors.map((row) => row.floor), [...FLOORS]);
   for (const floor of report.floors) assert.ok(floor.seconds.median > 0);

@@ -88,7 +88,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
       const preset = options.preset ?? 'small';
       log(`generating the ${preset} build image`);
       await writeBuildImage(await openDestination(layered), BUILD_IMAGE_PRESETS[preset], log);
-      imageName = `generated build image (preset ${preset})`;
+      imageName = `generated build image, preset ${preset}`;
     }
 
     // K=1 is always made: the floors stream its one layer.
