@@ -3,8 +3,8 @@
 # OCI registry the tests and the quickstart start, plus the tools they compare against. Run once,
 # never from parallel tests (dpkg holds a lock).
 set -euo pipefail
-# libdeflate-dev (with make and g++, already on this kind of machine) builds the gzip accelerator; libdeflate-tools gives the bench its floor row.
-packages=(docker.io docker-registry containerd busybox-static pigz zstd skopeo umoci openssl attr libcap2-bin e2fsprogs util-linux libdeflate-dev libdeflate-tools)
+# xfsprogs: the copy-on-write store of preloaded runtime disks (reflinks). libdeflate-dev (with make and g++, already on this kind of machine) builds the gzip accelerator; libdeflate-tools gives the bench its floor row.
+packages=(docker.io docker-registry containerd busybox-static pigz zstd skopeo umoci openssl attr libcap2-bin e2fsprogs xfsprogs util-linux libdeflate-dev libdeflate-tools)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

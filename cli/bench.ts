@@ -14,7 +14,7 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
     )
     .option('--image <ref>', 'measure this image (any transport) instead of a generated one')
     .option('--preset <name>', 'generated image: small (10 layers, for tests) or large (about 70 layers, 2.5 GB, 150k files)', 'small')
-    .option('--variants <list>', 'comma-separated: layered and kN (squashed to N layers)', 'layered,k1,k4,k8')
+    .option('--variants <list>', 'comma-separated: layered or kN (squashed to N layers), each optionally -preloaded (nodes cloned from a baked runtime disk)', 'layered,k1,k4,k8,k1-preloaded')
     .option('--runs <n>', 'runs per variant and floor (median, min and max)', (v) => positiveInt(v, '--runs'), 3)
     .option('--concurrent <n>', 'cold nodes started at once against the one registry', (v) => positiveInt(v, '--concurrent'), 1)
     .option('--out <dir>', 'also write report.md, report.json, time-to-ready.svg and .png there')

@@ -66,6 +66,18 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
   };
 
   pool
+    .command('bake')
+    .description('bake the runtime disk that new nodes of a prepull.mode: preloaded-disk pool are cloned from (once per image digest; apply bakes it too when there is none)')
+    .requiredOption('-f, --file <path>', 'pool spec (see nodepool/README.md)')
+    .action(async (flags: { file: string }) => {
+      const { options, manager: m } = await manager();
+      const { loadPoolSpec } = await poolSpecs();
+      const result = await m.preload(await loadPoolSpec(flags.file));
+      if (options.json) printJson(result);
+      else if (!options.quiet) process.stdout.write(`${result.made ? 'baked' : 'already baked'}: ${result.images.map((image) => image.pinned).join(', ')}${result.made ? ` in ${result.seconds.toFixed(1)} s` : ''}\n`);
+    });
+
+  pool
     .command('apply')
     .description('create or change a pool to match a spec file (YAML or JSON): adds, updates, drains and removes nodes')
     .requiredOption('-f, --file <path>', 'pool spec (see nodepool/README.md)')

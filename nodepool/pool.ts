@@ -111,6 +111,19 @@ export class PoolManager {
   }
 
   /**
+   * Prepares what new nodes of this spec start from, ahead of `apply` (which would otherwise do
+   * it for its first node): `pool bake` for preloaded disks. Checks as `apply` does first.
+   */
+  async preload(spec: PoolSpec): Promise<{ made: boolean; seconds: number; images: PinnedImage[] }> {
+    const provider = this.providerFor(spec.provider);
+    provider.requireAccess('apply');
+    if (!provider.preload) throw new BuildfleetError('unsupported', `provider ${spec.provider} has nothing to bake`);
+    const pinned = await this.pinImages(spec);
+    await provider.checkNewNodes(spec, ['n1']);
+    return { ...(await provider.preload(spec, pinned)), images: pinned };
+  }
+
+  /**
    * A dry run makes every check the apply makes, in the same order, and stops before the first
    * change: the provider first (there is one of that name; this process may use it), then the
    * images, then what the provider must offer for the new nodes.

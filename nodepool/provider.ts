@@ -58,6 +58,12 @@ export interface Provider {
    * disks, short enough socket paths). A dry run asks too, so it fails with the same line.
    */
   checkNewNodes(spec: PoolSpec, ids: string[]): Promise<void>;
+  /**
+   * Prepares what new nodes start from, once per set of image digests, when the spec's
+   * `prepull.mode` asks for it (local `preloaded-disk`: a baked runtime disk); `made` is false
+   * when it was there already. Providers without such a mode leave it out.
+   */
+  preload?(spec: PoolSpec, images: PinnedImage[]): Promise<{ made: boolean; seconds: number }>;
   /** Provisions a node; returns once its agent runs (the agent takes it to Ready). */
   createNode(spec: PoolSpec, id: string, images: PinnedImage[]): Promise<void>;
   /** New images or settings for a node that keeps its disks; false when there is no such node. */

@@ -64,7 +64,7 @@ test('markdown: every phase a column, every variant and floor a row', () => {
   assert.match(text, /- layered: 68 layers, docker pull/);
 });
 
-test('chart: a stacked bar per variant and phase, a rule per floor, rendered to SVG and PNG', { timeout: 60_000 }, async () => {
+test('chart: a stacked bar per variant and phase, a bar per floor, rendered to SVG and PNG', { timeout: 60_000 }, async () => {
   const report = summarize(meta, runs, [{ floor: 'stream floor', run: 1, seconds: 18 }, { floor: 'extract floor', run: 1, seconds: 2 }]);
   const spec = chartSpec(report) as { data: { values: Array<{ row: string }> } };
   assert.equal(spec.data.values.filter((bar) => bar.row === 'layered').length, PHASES.length);

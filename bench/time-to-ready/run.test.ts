@@ -13,7 +13,7 @@ const out = await mkdtemp(join(tmpdir(), 'bf-ttr-out-'));
 after(() => rm(out, { recursive: true, force: true }));
 
 test('bench time-to-ready on the small preset: every variant and phase measured, both floors, the report files', { timeout: 900_000 }, async () => {
-  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2', '--runs', '1', '--out', out], {
+  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k1-preloaded', '--runs', '1', '--out', out], {
     cwd: repoRoot,
     reject: false,
     timeout: 840_000,
@@ -21,12 +21,15 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
   assert.equal(cli.exitCode, 0, cli.stderr);
   const report = JSON.parse(cli.stdout) as TimeToReadyReport;
   assert.equal(report.kind, 'time-to-ready');
-  assert.deepEqual(report.rows.map((row) => row.variant), ['layered', 'k1', 'k2']);
+  assert.deepEqual(report.rows.map((row) => row.variant), ['layered', 'k1', 'k2', 'k1-preloaded']);
   for (const row of report.rows) {
     assert.equal(row.runs, 1);
     for (const phase of PHASES) assert.ok(Number.isFinite(row.phases[phase]) && row.phases[phase] >= 0, `${row.variant}: ${phase} = ${row.phases[phase]}`);
     // Nothing is instant on a cold node: each of these takes time, and the total is their sum.
-    for (const phase of ['provision', 'runtime up', 'download', 'first run'] as const) assert.ok(row.phases[phase] > 0, `${row.variant}: ${phase} measured`);
+    for (const phase of ['provision', 'runtime up', 'first run'] as const) assert.ok(row.phases[phase] > 0, `${row.variant}: ${phase} measured`);
+    // A preloaded disk holds the image: its node downloads nothing and only verifies it.
+    if (row.variant.endsWith('-preloaded')) assert.equal(row.phases.download, 0);
+    else assert.ok(row.phases.download > 0, `${row.variant}: download measured`);
     const sum = PHASES.reduce((total, phase) => total + row.phases[phase], 0);
     assert.ok(Math.abs(sum - row.ready.median) < 0.05, `${row.variant}: phases add up to Ready (${sum} vs ${row.ready.median})`);
     assert.ok(row.pullPerStreamFloor && row.pullPerStreamFloor > 0);
@@ -39,4 +42,5 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
   // Everything the bench started is gone: no pool state, mount or loop device of it remains.
   const mounts = await readFile('/proc/mounts', 'utf8');
   assert.ok(!mounts.includes('buildfleet-ttr-'), 'no bench mount left');
+  assert.match(report.meta.variants['k1-preloaded']!, /baked once in \d+\.\d s/);
 });

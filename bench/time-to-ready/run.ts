@@ -25,8 +25,9 @@ import { summarize, type FloorRun, type NodeRun, type Phase, type TimeToReadyRep
  * are measured in the same run on the same kind of disk. Needs root (loop disks, dockerd).
  */
 
-export const VARIANTS = ['layered', 'k1', 'k4', 'k8'] as const;
-export type VariantName = 'layered' | `k${number}`;
+export const VARIANTS = ['layered', 'k1', 'k4', 'k8', 'k1-preloaded'] as const;
+/** The image (layered, or squashed to kN), and `-preloaded` for nodes cloned from a baked runtime disk. */
+export type VariantName = `${'layered' | `k${number}`}${'' | '-preloaded'}`;
 
 export type TimeToReadyOptions = {
   /** A user's own image (any transport); else the preset is generated. */
@@ -49,16 +50,22 @@ const PHASE_OF: Record<Phase, keyof PhaseTimes | 'firstRunMs'> = {
 };
 
 export function parseVariant(text: string): VariantName {
-  if (text === 'layered') return text;
-  const k = /^k([1-9][0-9]?)$/.exec(text);
-  if (!k) throw new BuildfleetError('usage', `--variants: ${JSON.stringify(text)} is not a variant: give layered or kN (N layers, 1-99), e.g. layered,k1,k4`);
-  return `k${Number(k[1])}`;
+  const match = /^(layered|k([1-9][0-9]?))(-preloaded)?$/.exec(text);
+  if (!match) throw new BuildfleetError('usage', `--variants: ${JSON.stringify(text)} is not a variant: give layered or kN (N layers, 1-99), either with -preloaded, e.g. layered,k1,k4,k1-preloaded`);
+  return `${match[2] ? `k${Number(match[2])}` : 'layered'}${match[3] ?? ''}` as VariantName;
 }
 
-function describe(variant: VariantName, layeredLayers: number): string {
-  if (variant === 'layered') return `the source as built, ${layeredLayers} layers, through the runtime's own pull`;
-  const k = Number(variant.slice(1));
-  return k === 1 ? 'squashed to one layer (buildfleet image squash), runtime pull' : `squashed to ${k} size-balanced layers, runtime pull`;
+/** The image tag a variant's nodes pull, and whether they start from a preloaded disk. */
+function variantParts(variant: VariantName): { image: string; preloaded: boolean; k?: number } {
+  const preloaded = variant.endsWith('-preloaded');
+  const image = preloaded ? variant.slice(0, -'-preloaded'.length) : variant;
+  return { image, preloaded, ...(image !== 'layered' && { k: Number(image.slice(1)) }) };
+}
+
+function describe(variant: VariantName, layeredLayers: number, bakeSeconds?: number): string {
+  const { k, preloaded } = variantParts(variant);
+  const image = k === undefined ? `the source as built, ${layeredLayers} layers` : k === 1 ? 'squashed to one layer (buildfleet image squash)' : `squashed to ${k} size-balanced layers`;
+  return preloaded ? `${image}, nodes cloned from a preloaded runtime disk (prepull.mode preloaded-disk; baked once in ${bakeSeconds?.toFixed(1)} s, not counted)` : `${image}, through the runtime's own pull`;
 }
 
 export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promise<TimeToReadyReport> {
@@ -94,7 +101,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     // K=1 is always made: the floors stream its one layer.
     const squashed = new Map<number, { uncompressed: number; layers: string[] }>();
     let layeredLayers = 0;
-    for (const k of [...new Set([1, ...variants.filter((v) => v !== 'layered').map((v) => Number(v.slice(1)))])]) {
+    for (const k of [...new Set([1, ...variants.flatMap((v) => variantParts(v).k ?? [])])]) {
       log(`squashing to ${k} layer(s)`);
       const report = await squashImage(await openSource(layered), await openDestination(ref(`k${k}`)), { layers: k, tmpDir: work.path });
       layeredLayers = report.layers.before;
@@ -112,17 +119,29 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
 
     manager = new PoolManager(new StateStore(join(work.path, 'state')));
     const nodeRuns: NodeRun[] = [];
+    const bakeSeconds = new Map<VariantName, number>();
     for (const variant of variants) {
+      // One pool per variant, scaled up to cold nodes and back to zero for each run, as an
+      // operator's pool is: a preloaded pool keeps its baked disk between runs.
+      const { image, preloaded } = variantParts(variant);
+      const pool = `ttr-${variant}`;
+      const spec = (nodes: number) =>
+        parsePoolSpec({ name: pool, nodes, disks: { runtime: runtimeDisk, workload: '1G' }, images: [ref(image)], prepull: { mode: preloaded ? 'preloaded-disk' : 'pull' } });
+      await manager.apply(spec(0));
+      if (preloaded) {
+        // Once per digest, like a GKE disk image for secondary boot disks: made ahead, not per node.
+        log(`${variant}: baking the runtime disk`);
+        bakeSeconds.set(variant, (await manager.preload(spec(0))).seconds);
+      }
       for (let run = 1; run <= runs; run++) {
-        const pool = `ttr-${variant}-${run}`;
         log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
-        const spec = parsePoolSpec({ name: pool, nodes: concurrent, disks: { runtime: runtimeDisk, workload: '1G' }, images: [ref(variant)] });
-        await manager.apply(spec, { timeoutMs: 3_600_000 });
+        await manager.apply(spec(concurrent), { timeoutMs: 3_600_000 });
         nodeRuns.push(...(await measureNodes(manager, pool, variant, run)));
         const slowest = nodeRuns.filter((r) => r.variant === variant && r.run === run).reduce((a, b) => (b.readySeconds > a.readySeconds ? b : a));
         log(`${variant} run ${run}/${runs}: Ready and first container in ${slowest.readySeconds.toFixed(2)} s`);
-        await manager.delete(pool);
+        await manager.apply(spec(0));
       }
+      await manager.delete(pool);
     }
 
     const floorRuns: FloorRun[] = [];
@@ -142,7 +161,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
         concurrent,
         runsPerVariant: runs,
         startedAt: new Date().toISOString(),
-        variants: Object.fromEntries(variants.map((variant) => [variant, describe(variant, layeredLayers)])),
+        variants: Object.fromEntries(variants.map((variant) => [variant, describe(variant, layeredLayers, bakeSeconds.get(variant))])),
       },
       nodeRuns,
       floorRuns,

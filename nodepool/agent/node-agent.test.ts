@@ -241,7 +241,8 @@ test('the detectors\' condition transitions reach the status file and a test exp
   assert.deepEqual(status.conditions, recorder.current(), 'the file holds the last transition of each condition');
   assert.deepEqual(status.transitions.map((t) => t.phase), ['Provisioning', 'RuntimeReady', 'Pulling', 'Ready', 'Unhealthy', 'Cordoned', 'Draining', 'RuntimeReady', 'Pulling', 'Ready']);
   assert.deepEqual(recorder.phases, ['RuntimeReady', 'Pulling', 'Ready', 'Unhealthy', 'Cordoned', 'Draining', 'RuntimeReady', 'Pulling', 'Ready']);
-  assert.deepEqual(status.images, [{ pinned: image.pinned, present: true, pullMs: status.images[0]!.pullMs }]);
+  // The fake runtime holds the image already: verified, nothing downloaded.
+  assert.deepEqual(status.images, [{ pinned: image.pinned, present: true, pullMs: status.images[0]!.pullMs, downloadMs: 0, downloadedBytes: 0 }]);
   assert.equal(status.agentPid, process.pid);
   assert.equal(status.metricsUrl, server.url);
   assert.equal(host.restarts, 1);

@@ -1,4 +1,4 @@
-import { open, mkdir, readFile, statfs, writeFile } from 'node:fs/promises';
+import { open, mkdir, readFile, statfs, symlink, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { DiskSpec } from '../pool-spec/pool-spec.js';
@@ -20,19 +20,27 @@ async function run(command: string, args: string[], what: string): Promise<strin
   return result.stdout.trim();
 }
 
-/** Creates, attaches, formats and mounts one disk; records its loop device as soon as it exists. */
-export async function createDisk(disk: DiskRecord, spec: DiskSpec, onAttached: (loopDevice: string) => Promise<void>): Promise<DiskRecord> {
-  const handle = await open(disk.file, 'wx');
-  try {
-    await handle.truncate(disk.sizeBytes);
-  } finally {
-    await handle.close();
+/**
+ * Creates, attaches, formats and mounts one disk; records its loop device as soon as it exists.
+ * With `clone`, the disk is that file instead (a preloaded disk's copy-on-write clone, already
+ * formatted and filled): disk.file becomes a symlink to it, so the node dir still names its disk.
+ */
+export async function createDisk(disk: DiskRecord, spec: DiskSpec, onAttached: (loopDevice: string) => Promise<void>, options: { clone?: string } = {}): Promise<DiskRecord> {
+  if (options.clone) {
+    await symlink(options.clone, disk.file);
+  } else {
+    const handle = await open(disk.file, 'wx');
+    try {
+      await handle.truncate(disk.sizeBytes);
+    } finally {
+      await handle.close();
+    }
   }
-  const loopDevice = await run('losetup', ['--find', '--show', '--direct-io=on', disk.file], `${disk.role} disk`);
+  const loopDevice = await run('losetup', ['--find', '--show', '--direct-io=on', options.clone ?? disk.file], `${disk.role} disk`);
   await onAttached(loopDevice);
   if (spec.readBytesPerSecond || spec.writeBytesPerSecond || spec.iops) await setThrottle(loopDevice, spec);
   // Lazy init: the inode tables and journal are zeroed in the background, so mkfs takes milliseconds.
-  await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1', loopDevice], `${disk.role} disk`);
+  if (!options.clone) await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1', loopDevice], `${disk.role} disk`);
   await mkdir(disk.mountPoint, { recursive: true });
   await run('mount', ['-o', 'noatime', loopDevice, disk.mountPoint], `${disk.role} disk`);
   return { ...disk, loopDevice };

@@ -3,6 +3,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { packageEntry, packageRoot } from '../../imagebuilder/package-root.js';
 import { transition } from '../state/lifecycle.js';
@@ -14,6 +15,8 @@ import { cleanupNode, nodeProcessFromPidfile, releaseDisksBelow } from './cleanu
 import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers } from './cgroups.js';
 import { isAlive } from './processes.js';
 import { runContainerJob } from './jobs.js';
+import { bakeKey, DiskStore, removeDiskStoreIfUnused } from './disk-store.js';
+import { bakeImages } from './bake.js';
 
 /**
  * The local provider, the embedded default: a node is two loop-mounted ext4 disks on this host
@@ -54,6 +57,10 @@ export class LocalProvider implements Provider {
     }
     // Refuse early rather than fail inside containerd (the socket path check lives in the store).
     this.store.paths(spec.name, ids[0] ?? 'n1');
+    if (spec.prepull.mode === 'preloaded-disk' && ids.length > 0) {
+      const xfs = await execa('sh', ['-c', 'command -v mkfs.xfs'], { reject: false });
+      if (xfs.exitCode !== 0) throw new BuildfleetError('environment', 'prepull.mode preloaded-disk needs mkfs.xfs (Debian package xfsprogs) for its copy-on-write disk store');
+    }
   }
 
   /**
@@ -81,18 +88,61 @@ export class LocalProvider implements Provider {
     };
     await this.store.writeNode(node);
     await writeNodeStatus(paths.dir, { phase: 'Provisioning', transitions: transition([], 'Provisioning', createdAt, 'node created'), conditions: {}, images: [], updatedAt: createdAt.toISOString() });
+    // A preloaded runtime disk: a copy-on-write clone of the disk baked for these digests.
+    const runtimeClone = spec.prepull.mode === 'preloaded-disk' ? await this.cloneBakedDisk(spec, id, images) : undefined;
     const [runtime, workload] = await Promise.all(
       (['runtime', 'workload'] as const).map((role) =>
-        createDisk(node.disks[role], spec.disks[role], async (loopDevice) => {
-          node = { ...node, disks: { ...node.disks, [role]: { ...node.disks[role], loopDevice } } };
-          await this.store.writeNode(node);
-        }),
+        createDisk(
+          node.disks[role],
+          spec.disks[role],
+          async (loopDevice) => {
+            node = { ...node, disks: { ...node.disks, [role]: { ...node.disks[role], loopDevice } } };
+            await this.store.writeNode(node);
+          },
+          role === 'runtime' && runtimeClone ? { clone: runtimeClone } : {},
+        ),
       ),
     );
     node = { ...node, disks: { runtime: runtime!, workload: workload! } };
     await this.store.writeNode(node);
     await mkdir(join(paths.workloadMount, 'jobs'), { recursive: true });
     await this.startAgent(node);
+  }
+
+  /**
+   * Bakes the pool's runtime disk once per set of image digests (and disk size): a fresh disk
+   * whose data-root holds the images, pulled by a throwaway engine. Several nodes of one apply
+   * share one bake. Baking before the first node is what `pool bake` does on its own.
+   */
+  async preload(spec: PoolSpec, images: NodeRecord['images']): Promise<{ made: boolean; seconds: number }> {
+    if (spec.prepull.mode !== 'preloaded-disk') throw new BuildfleetError('usage', `pool ${spec.name}: prepull.mode is ${spec.prepull.mode}; only preloaded-disk bakes a disk`);
+    const { baked, seconds } = await this.bake(spec, images);
+    return { made: baked, seconds };
+  }
+
+  private async bake(spec: PoolSpec, images: NodeRecord['images']): Promise<{ path: string; baked: boolean; seconds: number }> {
+    const key = bakeKey(images, spec.disks.runtime.size);
+    let pending = this.bakes.get(key);
+    if (!pending) {
+      const started = performance.now();
+      pending = DiskStore.open(this.store.root)
+        .then(async (store) => {
+          // A pool that exists keeps its bake; one baked ahead of its first apply is named at that apply.
+          const pool = (await this.store.readPool(spec.name)) ? spec.name : undefined;
+          return store.bake(pool, key, spec.disks.runtime.size, (mountPoint, scratch) => bakeImages(mountPoint, scratch, images, spec.insecureRegistries));
+        })
+        .then((result) => ({ ...result, seconds: (performance.now() - started) / 1000 }));
+      this.bakes.set(key, pending);
+      pending.catch(() => this.bakes.delete(key));
+    }
+    return pending;
+  }
+
+  private readonly bakes = new Map<string, Promise<{ path: string; baked: boolean; seconds: number }>>();
+
+  private async cloneBakedDisk(spec: PoolSpec, id: string, images: NodeRecord['images']): Promise<string> {
+    const { path } = await this.bake(spec, images);
+    return (await DiskStore.open(this.store.root)).clone(path, spec.name, id);
   }
 
   async startAgent(node: NodeRecord): Promise<number> {
@@ -169,7 +219,13 @@ export class LocalProvider implements Provider {
 
   /** Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole. */
   async cleanupPool(pool: string): Promise<Released> {
-    return { processes: 0, ...(await releaseDisksBelow(this.store.poolDir(pool))) };
+    const released = await releaseDisksBelow(this.store.poolDir(pool));
+    // Preloaded disks: the pool's clones and bakes in the disk store, and the store once unused.
+    if (await DiskStore.mounted(this.store.root)) {
+      released.loopDevices += await (await DiskStore.open(this.store.root)).releasePool(pool);
+    }
+    await removeDiskStoreIfUnused(this.store.root);
+    return { processes: 0, ...released };
   }
 
   /** Asks the agent to stop (it stops its dockerd), then removes whatever is left below the node dir. */
@@ -185,6 +241,8 @@ export class LocalProvider implements Provider {
     const status = await this.store.readStatus(pool, id);
     if (status) await writeNodeStatus(paths.dir, { ...status, phase: 'Removing', transitions: transition(status.transitions, 'Removing', new Date(), 'node deleted'), updatedAt: new Date().toISOString() });
     const report = await cleanupNode(paths.dir);
+    // A preloaded runtime disk is a clone in the disk store, outside the node dir.
+    if (await DiskStore.mounted(this.store.root)) report.loopDevices += await (await DiskStore.open(this.store.root)).releaseNode(pool, id);
     await rm(paths.dir, { recursive: true, force: true });
     return report;
   }

@@ -51,6 +51,12 @@ const diskOrSize = z.preprocess((value) => (typeof value === 'string' || typeof 
 
 export const PROVIDERS = ['local', 'gke'] as const;
 export const REMEDIATION_POLICIES = ['drain-then-restart', 'kill-on-first-failure', 'none'] as const;
+/**
+ * How a new node gets the images: `pull`, the runtime's own pull; `preloaded-disk`, a runtime disk
+ * baked once per image digest and cloned copy-on-write for each node (GKE's secondary boot disks,
+ * locally), which the node still verifies by digest before it takes jobs.
+ */
+export const PREPULL_MODES = ['pull', 'preloaded-disk'] as const;
 
 /**
  * A pool's name is also a directory name in the state dir and part of host-wide cgroup names, so
@@ -83,6 +89,10 @@ export const poolSpecSchema = z
     images: z.array(z.string().min(1)).min(1, 'give at least one image: the first is the build image every node pre-pulls'),
     /** Registries the node's runtime may reach over plain HTTP (loopback always may). */
     insecureRegistries: z.array(z.string()).default([]),
+    prepull: z
+      .object({ mode: z.enum(PREPULL_MODES).default('pull') })
+      .strict()
+      .prefault({}),
     probe: z
       .object({
         intervalSeconds: z.number().positive().default(10),

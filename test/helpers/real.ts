@@ -25,7 +25,7 @@ let setupDone: Promise<void> | undefined;
  */
 export function ensureMachineSetup(): Promise<void> {
   setupDone ??= (async () => {
-    const needed = ['dockerd', 'containerd', 'docker-registry', 'busybox', 'skopeo', 'zstd', 'getfattr', 'setcap'];
+    const needed = ['dockerd', 'containerd', 'docker-registry', 'busybox', 'skopeo', 'zstd', 'getfattr', 'setcap', 'mkfs.xfs'];
     const missing = await execa('sh', ['-c', needed.map((c) => `command -v ${c} >/dev/null`).join(' && ')], { reject: false });
     if (missing.exitCode === 0) return;
     await execa('flock', ['/tmp/buildfleet-setup.lock', 'bash', join(repoRoot, 'ci', 'setup-machine.sh')], { stdio: 'inherit' });

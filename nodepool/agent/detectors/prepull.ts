@@ -39,6 +39,8 @@ export class PrePullDetector {
             image,
             present: true,
             seconds,
+            // An image already there (a preloaded disk) downloaded nothing.
+            ...(present && { downloadSeconds: 0, downloadedBytes: 0 }),
             ...(downloadedAt !== undefined && { downloadSeconds: (downloadedAt - started) / 1000, downloadedBytes: progress.downloadedBytes }),
           });
           this.sink.event(present ? 'image-verified' : 'pull-done', { image: image.pinned, ms: Math.round(seconds * 1000) });
