@@ -109,6 +109,27 @@ export class RegistryClient {
     return verifier;
   }
 
+  /**
+   * The bytes of a blob from `offset` on (a Range request; the whole blob for 0), unverified: for
+   * a caller that resumes a broken download and verifies the digest across the pieces itself.
+   * Resolves once the registry answered; the retry policy covers getting that answer.
+   */
+  async getBlobFrom(repo: string, digest: string, offset: number, signal?: AbortSignal): Promise<Readable> {
+    const ctx: ErrorContext = { host: this.host, repo, what: `GET blob ${digest}${offset ? ` from byte ${offset}` : ''}` };
+    const headers = offset > 0 ? { range: `bytes=${offset}-` } : undefined;
+    const res = await this.http.call({ method: 'GET', url: `/v2/${repo}/blobs/${digest}`, ...(headers && { headers }), scopes: pull(repo), access: 'pull', followRedirects: true, ...(signal && { signal }) }, ctx, async (r) => {
+      if (r.status === 200 && offset === 0) return r;
+      if (r.status === 206 && offset > 0) return r;
+      if (r.status === 200 || r.status === 206) {
+        await r.body.dump();
+        throw new BuildfleetError('network', `registry ${this.host} answered ${r.status} to a request for blob ${digest} from byte ${offset}`);
+      }
+      await this.failBlob(r, repo, digest, ctx);
+      return r; // not reached
+    });
+    return res.body;
+  }
+
   /** GET of a manifest or index by tag or digest, with its bytes, media type and (verified) digest. */
   getManifest(repo: string, tagOrDigest: string): Promise<FetchedManifest> {
     const ctx: ErrorContext = { host: this.host, repo, what: `GET manifest ${repo}${tagOrDigest.includes(':') ? '@' : ':'}${tagOrDigest}` };

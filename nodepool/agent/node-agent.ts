@@ -10,6 +10,9 @@ import type { DetectorSink, EventFields, Observation, Problem } from './problems
 import { RUNTIME_UNHEALTHY, RuntimeProbeDetector } from './detectors/runtime-probe.js';
 import { DiskSaturationDetector } from './detectors/disk-detector.js';
 import { PrePullDetector } from './detectors/prepull.js';
+import { DirectPrePull } from './detectors/direct-prepull.js';
+import type { RuntimeImageStore } from '../runtime/host.js';
+import type { ResumePolicy } from '../prepull/blob-fetch.js';
 
 export type NodeAgentOptions = {
   /** The node dir: node.json (settings, reloaded when `pool apply` rewrites it). */
@@ -21,6 +24,8 @@ export type NodeAgentOptions = {
   /** Recorded in the status and the `agent-started` event. */
   pid?: number;
   metricsUrl?: string;
+  /** How the direct pre-pull resumes broken downloads (tests make it quick). */
+  resume?: ResumePolicy;
   /** /proc/diskstats, unless a test gives its own. */
   diskstatsPath?: string;
 };
@@ -73,7 +78,9 @@ export class NodeAgent {
     this.status.agentStartedAt ??= new Date().toISOString();
     this.event('agent-started', { pid, metrics: metricsUrl });
     try {
-      this.runtime = await this.options.host.start();
+      // The direct pre-pull writes the images before the runtime's first start only: later the runtime is running.
+      const direct = this.node.spec.prepull?.mode === 'direct' && this.status.phase === 'Provisioning' && !this.status.install;
+      this.runtime = await this.options.host.start(direct ? { beforeRuntime: (store) => this.installDirect(store) } : {});
       this.probe = this.probeDetector();
       this.disks = this.diskDetector();
       this.prePull = new PrePullDetector(this.runtime, this.sink);
@@ -154,6 +161,18 @@ export class NodeAgent {
   private save(): Promise<void> {
     this.status.updatedAt = new Date().toISOString();
     return this.out.statusChanged(this.status);
+  }
+
+  private async installDirect(store: RuntimeImageStore): Promise<void> {
+    try {
+      const marks = await new DirectPrePull(this.sink, { insecureRegistries: this.node.spec.insecureRegistries, ...(this.options.resume && { resume: this.options.resume }) }).install(this.node.images, store, this.stopping.signal);
+      if (marks) {
+        this.status.install = marks;
+        await this.save();
+      }
+    } catch (err) {
+      this.event('direct-pull-failed', { error: (err as Error).message.split('\n')[0] });
+    }
   }
 
   /** Pulling until every image is present by digest, then Ready (unless something else holds the node). */

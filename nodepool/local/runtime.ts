@@ -7,7 +7,7 @@ import { Daemon } from '../daemons/process.js';
 import type { NodePaths, NodeRecord } from '../state/store.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import { DockerRuntime } from '../runtime/docker.js';
-import type { RuntimeHost } from '../runtime/host.js';
+import type { RuntimeHost, RuntimeStartOptions } from '../runtime/host.js';
 import { nodeCgroupName, runningContainers } from './cgroups.js';
 
 /**
@@ -34,8 +34,8 @@ export class NodeRuntime implements RuntimeHost {
     private readonly node: NodeRecord,
   ) {}
 
-  /** Starts containerd, then dockerd on it; returns the Docker API client once dockerd answers. */
-  async start(timeoutMs = 60_000): Promise<ContainerRuntime> {
+  /** Starts containerd (and the pre-start step beside it), then dockerd; returns the Docker API client once dockerd answers. */
+  async start(options: RuntimeStartOptions = {}, timeoutMs = 60_000): Promise<ContainerRuntime> {
     await requireCommands(['dockerd', 'containerd'], 'docker.io');
     // dockerode takes a while to load: let it load while the daemons start in their own processes.
     const dockerode = import('dockerode');
@@ -44,7 +44,10 @@ export class NodeRuntime implements RuntimeHost {
     const config = join(this.paths.run, 'containerd.toml');
     await writeFile(config, containerdConfig({ root: this.paths.containerdRoot, state: this.paths.containerdState, socket: this.paths.containerdSocket }));
     this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'), process.env, OWN_SESSION);
+    // dockerd reads its image store once, as it starts: anything written there goes in before.
+    const beforeDockerd = options.beforeRuntime?.({ kind: 'docker-overlay2', dataRoot: this.paths.dataRoot });
     await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
+    await beforeDockerd;
     await this.startDockerd(timeoutMs);
     const { default: DockerClient } = await dockerode;
     return new DockerRuntime(new DockerClient({ socketPath: this.paths.dockerSocket }));

@@ -52,11 +52,14 @@ const diskOrSize = z.preprocess((value) => (typeof value === 'string' || typeof 
 export const PROVIDERS = ['local', 'gke'] as const;
 export const REMEDIATION_POLICIES = ['drain-then-restart', 'kill-on-first-failure', 'none'] as const;
 /**
- * How a new node gets the images: `pull`, the runtime's own pull; `preloaded-disk`, a runtime disk
+ * How a new node gets the images: `pull`, the runtime's own pull; `direct`, buildfleet fetches,
+ * verifies, decompresses on every core and extracts the layers in parallel into the runtime's
+ * image store before the runtime starts (anything it cannot do exactly as the runtime would is
+ * left to the runtime's pull); `preloaded-disk`, a runtime disk
  * baked once per image digest and cloned copy-on-write for each node (GKE's secondary boot disks,
  * locally), which the node still verifies by digest before it takes jobs.
  */
-export const PREPULL_MODES = ['pull', 'preloaded-disk'] as const;
+export const PREPULL_MODES = ['pull', 'direct', 'preloaded-disk'] as const;
 
 /**
  * A pool's name is also a directory name in the state dir and part of host-wide cgroup names, so

@@ -51,7 +51,12 @@ export type PhaseTimes = {
 };
 
 /** What the agent records besides transitions that splits a start further (see NodeStatus). */
-export type StartMarks = { agentStartedAt?: string; images?: ReadonlyArray<{ downloadMs?: number }> };
+export type StartMarks = {
+  agentStartedAt?: string;
+  images?: ReadonlyArray<{ downloadMs?: number }>;
+  /** A direct pre-pull before the runtime started (NodeStatus.install). */
+  install?: { downloadedAt: string; finishedAt: string };
+};
 
 /** The first time-to-ready of a node, split into phases (later restarts do not count). */
 export function phaseTimes(history: readonly Transition[], marks: StartMarks = {}): PhaseTimes {
@@ -70,6 +75,16 @@ export function phaseTimes(history: readonly Transition[], marks: StartMarks = {
   if (start !== undefined && agent !== undefined && runtime !== undefined && start <= agent && agent <= runtime) {
     times.provisionMs = agent - start;
     times.runtimeUpMs = runtime - agent;
+  }
+  const install = marks.install && { downloaded: Date.parse(marks.install.downloadedAt), finished: Date.parse(marks.install.finishedAt) };
+  if (install && agent !== undefined && ready !== undefined && agent <= install.downloaded && install.downloaded <= install.finished && install.finished <= ready) {
+    // The images went into the runtime's store before the runtime started (containerd started
+    // beside it): the start is provision, download, extract, then the runtime's start and the
+    // verification by digest, one after another.
+    times.downloadMs = install.downloaded - agent;
+    times.extractMs = install.finished - install.downloaded;
+    times.runtimeUpMs = ready - install.finished;
+    return times;
   }
   const downloads = (marks.images ?? []).map((image) => image.downloadMs);
   if (times.pullMs !== undefined && downloads.length > 0 && downloads.every((ms) => ms !== undefined)) {

@@ -45,7 +45,8 @@ export type NodeRecord = {
   disks: { runtime: DiskRecord; workload: DiskRecord };
   /** The images the node must hold by digest before it is Ready. */
   images: PinnedImage[];
-  spec: Pick<PoolSpec, 'probe' | 'saturation' | 'remediation' | 'liveRestore' | 'insecureRegistries'>;
+  /** `prepull` is absent in records written before it existed. */
+  spec: Pick<PoolSpec, 'probe' | 'saturation' | 'remediation' | 'liveRestore' | 'insecureRegistries'> & { prepull?: PoolSpec['prepull'] };
 };
 
 /**
@@ -68,6 +69,11 @@ export type NodeStatus = {
   conditions: Partial<Record<string, NodeCondition>>;
   /** Per image: pull (or verify) time, of which download until its last layer arrived; or the last error. */
   images: Array<{ pinned: string; present: boolean; pullMs?: number; downloadMs?: number; downloadedBytes?: number; error?: string }>;
+  /**
+   * A direct pre-pull (prepull.mode direct) that wrote the images into the runtime's store before
+   * it started: when it began, when its last blob byte arrived, when the images were committed.
+   */
+  install?: { startedAt: string; downloadedAt: string; finishedAt: string; downloadedBytes: number };
   /** When the node's agent first ran: the end of provisioning (disks made, agent up). */
   agentStartedAt?: string;
   agentPid?: number;

@@ -42,7 +42,12 @@ async function shut(server: Server): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 }
 
-export type Fault = { status: number; retryAfter?: number } | 'reset';
+/**
+ * What an injected fault does: answer with an error status, reset the connection, or pass the
+ * registry's answer on but break the connection after `cutAfter` body bytes (a download that
+ * breaks), or with the byte at `corruptAt` flipped (a blob that does not match its digest).
+ */
+export type Fault = { status: number; retryAfter?: number } | 'reset' | { cutAfter: number } | { corruptAt: number };
 type FaultRule = { fault: Fault; remaining: number; match: (method: string, url: string) => boolean };
 type HeaderRewrite = { name: string; value: string; match: (method: string, url: string) => boolean };
 
@@ -52,7 +57,7 @@ type HeaderRewrite = { name: string; value: string; match: (method: string, url:
  * registry's upload Locations point back at the proxy.
  */
 export class FaultProxy {
-  readonly log: Array<{ method: string; url: string; fault?: string; contentRange?: string; authorization?: string }> = [];
+  readonly log: Array<{ method: string; url: string; fault?: string; contentRange?: string; range?: string; authorization?: string }> = [];
   private readonly rules: FaultRule[] = [];
   private readonly rewrites: HeaderRewrite[] = [];
   private constructor(
@@ -86,9 +91,9 @@ export class FaultProxy {
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     const rule = this.rules.find((r) => r.remaining > 0 && r.match(method, url));
-    if (rule) {
+    const fault = rule?.fault;
+    if (rule && fault && (fault === 'reset' || 'status' in fault)) {
       rule.remaining--;
-      const fault = rule.fault;
       this.log.push({ method, url, fault: fault === 'reset' ? 'reset' : String(fault.status) });
       if (fault === 'reset') {
         req.socket.resetAndDestroy();
@@ -104,9 +109,13 @@ export class FaultProxy {
       res.end(body);
       return;
     }
+    const passing = rule && fault && typeof fault === 'object' && !('status' in fault) ? fault : undefined;
+    if (rule && passing) rule.remaining--;
     this.log.push({
       method,
       url,
+      ...(passing && { fault: 'cutAfter' in passing ? `cut after ${passing.cutAfter}` : `corrupt at ${passing.corruptAt}` }),
+      ...(req.headers.range !== undefined && { range: req.headers.range }),
       ...(req.headers['content-range'] !== undefined && { contentRange: req.headers['content-range'] }),
       ...(req.headers.authorization !== undefined && { authorization: req.headers.authorization }),
     });
@@ -114,7 +123,30 @@ export class FaultProxy {
       const headers = { ...answer.headers };
       for (const rewrite of this.rewrites) if (rewrite.match(method, url)) headers[rewrite.name] = rewrite.value;
       res.writeHead(answer.statusCode ?? 502, headers);
-      answer.pipe(res);
+      if (!passing) {
+        answer.pipe(res);
+        return;
+      }
+      let seen = 0;
+      answer.on('data', (chunk: Buffer) => {
+        const start = seen;
+        seen += chunk.length;
+        if ('cutAfter' in passing) {
+          if (seen <= passing.cutAfter) res.write(chunk);
+          else {
+            res.write(chunk.subarray(0, Math.max(0, passing.cutAfter - start)), () => res.socket?.resetAndDestroy());
+            answer.destroy();
+          }
+          return;
+        }
+        const at = passing.corruptAt - start;
+        if (at >= 0 && at < chunk.length) {
+          chunk = Buffer.from(chunk);
+          chunk[at] = chunk[at]! ^ 0xff;
+        }
+        res.write(chunk);
+      });
+      answer.on('end', () => res.end());
     });
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);

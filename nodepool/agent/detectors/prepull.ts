@@ -4,6 +4,9 @@ import type { PinnedImage } from '../../state/store.js';
 import type { DetectorSink } from '../problems.js';
 import { PullProgressTracker } from './pull-progress.js';
 
+/** True while the node cannot get its images (the last pull attempt failed); False once all are present. */
+export const PREPULL_FAILED = 'PrePullFailed';
+
 /**
  * Pre-pulling: a node takes jobs only once every configured image is in its runtime by
  * digest. Images are pinned (repo@sha256:...) when the pool is applied, so "present" means
@@ -49,10 +52,12 @@ export class PrePullDetector {
           if (signal.aborted) return;
           const error = (err as Error).message.split('\n')[0]!;
           this.sink.observe({ kind: 'image', index, image, present: false, error });
+          this.sink.problem({ type: PREPULL_FAILED, present: true, reason: 'PullFailed', message: `${image.pinned}: ${error} (attempt ${attempt}; retrying)` });
           this.sink.event('pull-failed', { image: image.pinned, attempt, error });
           await sleep(Math.min(30_000, 500 * 2 ** attempt), undefined, { signal }).catch(() => {});
         }
       }
     }
+    if (!signal.aborted) this.sink.problem({ type: PREPULL_FAILED, present: false, reason: 'ImagesPresent', message: `all ${images.length} image(s) present by digest` });
   }
 }

@@ -1,0 +1,218 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { pipeline } from 'node:stream/promises';
+import pLimit from 'p-limit';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
+import { decompressor } from '../../imagebuilder/compress/codecs.js';
+import { DigestStream, sha256Digest, VerifyingStream } from '../../imagebuilder/oci/digest.js';
+import { isIndexMediaType, layerCompression, type Compression } from '../../imagebuilder/oci/media-types.js';
+import { selectPlatform } from '../../imagebuilder/oci/platform.js';
+import { parseRegistryReference } from '../../imagebuilder/oci/reference.js';
+import { Index, Manifest, type Descriptor } from '../../imagebuilder/oci/schemas.js';
+import { RegistryClient } from '../../imagebuilder/registry/client.js';
+import type { RegistryOptions } from '../../imagebuilder/registry/options.js';
+import { resumableBlob, type ResumePolicy } from './blob-fetch.js';
+import { crc64Hasher } from './crc64.js';
+import { DockerImageStore, type CommitLayer } from './docker-store.js';
+import { UnsupportedLayer, walkLayer } from './layer-walk.js';
+import { TarSplitRecorder } from './tar-split.js';
+
+/**
+ * The direct pre-pull: buildfleet fetches an image's blobs itself (all layers at once, each
+ * download resumed where it broke), verifies every digest, decompresses the layers on every core
+ * and extracts them in parallel straight into the stopped engine's image store, where the
+ * runtime's own pull downloads in threes, decompresses each gzip stream on one core and extracts
+ * the layers one after another. The engine then starts with the image by digest, exactly as a
+ * pull would have left it (same image id, RepoDigests, layers, files).
+ */
+
+export type InstallOptions = {
+  /** The engine's data-root; the engine must not be running on it. */
+  dataRoot: string;
+  registry?: RegistryOptions;
+  signal?: AbortSignal;
+  /** Layers fetched and extracted at once (default: every core twice, at least 4). */
+  concurrency?: number;
+  /** Resumes of a broken download before giving up. */
+  resume?: ResumePolicy;
+  /** Called as bytes arrive (blob bytes, all layers together). */
+  onProgress?: (progress: { downloadedBytes: number; totalBytes: number }) => void;
+};
+
+export type InstallResult = {
+  pinned: string;
+  imageId: string;
+  layers: number;
+  /** Layers the store already held (shared with an image installed before). */
+  reused: number;
+  downloadedBytes: number;
+  /** performance.now() when the last blob byte arrived, and when the image was committed. */
+  downloadedAt: number;
+  finishedAt: number;
+};
+
+type Plan = { repository: string; registry: string; repo: string; pinnedDigest: string; config: Buffer; imageId: string; layers: Descriptor[]; diffIds: string[] };
+
+/** Installs one image pinned by digest (`host/repo@sha256:...`). Throws UnsupportedLayer when the runtime's own pull must do it. */
+export async function installImage(pinned: string, options: InstallOptions): Promise<InstallResult> {
+  const ref = parseRegistryReference(pinned);
+  if (!ref.digest) throw new BuildfleetError('usage', `direct pre-pull: ${pinned} is not pinned by digest`);
+  const client = new RegistryClient(ref.registry, options.registry);
+  try {
+    const plan = await planImage(client, ref.registry, ref.repository, ref.digest, pinned);
+    return await installPlan(client, plan, pinned, options);
+  } finally {
+    await client.close();
+  }
+}
+
+async function planImage(client: RegistryClient, registry: string, repo: string, digest: string, pinned: string): Promise<Plan> {
+  let fetched = await client.getManifest(repo, digest);
+  if (isIndexMediaType(fetched.mediaType)) {
+    const index = Index.parse(JSON.parse(fetched.bytes.toString('utf8')));
+    fetched = await client.getManifest(repo, selectPlatform(index, undefined, pinned).digest);
+  }
+  const manifest = Manifest.parse(JSON.parse(fetched.bytes.toString('utf8')));
+  for (const layer of manifest.layers) {
+    if (layer.urls?.length || /foreign|nondistributable/.test(layer.mediaType)) throw new UnsupportedLayer(`${pinned}: layer ${layer.digest} is foreign (${layer.mediaType})`);
+    layerCompression(layer.mediaType); // throws for a media type that is not a layer
+  }
+  const configStream = await client.getBlob(repo, manifest.config);
+  const chunks: Buffer[] = [];
+  for await (const chunk of configStream) chunks.push(chunk as Buffer);
+  const config = Buffer.concat(chunks);
+  const diffIds = (JSON.parse(config.toString('utf8')) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
+  if (diffIds.length !== manifest.layers.length) {
+    throw new BuildfleetError('format', `${pinned}: the config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
+  }
+  return { repository: `${registry}/${repo}`, registry, repo, pinnedDigest: digest, config, imageId: sha256Digest(config), layers: manifest.layers, diffIds };
+}
+
+async function installPlan(client: RegistryClient, plan: Plan, pinned: string, options: InstallOptions): Promise<InstallResult> {
+  const store = new DockerImageStore(options.dataRoot);
+  const chainIds: string[] = [];
+  for (const [i, diffId] of plan.diffIds.entries()) chainIds.push(i === 0 ? diffId : sha256Digest(`${chainIds[i - 1]} ${diffId}`));
+  const existing = await Promise.all(chainIds.map((chainId) => store.existingLayer(chainId)));
+  const totalBytes = plan.layers.reduce((sum, layer, i) => sum + (existing[i] ? 0 : layer.size), 0);
+  let downloadedBytes = 0;
+  let downloadedAt = performance.now();
+  const abort = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
+  const made: string[] = [];
+  const limit = pLimit(options.concurrency ?? Math.max(4, availableParallelism() * 2));
+
+  const extractOne = async (i: number): Promise<CommitLayer['extracted']> => {
+    const layer = plan.layers[i]!;
+    const what = `${pinned} layer ${i + 1}/${plan.layers.length} (${layer.digest})`;
+    const target = await store.newLayer();
+    made.push(target.cacheId);
+    const blob = resumableBlob(client, plan.repo, layer.digest, layer.size, {
+      signal,
+      ...(options.resume && { policy: options.resume }),
+      onBytes: (n) => {
+        downloadedBytes += n;
+        downloadedAt = performance.now();
+        options.onProgress?.({ downloadedBytes, totalBytes });
+      },
+    });
+    const verified = new VerifyingStream(layer.digest, layer.size, `blob ${layer.digest} of ${pinned}`);
+    const inflate = decompressor(compressionOf(layer.mediaType));
+    const diff = new DigestStream('sha256');
+    const tarSplit = new TarSplitRecorder();
+    const extractor = spawnExtractor(target.diffDir, what, signal);
+    const walked = (async () => {
+      const facts = await walkLayer(diff, {
+        forward: (chunk) => extractor.write(chunk),
+        segment: (raw) => tarSplit.segment(raw),
+        file: (name, size, crc) => tarSplit.file(name, size, crc),
+        crc64: crc64Hasher,
+      }, what);
+      await extractor.end();
+      return facts;
+    })();
+    const flowing = pipeline(blob, verified, inflate, diff, { signal }).catch((err) => Promise.reject(explain(err, what)));
+    walked.catch(() => {});
+    flowing.catch(() => {});
+    let facts: Awaited<typeof walked>;
+    try {
+      [facts] = await Promise.all([walked, flowing]);
+    } catch (err) {
+      // One side failed: stop the other (the walk stops reading, the pipeline stops flowing) before leaving.
+      abort.abort(err);
+      await Promise.allSettled([walked, flowing]);
+      throw err;
+    }
+    if (diff.digest !== plan.diffIds[i]) throw new BuildfleetError('integrity', `${what}: uncompressed digest ${diff.digest} does not match the config's diff_id ${plan.diffIds[i]}`);
+    return { cacheId: target.cacheId, size: facts.sizeOnDisk, tarSplit: await tarSplit.finish() };
+  };
+
+  const running = plan.layers.map((_, i) =>
+    existing[i]
+      ? Promise.resolve(undefined)
+      : limit(() => (signal.aborted ? Promise.reject(signal.reason) : extractOne(i))).catch((err: Error) => {
+          abort.abort(err); // the queued ones then fail at once
+          throw err;
+        }),
+  );
+  try {
+    const extracted = await Promise.all(running);
+    const layers: CommitLayer[] = plan.layers.map((layer, i) => ({
+      chainId: chainIds[i]!,
+      ...(i > 0 && { parentChainId: chainIds[i - 1]! }),
+      diffId: plan.diffIds[i]!,
+      blobDigest: layer.digest,
+      ...(extracted[i] && { extracted: extracted[i] }),
+    }));
+    await store.commit({ repository: plan.repository, pinnedDigest: plan.pinnedDigest, imageId: plan.imageId, config: plan.config, layers });
+    return { pinned, imageId: plan.imageId, layers: plan.layers.length, reused: existing.filter(Boolean).length, downloadedBytes, downloadedAt, finishedAt: performance.now() };
+  } catch (err) {
+    abort.abort(err);
+    // Every extraction stops (its tar killed) before what it wrote is removed.
+    await Promise.allSettled(running);
+    await Promise.all(made.map((cacheId) => store.discard(cacheId)));
+    throw err;
+  }
+}
+
+function compressionOf(mediaType: string): Compression {
+  return layerCompression(mediaType);
+}
+
+function explain(err: unknown, what: string): Error {
+  if (err instanceof BuildfleetError || err instanceof UnsupportedLayer) return err;
+  const message = (err as Error).message ?? String(err);
+  if (/incorrect header check|unexpected end of file|invalid (?:block type|distance|stored block)/i.test(message)) {
+    return new BuildfleetError('integrity', `${what}: the layer does not decompress: ${message}`);
+  }
+  return err as Error;
+}
+
+/**
+ * GNU tar writing one layer's diff dir as Docker's applier does: numeric owners, all permission
+ * bits, every xattr (security.capability, trusted.overlay.opaque), and directory times set at
+ * the end (children change them while extracting).
+ */
+function spawnExtractor(dir: string, what: string, signal: AbortSignal): { write(chunk: Buffer): Promise<void> | undefined; end(): Promise<void> } {
+  const child = spawn('tar', ['-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*', '--delay-directory-restore'], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+    signal,
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));
+  child.stdin.on('error', () => {}); // a tar that died is reported by its exit status
+  const exited = once(child, 'exit').then(([code, sig]) => {
+    if (code !== 0) throw new BuildfleetError('environment', `${what}: tar ${sig ? `killed by ${sig}` : `exited ${code}`}: ${stderr.trim().split('\n').find((line) => !/Exiting with failure status/.test(line)) ?? ''}`);
+  });
+  exited.catch(() => {});
+  return {
+    write(chunk) {
+      if (child.stdin.write(chunk)) return undefined;
+      return Promise.race([once(child.stdin, 'drain').then(() => {}), exited]);
+    },
+    async end() {
+      child.stdin.end();
+      await exited;
+    },
+  };
+}
