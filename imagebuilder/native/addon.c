@@ -6,6 +6,9 @@
  *                                                       the buffers, one after another
  *   sha256New() -> hasher; sha256Update(hasher, buffers[], cb(err)); sha256Final(hasher) -> hex
  *                                                       SHA-256 by Node's own OpenSSL (SHA-NI)
+ *   crc64New() -> hasher; crc64Update(hasher, buffers[], cb(err)); crc64Final(hasher) -> Buffer(8)
+ *                                                       CRC-64/ISO (Go's hash/crc64, ISO table;
+ *                                                       what tar-split keeps per file), big-endian
  *
  * Every buffer handed in must stay untouched until its callback runs: another thread reads it.
  */
@@ -14,6 +17,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +361,162 @@ static napi_value sha256_final(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* ---- CRC-64/ISO on the pool ---- */
+
+/*
+ * Go's crc64.MakeTable(crc64.ISO): reflected polynomial 0xD800000000000000, register and result
+ * inverted. Slicing-by-8 (crc64_table[k][b]: byte b followed by k zero bytes), as Go does it.
+ */
+#define CRC64_ISO 0xD800000000000000ULL
+static uint64_t crc64_table[8][256];
+static pthread_once_t crc64_once = PTHREAD_ONCE_INIT;
+
+static void crc64_make_tables(void) {
+  for (int b = 0; b < 256; b++) {
+    uint64_t crc = (uint64_t)b;
+    for (int bit = 0; bit < 8; bit++) crc = (crc & 1) ? (crc >> 1) ^ CRC64_ISO : crc >> 1;
+    crc64_table[0][b] = crc;
+  }
+  for (int k = 1; k < 8; k++) {
+    for (int b = 0; b < 256; b++) {
+      uint64_t prev = crc64_table[k - 1][b];
+      crc64_table[k][b] = (prev >> 8) ^ crc64_table[0][prev & 0xff];
+    }
+  }
+}
+
+/* Feeds bytes into an already inverted register. */
+static uint64_t crc64_feed(uint64_t crc, const unsigned char *p, size_t n) {
+  while (n >= 8) {
+    uint64_t word;
+    memcpy(&word, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    word = __builtin_bswap64(word);
+#endif
+    crc ^= word;
+    crc = crc64_table[7][crc & 0xff] ^ crc64_table[6][(crc >> 8) & 0xff] ^ crc64_table[5][(crc >> 16) & 0xff] ^
+          crc64_table[4][(crc >> 24) & 0xff] ^ crc64_table[3][(crc >> 32) & 0xff] ^ crc64_table[2][(crc >> 40) & 0xff] ^
+          crc64_table[1][(crc >> 48) & 0xff] ^ crc64_table[0][crc >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n-- > 0) crc = crc64_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+typedef struct {
+  uint64_t crc; /* inverted register */
+  bool busy;
+  bool final;
+} Crc64Hasher;
+
+typedef struct {
+  Job job;
+  Crc64Hasher *hasher;
+  Pieces input;
+} Crc64Job;
+
+/* Tags our externals, so that crc64Update is never handed some other external (a sha256 hasher). */
+static const napi_type_tag crc64_tag = {0x6275696c64666c65ULL, 0x6574637263363421ULL};
+
+static void crc64_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+static napi_value crc64_new(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_once(&crc64_once, crc64_make_tables);
+  Crc64Hasher *h = calloc(1, sizeof(Crc64Hasher));
+  if (h == NULL) {
+    napi_throw_error(env, NULL, "crc64New: out of memory");
+    return NULL;
+  }
+  h->crc = ~0ULL;
+  napi_value external;
+  napi_create_external(env, h, crc64_free, NULL, &external);
+  napi_type_tag_object(env, external, &crc64_tag);
+  return external;
+}
+
+static Crc64Hasher *crc64_arg(napi_env env, napi_value value) {
+  napi_valuetype type;
+  bool tagged = false;
+  void *data = NULL;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external) return NULL;
+  if (napi_check_object_type_tag(env, value, &crc64_tag, &tagged) != napi_ok || !tagged) return NULL;
+  napi_get_value_external(env, value, &data);
+  return data;
+}
+
+static void crc64_execute(napi_env env, void *data) {
+  (void)env;
+  Crc64Job *j = data;
+  uint64_t crc = j->hasher->crc;
+  for (size_t i = 0; i < j->input.count; i++) crc = crc64_feed(crc, j->input.data[i], j->input.lengths[i]);
+  j->hasher->crc = crc;
+}
+
+static void crc64_complete(napi_env env, napi_status status, void *data) {
+  Crc64Job *j = data;
+  j->hasher->busy = false;
+  napi_value argv[1];
+  if ((argv[0] = job_error(env, status, &j->job, "crc64Update: cancelled")) == NULL) napi_get_undefined(env, &argv[0]);
+  pieces_free(&j->input);
+  finish_job(env, &j->job, 1, argv);
+  free(j);
+}
+
+static napi_value crc64_update(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  Crc64Hasher *h = argc == 3 ? crc64_arg(env, args[0]) : NULL;
+  napi_valuetype callback_type = napi_undefined;
+  if (argc == 3) napi_typeof(env, args[2], &callback_type);
+  if (h == NULL || callback_type != napi_function) {
+    napi_throw_type_error(env, NULL, "crc64Update(hasher, buffers: Buffer[], callback)");
+    return NULL;
+  }
+  if (h->busy || h->final) {
+    napi_throw_error(env, NULL, h->final ? "crc64Update: the hash is already final" : "crc64Update: the previous update has not finished");
+    return NULL;
+  }
+  Crc64Job *j = calloc(1, sizeof(Crc64Job));
+  if (j == NULL || !pieces_from(env, args[1], &j->input)) {
+    free(j);
+    napi_throw_type_error(env, NULL, "crc64Update(hasher, buffers: Buffer[], callback)");
+    return NULL;
+  }
+  j->hasher = h;
+  h->busy = true;
+  if (!queue_job(env, &j->job, args[1], args[2], "buildfleet:crc64Update", crc64_execute, crc64_complete)) {
+    h->busy = false;
+    napi_throw_error(env, NULL, "crc64Update: could not queue the work");
+  }
+  return NULL;
+}
+
+static napi_value crc64_final(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  Crc64Hasher *h = argc == 1 ? crc64_arg(env, args[0]) : NULL;
+  if (h == NULL || h->busy || h->final) {
+    napi_throw_error(env, NULL, "crc64Final(hasher): not a hasher, still updating, or already final");
+    return NULL;
+  }
+  h->final = true;
+  uint64_t sum = ~h->crc;
+  unsigned char bytes[8];
+  for (int i = 0; i < 8; i++) bytes[i] = (unsigned char)(sum >> (56 - 8 * i));
+  napi_value result;
+  void *copy;
+  napi_create_buffer_copy(env, 8, bytes, &copy, &result);
+  return result;
+}
+
 static void export_function(napi_env env, napi_value exports, const char *name, napi_callback fn) {
   napi_value value;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &value);
@@ -368,6 +528,9 @@ static napi_value init(napi_env env, napi_value exports) {
   export_function(env, exports, "sha256New", sha256_new);
   export_function(env, exports, "sha256Update", sha256_update);
   export_function(env, exports, "sha256Final", sha256_final);
+  export_function(env, exports, "crc64New", crc64_new);
+  export_function(env, exports, "crc64Update", crc64_update);
+  export_function(env, exports, "crc64Final", crc64_final);
   napi_value version;
   napi_create_string_utf8(env, LIBDEFLATE_VERSION_STRING, NAPI_AUTO_LENGTH, &version);
   napi_set_named_property(env, exports, "libdeflateVersion", version);

@@ -16,7 +16,16 @@ export type Native = {
   gzipMember(input: Buffer[], level: number): Promise<Buffer>;
   /** A SHA-256 fed on the thread pool: one update at a time, in order. */
   sha256(): NativeHash;
+  /** A CRC-64/ISO (Go's hash/crc64 with the ISO table, what tar-split keeps) fed on the thread pool. */
+  crc64(): NativeCrc64;
   libdeflateVersion: string;
+};
+
+export type NativeCrc64 = {
+  /** Feeds the buffers in order; they must not change until the promise settles. */
+  update(buffers: Buffer[]): Promise<void>;
+  /** The 8-byte big-endian sum, once no update is running. */
+  final(): Buffer;
 };
 
 export type NativeHash = {
@@ -32,6 +41,9 @@ type Addon = {
   sha256New(): object;
   sha256Update(hasher: object, buffers: Buffer[], callback: Callback<[]>): void;
   sha256Final(hasher: object): string;
+  crc64New(): object;
+  crc64Update(hasher: object, buffers: Buffer[], callback: Callback<[]>): void;
+  crc64Final(hasher: object): Buffer;
   libdeflateVersion: string;
 };
 
@@ -61,6 +73,13 @@ export function native(): Native | undefined {
       return {
         update: (buffers) => new Promise((resolve, reject) => addon.sha256Update(hasher, buffers, (err) => (err ? reject(err) : resolve()))),
         final: () => addon.sha256Final(hasher),
+      };
+    },
+    crc64: () => {
+      const hasher = addon.crc64New();
+      return {
+        update: (buffers) => new Promise((resolve, reject) => addon.crc64Update(hasher, buffers, (err) => (err ? reject(err) : resolve()))),
+        final: () => addon.crc64Final(hasher),
       };
     },
   };
