@@ -1,0 +1,218 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rm, symlink, link, writeFile, chmod } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { execa } from 'execa';
+import { DockerEngine } from '../daemons/index.js';
+import { BASE_IMAGE, dockerBuild, startEngine, tempDir } from '../../test/helpers/real.js';
+import { BLOCK, encodePaxRecord, formatNumeric, setChecksum } from '../../imagebuilder/tar/fields.js';
+import { TarSplitRecorder } from './tar-split.js';
+import { splitTar } from './split-tar.js';
+
+/**
+ * The oracle: Docker Engine 20.10's own tar-split.json.gz. For every layer of images built with
+ * real `docker build` (Docker's tar writer) and of tars imported as they are (GNU tar in gnu,
+ * ustar and posix formats with its 10 KiB records, and a hand-made tar with a PAX global header,
+ * a legacy directory and bytes after the end of the archive), splitTar + TarSplitRecorder over
+ * the layer tar must give Docker's file line for line. Then Docker must take our files: in the
+ * stopped engine each layer's file is replaced by ours, and `docker save` must give every layer
+ * tar back with its diff_id. Real daemons, root.
+ */
+let engine: DockerEngine | undefined;
+let work: { path: string; remove(): Promise<void> };
+const images: string[] = [];
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+before(async () => {
+  work = await tempDir('buildfleet-tar-split-');
+  engine = await startEngine({ root: join(work.path, 'engine') });
+  await buildImage(engine, work.path);
+  images.push('ts/built:latest');
+  for (const format of ['gnu', 'ustar', 'posix'] as const) {
+    const file = await gnuTar(work.path, format);
+    await engine.cli(['import', file, `ts/gnu-${format}:latest`]);
+    images.push(`ts/gnu-${format}:latest`);
+  }
+  const handMade = join(work.path, 'hand-made.tar');
+  await writeFile(handMade, handMadeTar());
+  await engine.cli(['import', handMade, 'ts/hand-made:latest']);
+  images.push('ts/hand-made:latest');
+}, { timeout: 300_000 });
+
+after(async () => {
+  await engine?.stop();
+  await work?.remove();
+});
+
+/** Files, directories, a symlink, a hardlink, a whiteout, an opaque directory, odd names, empty and large files, an xattr. */
+async function buildImage(docker: DockerEngine, dir: string): Promise<void> {
+  const stage = join(dir, 'caps-stage');
+  await mkdir(join(stage, 'caps'), { recursive: true });
+  await writeFile(join(stage, 'caps', 'netraw'), 'ping\n');
+  await execa('setcap', ['cap_net_raw+ep', join(stage, 'caps', 'netraw')]);
+  const capsTar = join(dir, 'caps.tar');
+  await execa('tar', ['--xattrs', '--xattrs-include=*', '--format=posix', '--numeric-owner', '--owner=0', '--group=0', '-cf', capsTar, '-C', stage, 'caps']);
+  const deep = `deep/${'d'.repeat(60)}/${'e'.repeat(60)}/file`; // over 100 bytes: a ustar prefix
+  const dockerfile = [
+    `FROM ${BASE_IMAGE}`,
+    'COPY files/ /data/',
+    'ADD caps.tar /',
+    `RUN mkdir -p /d/sub /opaque /${deep.slice(0, deep.lastIndexOf('/'))} && echo hi > /d/sub/f && ln -s /data/big /d/link && ln /d/sub/f /d/hard` +
+      ` && touch /d/empty && echo old > /opaque/old && echo gone > /d/gone && echo deep > /${deep}` +
+      ` && echo long > /d/${'l'.repeat(150)} && touch "$(printf '/d/bad\\377name')" "$(printf '/d/sep\\342\\200\\250')" '/d/q<b>&c"d\\e' /d/héllo`,
+    'RUN rm /d/gone && rm -rf /opaque && mkdir /opaque && echo new > /opaque/new && echo changed > /d/sub/f',
+  ].join('\n');
+  const big = Buffer.alloc(200_000);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7919) % 251;
+  await dockerBuild(docker, 'ts/built:latest', dockerfile, { 'files/big': big, 'files/block': Buffer.alloc(BLOCK, 0x61), 'files/empty': '', 'files/small': 'small\n', 'caps.tar': await readFile(capsTar) });
+}
+
+/** A tree tarred by GNU tar in `format`: long names and link targets, a hardlink, odd names, 10 KiB records. */
+async function gnuTar(dir: string, format: 'gnu' | 'ustar' | 'posix'): Promise<string> {
+  const root = join(dir, `tree-${format}`);
+  const long = format === 'ustar' ? `p/${'a'.repeat(90)}/${'b'.repeat(90)}` : `p/${'a'.repeat(120)}`;
+  await mkdir(join(root, long), { recursive: true });
+  await writeFile(join(root, long, 'f'), 'long\n');
+  await writeFile(join(root, 'big'), Buffer.alloc(70_000, 0x42));
+  await writeFile(join(root, 'empty'), '');
+  await writeFile(join(root, 'quote"<&>'), 'q');
+  await link(join(root, 'big'), join(root, 'big-link'));
+  await symlink(format === 'ustar' ? 'big' : `${long}/f`, join(root, 'sym'));
+  if (format !== 'ustar') await writeFile(join(root, Buffer.concat([Buffer.from('bad'), Buffer.of(0xff), Buffer.from('name')]).toString('latin1')), 'x');
+  await chmod(join(root, 'big'), 0o600);
+  const file = join(dir, `gnu-${format}.tar`);
+  await execa('tar', [`--format=${format}`, '--sort=name', '-cf', file, '-C', root, '.']);
+  return file;
+}
+
+/** Bytes no tool here writes: a PAX global header, an x header, a legacy '\0' directory, trailing bytes. */
+function handMadeTar(): Buffer {
+  const header = (name: string, type: string, size: number, prefix = ''): Buffer => {
+    const block = Buffer.alloc(BLOCK);
+    block.write(name, 0, 100, 'utf8');
+    formatNumeric(block, 100, 8, type === '5' || type === '\0' ? 0o755 : 0o644);
+    formatNumeric(block, 108, 8, 0);
+    formatNumeric(block, 116, 8, 0);
+    formatNumeric(block, 124, 12, size);
+    formatNumeric(block, 136, 12, 1_700_000_000);
+    block.write(type, 156, 1, 'latin1');
+    block.write('ustar\u000000', 257, 8, 'latin1');
+    block.write(prefix, 345, 155, 'utf8');
+    setChecksum(block);
+    return block;
+  };
+  const pad = (data: Buffer): Buffer => Buffer.concat([data, Buffer.alloc((BLOCK - (data.length % BLOCK)) % BLOCK)]);
+  const global = encodePaxRecord('comment', Buffer.from('made by hand'));
+  const ext = encodePaxRecord('path', Buffer.from('x/with-a-pax-path'));
+  const content = Buffer.from('payload of the pax-named file\n');
+  return Buffer.concat([
+    header('pax_global_header', 'g', global.length),
+    pad(global),
+    header('legacy/', '\0', 0),
+    header('x', '5', 0),
+    header('PaxHeaders/x', 'x', ext.length),
+    pad(ext),
+    header('short-name', '0', content.length),
+    pad(content),
+    header('name', '0', 3, 'prefixed/dir'),
+    pad(Buffer.from('abc')),
+    Buffer.alloc(2 * BLOCK),
+    Buffer.from('bytes after the end of the archive\n'),
+  ]);
+}
+
+type Layer = { diffId: string; chainId: string };
+
+async function layersOf(docker: DockerEngine, image: string): Promise<Layer[]> {
+  const { stdout } = await docker.cli(['image', 'inspect', '--format', '{{json .RootFS.Layers}}', image]);
+  const diffIds = JSON.parse(stdout) as string[];
+  const layers: Layer[] = [];
+  for (const diffId of diffIds) {
+    const parent = layers.at(-1)?.chainId;
+    layers.push({ diffId, chainId: parent ? `sha256:${sha256(Buffer.from(`${parent} ${diffId}`))}` : diffId });
+  }
+  return layers;
+}
+
+/** The layer tars `docker save` gives (Docker puts them together from tar-split), by diff_id. */
+async function savedLayers(docker: DockerEngine, image: string): Promise<Map<string, string>> {
+  const dir = join(work.path, 'saved', image.replace(/[/:]/g, '_') + '-' + Date.now());
+  await mkdir(dir, { recursive: true });
+  await docker.cli(['save', '-o', join(dir, 'image.tar'), image]);
+  await execa('tar', ['-xf', join(dir, 'image.tar'), '-C', dir]);
+  const [manifest] = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as [{ Layers: string[] }];
+  const byDiffId = new Map<string, string>();
+  for (const path of manifest.Layers) byDiffId.set(`sha256:${sha256(await readFile(join(dir, path)))}`, join(dir, path));
+  return byDiffId;
+}
+
+function dockerTarSplitPath(docker: DockerEngine, layer: Layer): string {
+  return join(docker.dataRoot, 'image', 'overlay2', 'layerdb', 'sha256', layer.chainId.slice('sha256:'.length), 'tar-split.json.gz');
+}
+
+async function ourTarSplit(tarPath: string): Promise<Buffer> {
+  const recorder = new TarSplitRecorder();
+  await splitTar(createReadStream(tarPath), recorder, {}, tarPath);
+  return recorder.finish();
+}
+
+const ours = new Map<string, Buffer>(); // chain id -> our tar-split.json.gz
+
+test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for line', { timeout: 300_000 }, async () => {
+  assert.ok(engine);
+  let compared = 0;
+  let fileEntries = 0;
+  let rawNames = 0;
+  for (const image of images) {
+    const saved = await savedLayers(engine, image);
+    for (const layer of await layersOf(engine, image)) {
+      const tarPath = saved.get(layer.diffId);
+      assert.ok(tarPath, `${image}: docker save gave no layer with ${layer.diffId}`);
+      const theirs = gunzipSync(await readFile(dockerTarSplitPath(engine, layer))).toString('utf8');
+      const mine = await ourTarSplit(tarPath);
+      const mineText = gunzipSync(mine).toString('utf8');
+      const [theirLines, myLines] = [theirs.split('\n'), mineText.split('\n')];
+      for (let i = 0; i < Math.max(theirLines.length, myLines.length); i++) {
+        assert.equal(myLines[i], theirLines[i], `${image} layer ${layer.diffId}: line ${i}`);
+      }
+      assert.equal(mineText, theirs, `${image} layer ${layer.diffId}: the whole document`);
+      fileEntries += theirLines.filter((line) => line.startsWith('{"type":1')).length;
+      rawNames += theirLines.filter((line) => line.includes('"name_raw"')).length;
+      ours.set(layer.chainId, mine);
+      compared++;
+    }
+  }
+  // The images hold what the comparison is meant to cover.
+  assert.ok(compared >= images.length + 3, `compared ${compared} layers`);
+  assert.ok(fileEntries > 50, `${fileEntries} file entries`);
+  assert.ok(rawNames >= 3, `${rawNames} names that are not UTF-8`);
+});
+
+test('Docker takes our tar-split.json.gz: after a swap in the stopped engine, docker save gives every layer back by diff_id', { timeout: 300_000 }, async () => {
+  assert.ok(engine && ours.size > 0, 'the comparison ran first');
+  const root = engine.root;
+  await engine.stop();
+  engine = undefined;
+  const layersByImage = new Map<string, Layer[]>();
+  let differentBytes = 0;
+  for (const [chainId, file] of ours) {
+    const path = join(root, 'data', 'image', 'overlay2', 'layerdb', 'sha256', chainId.slice('sha256:'.length), 'tar-split.json.gz');
+    if (!(await readFile(path)).equals(file)) differentBytes++;
+    await rm(path);
+    await writeFile(path, file);
+  }
+  // Same JSON, another gzip encoder (Go's): Docker really reads our bytes below.
+  assert.ok(differentBytes > 0, 'our gzip bytes differ from Go\'s for some layer');
+  engine = await DockerEngine.start({ root });
+  for (const image of images) layersByImage.set(image, await layersOf(engine, image));
+  for (const [image, layers] of layersByImage) {
+    const saved = await savedLayers(engine, image);
+    for (const layer of layers) {
+      assert.ok(saved.has(layer.diffId), `${image}: the layer ${layer.diffId} came back changed or not at all (got ${[...saved.keys()].join(', ')})`);
+    }
+  }
+});
