@@ -82,7 +82,7 @@ async function gnuTar(dir: string, format: 'gnu' | 'ustar' | 'posix'): Promise<s
   await writeFile(join(root, 'quote"<&>'), 'q');
   await link(join(root, 'big'), join(root, 'big-link'));
   await symlink(format === 'ustar' ? 'big' : `${long}/f`, join(root, 'sym'));
-  if (format !== 'ustar') await writeFile(join(root, Buffer.concat([Buffer.from('bad'), Buffer.of(0xff), Buffer.from('name')]).toString('latin1')), 'x');
+  if (format !== 'ustar') await writeFile(Buffer.concat([Buffer.from(`${root}/bad`), Buffer.of(0xff), Buffer.from('name')]), 'x'); // not UTF-8
   await chmod(join(root, 'big'), 0o600);
   const file = join(dir, `gnu-${format}.tar`);
   await execa('tar', [`--format=${format}`, '--sort=name', '-cf', file, '-C', root, '.']);
@@ -167,6 +167,7 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
   let compared = 0;
   let fileEntries = 0;
   let rawNames = 0;
+  const allLines: string[] = [];
   for (const image of images) {
     const saved = await savedLayers(engine, image);
     for (const layer of await layersOf(engine, image)) {
@@ -182,6 +183,7 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
       assert.equal(mineText, theirs, `${image} layer ${layer.diffId}: the whole document`);
       fileEntries += theirLines.filter((line) => line.startsWith('{"type":1')).length;
       rawNames += theirLines.filter((line) => line.includes('"name_raw"')).length;
+      allLines.push(...theirLines);
       ours.set(layer.chainId, mine);
       compared++;
     }
@@ -190,6 +192,11 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
   assert.ok(compared >= images.length + 3, `compared ${compared} layers`);
   assert.ok(fileEntries > 50, `${fileEntries} file entries`);
   assert.ok(rawNames >= 3, `${rawNames} names that are not UTF-8`);
+  for (const name of ['pax_global_header', 'legacy/', 'x/with-a-pax-path', 'prefixed/dir/name', 'd/q\\u003cb\\u003e\\u0026c\\"d\\\\e', 'd/sep\\u2028', 'opaque/.wh..wh..opq', 'd/.wh.gone']) {
+    assert.ok(allLines.some((line) => line.includes(`"name":"${name}"`)), `an entry named ${name}`);
+  }
+  const trailing = Buffer.from('bytes after the end of the archive\n').toString('base64');
+  assert.ok(allLines.some((line) => line.includes(`"payload":"${trailing}"`)), 'a segment of bytes after the end of the archive');
 });
 
 test('Docker takes our tar-split.json.gz: after a swap in the stopped engine, docker save gives every layer back by diff_id', { timeout: 300_000 }, async () => {

@@ -19,7 +19,11 @@ import { encodeName } from '../../imagebuilder/tar/fields.js';
  * - one file entry (type 1) per entry Go's tar reader returns (a PAX `g` header is one, with
  *   size 0), whatever its size; the CRC-64 only when the size is above 0;
  * - after the last entry, one segment with the last padding and the end-of-archive blocks;
- * - then one segment with whatever follows them, written even when empty (`"payload":""`).
+ * - then what follows them as tar-split reads it (Docker 20.10 here: a loop of Read calls into a
+ *   1 MiB buffer, one segment per Read, the last one the Read that met EOF): one segment per
+ *   chunk the walker passes on (at most 1 MiB each), then an empty one (`"payload":""`). Where a
+ *   Read splits that tail depends on the stream under Docker, so any split is as right as
+ *   another: put back together, the segments give the same bytes.
  *
  * Written by hand: no npm package writes tar-split metadata.
  */
@@ -44,6 +48,9 @@ export interface TarSplitSink {
 const FILE_TYPE = 1;
 const SEGMENT_TYPE = 2;
 
+/** tar-split reads what trails the archive into a buffer of this size. */
+const TRAILING_CHUNK = 1024 * 1024;
+
 /** Encoded JSON gathered before it goes to gzip: fewer, larger writes. */
 const BATCH_CHARS = 64 * 1024;
 
@@ -58,7 +65,7 @@ export class TarSplitRecorder implements TarSplitSink {
   private batch = '';
   private position = 0;
   private pending: Buffer[] = [];
-  private trailing: Buffer[] | undefined;
+  private ended = false;
   private readonly seen = new Set<string>();
   private finished = false;
   private needsDrain = false;
@@ -75,13 +82,18 @@ export class TarSplitRecorder implements TarSplitSink {
   segment(raw: Buffer): void {
     this.checkOpen();
     if (raw.length === 0) return;
+    if (this.ended) {
+      // What trails the archive: written at once, a segment per chunk (a Read in tar-split).
+      for (let at = 0; at < raw.length; at += TRAILING_CHUNK) this.writeSegment(raw.subarray(at, at + TRAILING_CHUNK));
+      return;
+    }
     // Copied: the walker may reuse its buffers, and segments are small (headers, padding).
-    (this.trailing ?? this.pending).push(Buffer.from(raw));
+    this.pending.push(Buffer.from(raw));
   }
 
   file(name: string, size: number, crc64: Buffer | undefined): void {
     this.checkOpen();
-    if (this.trailing) throw new BuildfleetError('format', `tar-split: entry ${JSON.stringify(name)} after the end of the archive`);
+    if (this.ended) throw new BuildfleetError('format', `tar-split: entry ${JSON.stringify(name)} after the end of the archive`);
     if (!Number.isSafeInteger(size) || size < 0) throw new BuildfleetError('format', `tar-split: entry ${JSON.stringify(name)} has size ${size}`);
     if (size > 0 && crc64?.length !== 8) throw new BuildfleetError('format', `tar-split: entry ${JSON.stringify(name)} of ${size} bytes needs its 8-byte CRC-64`);
     // tar-split's packer refuses a second entry for the same path, so Docker could not take such a layer.
@@ -94,9 +106,9 @@ export class TarSplitRecorder implements TarSplitSink {
 
   end(): void {
     this.checkOpen();
-    if (this.trailing) return;
+    if (this.ended) return;
     this.flushSegment();
-    this.trailing = [];
+    this.ended = true;
   }
 
   /**
@@ -114,8 +126,8 @@ export class TarSplitRecorder implements TarSplitSink {
   async finish(): Promise<Buffer> {
     this.checkOpen();
     this.end();
-    // What follows the end blocks, as one segment, even when empty (tar-split reads it with ReadAll).
-    this.writeSegment(Buffer.concat(this.trailing!));
+    // tar-split's last Read, the one that met EOF, read nothing: an empty segment.
+    this.writeSegment(Buffer.alloc(0));
     this.finished = true;
     if (this.batch) this.gzip.write(this.batch);
     this.batch = '';
