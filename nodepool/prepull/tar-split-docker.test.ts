@@ -8,7 +8,8 @@ import { gunzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import { DockerEngine } from '../daemons/index.js';
 import { BASE_IMAGE, dockerBuild, startEngine, tempDir } from '../../test/helpers/real.js';
-import { BLOCK, encodePaxRecord, formatNumeric, setChecksum } from '../../imagebuilder/tar/fields.js';
+import { BLOCK, encodePaxRecord } from '../../imagebuilder/tar/fields.js';
+import { END_OF_ARCHIVE, padded, rawHeader } from '../../test/helpers/raw-tar.js';
 import { TarSplitRecorder } from './tar-split.js';
 import { splitTar } from './split-tar.js';
 
@@ -23,24 +24,28 @@ import { splitTar } from './split-tar.js';
  */
 let engine: DockerEngine | undefined;
 let work: { path: string; remove(): Promise<void> };
-const images: string[] = [];
-
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+/** The images compared; `tar` is the file an imported one came from (its only layer, as given). */
+type Image = { ref: string; tar?: string };
+const images: Image[] = [];
 
 before(async () => {
   work = await tempDir('buildfleet-tar-split-');
   engine = await startEngine({ root: join(work.path, 'engine') });
   await buildImage(engine, work.path);
-  images.push('ts/built:latest');
-  for (const format of ['gnu', 'ustar', 'posix'] as const) {
-    const file = await gnuTar(work.path, format);
-    await engine.cli(['import', file, `ts/gnu-${format}:latest`]);
-    images.push(`ts/gnu-${format}:latest`);
+  images.push({ ref: 'ts/built:latest' });
+  const tars: Array<[string, string]> = [];
+  for (const format of ['gnu', 'ustar', 'posix'] as const) tars.push([`ts/gnu-${format}:latest`, await gnuTar(work.path, format)]);
+  for (const [name, bytes] of [['hand-made', handMadeTar()], ['odd-link', oddLinkTar()]] as const) {
+    const path = join(work.path, `${name}.tar`);
+    await writeFile(path, bytes);
+    tars.push([`ts/${name}:latest`, path]);
   }
-  const handMade = join(work.path, 'hand-made.tar');
-  await writeFile(handMade, handMadeTar());
-  await engine.cli(['import', handMade, 'ts/hand-made:latest']);
-  images.push('ts/hand-made:latest');
+  for (const [ref, tar] of tars) {
+    await engine.cli(['import', tar, ref]);
+    images.push({ ref, tar });
+  }
 }, { timeout: 300_000 });
 
 after(async () => {
@@ -89,40 +94,36 @@ async function gnuTar(dir: string, format: 'gnu' | 'ustar' | 'posix'): Promise<s
   return file;
 }
 
-/** Bytes no tool here writes: a PAX global header, an x header, a legacy '\0' directory, trailing bytes. */
+/** Bytes no tool here writes: a PAX global header, an x header, a legacy '\0' directory, a base-256 size, trailing bytes. */
 function handMadeTar(): Buffer {
-  const header = (name: string, type: string, size: number, prefix = ''): Buffer => {
-    const block = Buffer.alloc(BLOCK);
-    block.write(name, 0, 100, 'utf8');
-    formatNumeric(block, 100, 8, type === '5' || type === '\0' ? 0o755 : 0o644);
-    formatNumeric(block, 108, 8, 0);
-    formatNumeric(block, 116, 8, 0);
-    formatNumeric(block, 124, 12, size);
-    formatNumeric(block, 136, 12, 1_700_000_000);
-    block.write(type, 156, 1, 'latin1');
-    block.write('ustar\u000000', 257, 8, 'latin1');
-    block.write(prefix, 345, 155, 'utf8');
-    setChecksum(block);
-    return block;
-  };
-  const pad = (data: Buffer): Buffer => Buffer.concat([data, Buffer.alloc((BLOCK - (data.length % BLOCK)) % BLOCK)]);
   const global = encodePaxRecord('comment', Buffer.from('made by hand'));
   const ext = encodePaxRecord('path', Buffer.from('x/with-a-pax-path'));
-  const content = Buffer.from('payload of the pax-named file\n');
+  const content = 'payload of the pax-named file\n';
   return Buffer.concat([
-    header('pax_global_header', 'g', global.length),
-    pad(global),
-    header('legacy/', '\0', 0),
-    header('x', '5', 0),
-    header('PaxHeaders/x', 'x', ext.length),
-    pad(ext),
-    header('short-name', '0', content.length),
-    pad(content),
-    header('name', '0', 3, 'prefixed/dir'),
-    pad(Buffer.from('abc')),
-    Buffer.alloc(2 * BLOCK),
+    rawHeader('pax_global_header', 'g', global.length),
+    padded(global),
+    rawHeader('legacy/', '\0', 0),
+    rawHeader('x', '5', 0),
+    rawHeader('PaxHeaders/x', 'x', ext.length),
+    padded(ext),
+    rawHeader('short-name', '0', content.length),
+    padded(content),
+    rawHeader('name', '0', 3, { prefix: 'prefixed/dir' }),
+    padded('abc'),
+    rawHeader('b256', '0', 5, { base256Size: true }),
+    padded('12345'),
+    END_OF_ARCHIVE,
     Buffer.from('bytes after the end of the archive\n'),
   ]);
+}
+
+/**
+ * A hardlink whose header gives a size: no data follows, so Go's reader hashes nothing and
+ * tar-split keeps the CRC of no bytes; Docker then cannot save the layer (it checks that CRC
+ * against the linked file's content), with its own tar-split as with ours.
+ */
+function oddLinkTar(): Buffer {
+  return Buffer.concat([rawHeader('target', '0', 5), padded('12345'), rawHeader('hard-with-size', '1', 7, { linkname: 'target' }), END_OF_ARCHIVE]);
 }
 
 type Layer = { diffId: string; chainId: string };
@@ -169,18 +170,18 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
   let rawNames = 0;
   const allLines: string[] = [];
   for (const image of images) {
-    const saved = await savedLayers(engine, image);
-    for (const layer of await layersOf(engine, image)) {
+    const saved = image.tar ? new Map([[`sha256:${sha256(await readFile(image.tar))}`, image.tar]]) : await savedLayers(engine, image.ref);
+    for (const layer of await layersOf(engine, image.ref)) {
       const tarPath = saved.get(layer.diffId);
-      assert.ok(tarPath, `${image}: docker save gave no layer with ${layer.diffId}`);
+      assert.ok(tarPath, `${image.ref}: no layer tar with ${layer.diffId}`);
       const theirs = gunzipSync(await readFile(dockerTarSplitPath(engine, layer))).toString('utf8');
       const mine = await ourTarSplit(tarPath);
       const mineText = gunzipSync(mine).toString('utf8');
       const [theirLines, myLines] = [theirs.split('\n'), mineText.split('\n')];
       for (let i = 0; i < Math.max(theirLines.length, myLines.length); i++) {
-        assert.equal(myLines[i], theirLines[i], `${image} layer ${layer.diffId}: line ${i}`);
+        assert.equal(myLines[i], theirLines[i], `${image.ref} layer ${layer.diffId}: line ${i}`);
       }
-      assert.equal(mineText, theirs, `${image} layer ${layer.diffId}: the whole document`);
+      assert.equal(mineText, theirs, `${image.ref} layer ${layer.diffId}: the whole document`);
       fileEntries += theirLines.filter((line) => line.startsWith('{"type":1')).length;
       rawNames += theirLines.filter((line) => line.includes('"name_raw"')).length;
       allLines.push(...theirLines);
@@ -192,7 +193,7 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
   assert.ok(compared >= images.length + 3, `compared ${compared} layers`);
   assert.ok(fileEntries > 50, `${fileEntries} file entries`);
   assert.ok(rawNames >= 3, `${rawNames} names that are not UTF-8`);
-  for (const name of ['pax_global_header', 'legacy/', 'x/with-a-pax-path', 'prefixed/dir/name', 'd/q\\u003cb\\u003e\\u0026c\\"d\\\\e', 'd/sep\\u2028', 'opaque/.wh..wh..opq', 'd/.wh.gone']) {
+  for (const name of ['hard-with-size', 'pax_global_header', 'legacy/', 'x/with-a-pax-path', 'prefixed/dir/name', 'd/q\\u003cb\\u003e\\u0026c\\"d\\\\e', 'd/sep\\u2028', 'opaque/.wh..wh..opq', 'd/.wh.gone']) {
     assert.ok(allLines.some((line) => line.includes(`"name":"${name}"`)), `an entry named ${name}`);
   }
   const trailing = Buffer.from('bytes after the end of the archive\n').toString('base64');
@@ -215,8 +216,12 @@ test('Docker takes our tar-split.json.gz: after a swap in the stopped engine, do
   // Same JSON, another gzip encoder (Go's): Docker really reads our bytes below.
   assert.ok(differentBytes > 0, 'our gzip bytes differ from Go\'s for some layer');
   engine = await DockerEngine.start({ root });
-  for (const image of images) layersByImage.set(image, await layersOf(engine, image));
+  for (const image of images) layersByImage.set(image.ref, await layersOf(engine, image.ref));
   for (const [image, layers] of layersByImage) {
+    if (image === 'ts/odd-link:latest') {
+      await assert.rejects(savedLayers(engine, image), /file integrity checksum failed for "hard-with-size"/, 'Docker cannot save it, with its own file or ours');
+      continue;
+    }
     const saved = await savedLayers(engine, image);
     for (const layer of layers) {
       assert.ok(saved.has(layer.diffId), `${image}: the layer ${layer.diffId} came back changed or not at all (got ${[...saved.keys()].join(', ')})`);
