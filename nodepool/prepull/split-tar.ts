@@ -1,6 +1,6 @@
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { BLOCK, checksumMatches, decodeName, fieldBytes, isZeroBlock, padding, parseNumeric, parsePaxInteger, parsePaxRecords, type PaxRecord } from '../../imagebuilder/tar/fields.js';
-import { crc64Hasher } from './crc64.js';
+import { crc64Hasher, type Crc64Hasher } from './crc64.js';
 import type { TarSplitSink } from './tar-split.js';
 
 /**
@@ -34,7 +34,7 @@ export type SplitTarEntry = {
 export type SplitTarVisitor = {
   /** Each entry before its payload. PAX global (`g`) headers are not entries here: Docker ignores them. */
   entry?(entry: SplitTarEntry): void | Promise<void>;
-  /** The current entry's payload, in order; a chunk may share memory with the input, do not keep it. */
+  /** The current entry's payload, in order; a chunk shares memory with the input: do not change it. */
   data?(chunk: Buffer): void | Promise<void>;
 };
 
@@ -47,13 +47,14 @@ const MAX_META = 16 << 20;
 const HEADER_ONLY = new Set(['1', '2', '3', '4', '5', '6']);
 
 /**
- * Walks the tar in `input` (e.g. a Readable of the uncompressed layer), feeding `sink` and
+ * Walks the tar in `input` (a Readable of the uncompressed layer, or any iterable of chunks), feeding `sink` and
  * `visitor`; resolves when the input has ended, everything after the end-of-archive blocks
  * included. Corrupt or truncated input, and sparse files (which tar-split cannot put back), are
  * BuildfleetErrors naming `what`.
  */
-export async function splitTar(input: AsyncIterable<Buffer>, sink: TarSplitSink, visitor: SplitTarVisitor = {}, what = 'layer'): Promise<SplitTarSummary> {
-  const source = new ChunkSource(input[Symbol.asyncIterator](), what);
+export async function splitTar(input: AsyncIterable<Buffer> | Iterable<Buffer>, sink: TarSplitSink, visitor: SplitTarVisitor = {}, what = 'layer'): Promise<SplitTarSummary> {
+  const chunks = Symbol.asyncIterator in input ? input[Symbol.asyncIterator]() : (async function* () { yield* input; })();
+  const source = new ChunkSource(chunks, what);
   const summary: SplitTarSummary = { entries: 0, payloadBytes: 0, archiveBytes: 0 };
   const fail = (message: string) => new BuildfleetError('format', `${what}: ${message}`);
   let owedPadding = 0; // the last data's padding: Go reads it before the next header, into its segment
@@ -114,13 +115,14 @@ export async function splitTar(input: AsyncIterable<Buffer>, sink: TarSplitSink,
     longName = longLink = undefined;
 
     await visitor.entry?.({ name, linkname: decodeName(linkBytes), typeflag: type, size: entrySize, dataSize, header: block, pax: records });
-    const hasher = entrySize > 0 ? crc64Hasher(dataSize) : undefined;
+    const crc = entrySize > 0 ? new PayloadCrc(dataSize) : undefined;
     for (let left = dataSize; left > 0; ) {
       const chunk = await source.upTo(left);
       left -= chunk.length;
-      await Promise.all([hasher?.update([chunk]), visitor.data?.(chunk)]);
+      await crc?.add(chunk);
+      await visitor.data?.(chunk);
     }
-    sink.file(name, entrySize, hasher?.final());
+    sink.file(name, entrySize, await crc?.sum());
     summary.entries++;
     summary.payloadBytes += dataSize;
     owedPadding = padding(dataSize);
@@ -132,6 +134,45 @@ export async function splitTar(input: AsyncIterable<Buffer>, sink: TarSplitSink,
   }
   summary.archiveBytes = source.offset;
   return summary;
+}
+
+/**
+ * A payload's CRC-64, summed on the thread pool in batches of about 1 MiB while the walker reads
+ * on (one batch running, one filling): a pool round trip per input chunk would cost more than
+ * the sum. Chunks are kept until summed, so the input must not reuse its buffers.
+ */
+class PayloadCrc {
+  private static readonly BATCH = 1 << 20;
+  private readonly hasher: Crc64Hasher;
+  private batch: Buffer[] = [];
+  private bytes = 0;
+  private running: Promise<void> | undefined;
+
+  constructor(size: number) {
+    this.hasher = crc64Hasher(size);
+  }
+
+  async add(chunk: Buffer): Promise<void> {
+    this.batch.push(chunk);
+    this.bytes += chunk.length;
+    if (this.bytes < PayloadCrc.BATCH) return;
+    await this.running;
+    this.send();
+  }
+
+  async sum(): Promise<Buffer> {
+    await this.running;
+    if (this.batch.length > 0) this.send();
+    await this.running;
+    return this.hasher.final();
+  }
+
+  private send(): void {
+    const buffers = this.batch;
+    this.batch = [];
+    this.bytes = 0;
+    this.running = this.hasher.update(buffers);
+  }
 }
 
 /** The value of the last record with this key, unless empty (Go keeps the header's value then). */
