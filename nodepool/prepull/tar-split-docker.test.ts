@@ -18,7 +18,9 @@ import { splitTar } from './split-tar.js';
  * real `docker build` (Docker's tar writer) and of tars imported as they are (GNU tar in gnu,
  * ustar and posix formats with its 10 KiB records, and a hand-made tar with a PAX global header,
  * a legacy directory and bytes after the end of the archive), splitTar + TarSplitRecorder over
- * the layer tar must give Docker's file line for line. Then Docker must take our files: in the
+ * the layer tar must give Docker's file line for line (byte for byte for docker build's layers;
+ * for imported tars with bytes after the end blocks, the tail's split into segments may differ,
+ * its bytes may not). Then Docker must take our files: in the
  * stopped engine each layer's file is replaced by ours, and `docker save` must give every layer
  * tar back with its diff_id. Real daemons, root.
  */
@@ -161,9 +163,22 @@ async function ourTarSplit(tarPath: string): Promise<Buffer> {
   return recorder.finish();
 }
 
+/**
+ * The document's lines with the segments after the end-of-archive blocks joined into one line:
+ * tar-split records what trails the archive a segment per read, and where a read splits it
+ * depends on the stream under Docker, so only the bytes must agree there.
+ */
+function withTailJoined(document: string): string[] {
+  const lines = document.split('\n');
+  const lastFile = lines.findLastIndex((line) => line.startsWith('{"type":1'));
+  const tail = lines.slice(lastFile + 2).filter((line) => line !== '');
+  const bytes = Buffer.concat(tail.map((line) => Buffer.from((JSON.parse(line) as { payload: string }).payload, 'base64')));
+  return [...lines.slice(0, lastFile + 2), `tail ${bytes.toString('base64')}`];
+}
+
 const ours = new Map<string, Buffer>(); // chain id -> our tar-split.json.gz
 
-test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for line', { timeout: 300_000 }, async () => {
+test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for line (byte for byte for docker build\'s layers)', { timeout: 300_000 }, async () => {
   assert.ok(engine);
   let compared = 0;
   let fileEntries = 0;
@@ -177,11 +192,12 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
       const theirs = gunzipSync(await readFile(dockerTarSplitPath(engine, layer))).toString('utf8');
       const mine = await ourTarSplit(tarPath);
       const mineText = gunzipSync(mine).toString('utf8');
-      const [theirLines, myLines] = [theirs.split('\n'), mineText.split('\n')];
+      const [theirLines, myLines] = [withTailJoined(theirs), withTailJoined(mineText)];
       for (let i = 0; i < Math.max(theirLines.length, myLines.length); i++) {
         assert.equal(myLines[i], theirLines[i], `${image.ref} layer ${layer.diffId}: line ${i}`);
       }
-      assert.equal(mineText, theirs, `${image.ref} layer ${layer.diffId}: the whole document`);
+      // Byte for byte where nothing trails the archive (every layer docker build makes).
+      if (!image.tar) assert.equal(mineText, theirs, `${image.ref} layer ${layer.diffId}: the whole document`);
       fileEntries += theirLines.filter((line) => line.startsWith('{"type":1')).length;
       rawNames += theirLines.filter((line) => line.includes('"name_raw"')).length;
       allLines.push(...theirLines);
@@ -197,7 +213,7 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
     assert.ok(allLines.some((line) => line.includes(`"name":"${name}"`)), `an entry named ${name}`);
   }
   const trailing = Buffer.from('bytes after the end of the archive\n').toString('base64');
-  assert.ok(allLines.some((line) => line.includes(`"payload":"${trailing}"`)), 'a segment of bytes after the end of the archive');
+  assert.ok(allLines.some((line) => line === `tail ${trailing}`), 'bytes after the end of the archive');
 });
 
 test('Docker takes our tar-split.json.gz: after a swap in the stopped engine, docker save gives every layer back by diff_id', { timeout: 300_000 }, async () => {
