@@ -16,8 +16,11 @@ function referenceCrc64(data: Uint8Array): string {
   return (crc ^ mask).toString(16).padStart(16, '0');
 }
 
-/** Sizes around every boundary the code has: the 8-byte slices, the native threshold, big payloads. */
-const SIZES = [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 511, 512, 513, 4095, 65_535, NATIVE_MIN_BYTES, NATIVE_MIN_BYTES + 3, 1_000_003];
+/**
+ * Sizes around every boundary the code has: the 8-byte slices, the native folding (16-byte
+ * steps from 64 bytes on), the native threshold, big payloads.
+ */
+const SIZES = [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 79, 80, 81, 95, 96, 127, 128, 129, 511, 512, 513, 4095, 65_535, NATIVE_MIN_BYTES, NATIVE_MIN_BYTES + 3, 1_000_003];
 
 test('known CRC-64/ISO vectors (Go hash/crc64 with the ISO table)', () => {
   assert.equal(crc64(Buffer.from('123456789')).toString('hex'), 'b90956c775a41001');
