@@ -79,6 +79,20 @@ test('the recorder: segments between files joined, the tail a segment per chunk 
   await assert.rejects(recorder.finish(), /already finished/);
 });
 
+test('drained() lets a walker wait for gzip, and never waits for a drain that came before the call', { timeout: 20_000 }, async () => {
+  const recorder = new TarSplitRecorder();
+  const header = Buffer.alloc(512, 0x61);
+  for (let i = 0; i < 20_000; i++) {
+    recorder.segment(header);
+    recorder.file(`f${i}`, 0, undefined);
+    if (i % 1000 === 0) await recorder.drained();
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200)); // gzip catches up and says 'drain' to nobody
+  await recorder.drained();
+  const lines = gunzipSync(await recorder.finish()).toString().trim().split('\n');
+  assert.equal(lines.length, 40_001, 'a segment and a file per round, and the empty tail');
+});
+
 test('the recorder refuses what tar-split refuses: the same path twice, a payload without its CRC', () => {
   const recorder = new TarSplitRecorder();
   recorder.file('./a/b/', 0, undefined);

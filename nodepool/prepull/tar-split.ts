@@ -68,7 +68,6 @@ export class TarSplitRecorder implements TarSplitSink {
   private ended = false;
   private readonly seen = new Set<string>();
   private finished = false;
-  private needsDrain = false;
 
   constructor() {
     this.gzip.on('data', (chunk: Buffer) => this.output.push(chunk));
@@ -116,10 +115,8 @@ export class TarSplitRecorder implements TarSplitSink {
    * keep memory bounded when the walker outruns the compressor).
    */
   async drained(): Promise<void> {
-    if (this.needsDrain) {
-      await once(this.gzip, 'drain');
-      this.needsDrain = false;
-    }
+    // Asks the stream, not a flag of our own: a 'drain' that came before this call still counts.
+    if (this.gzip.writableNeedDrain) await once(this.gzip, 'drain');
   }
 
   /** The gzip-compressed JSON lines; the recorder takes nothing after this. */
@@ -154,7 +151,7 @@ export class TarSplitRecorder implements TarSplitSink {
   private write(line: string): void {
     this.batch += line;
     if (this.batch.length < BATCH_CHARS) return;
-    if (!this.gzip.write(this.batch)) this.needsDrain = true;
+    this.gzip.write(this.batch);
     this.batch = '';
   }
 }
