@@ -134,7 +134,7 @@ describe('direct pre-pull into a stopped engine', { timeout: 900_000 }, () => {
 
   test('a registry that is not there: a clear error naming it, nothing in the store', async () => {
     const dataRoot = join(work.path, 'gone');
-    const ref = pinned.get('empty-directory')!.replace(`127.0.0.1:${registry.port}`, '127.0.0.1:9');
+    const ref = pinned.get(CASES[0]!)!.replace(`127.0.0.1:${registry.port}`, '127.0.0.1:9');
     await assert.rejects(installImage(ref, { dataRoot, registry: { retries: 1, retryBaseDelayMs: 20 }, resume: { retries: 1, baseDelayMs: 20 } }), /127\.0\.0\.1:9/);
     assert.deepEqual(await storeContents(dataRoot), { cacheDirs: [], layers: [], images: [] });
   });

@@ -13,7 +13,6 @@ import { Index, Manifest, type Descriptor } from '../../imagebuilder/oci/schemas
 import { RegistryClient } from '../../imagebuilder/registry/client.js';
 import type { RegistryOptions } from '../../imagebuilder/registry/options.js';
 import { resumableBlob, type ResumePolicy } from './blob-fetch.js';
-import { crc64Hasher } from './crc64.js';
 import { DockerImageStore, type CommitLayer } from './docker-store.js';
 import { UnsupportedLayer, walkLayer } from './layer-walk.js';
 import { TarSplitRecorder } from './tar-split.js';
@@ -122,12 +121,7 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
     const tarSplit = new TarSplitRecorder();
     const extractor = spawnExtractor(target.diffDir, what, signal);
     const walked = (async () => {
-      const facts = await walkLayer(diff, {
-        forward: (chunk) => extractor.write(chunk),
-        segment: (raw) => tarSplit.segment(raw),
-        file: (name, size, crc) => tarSplit.file(name, size, crc),
-        crc64: crc64Hasher,
-      }, what);
+      const facts = await walkLayer(diff, (chunk) => extractor.write(chunk), tarSplit, what);
       await extractor.end();
       return facts;
     })();

@@ -29,6 +29,8 @@ export type SplitTarEntry = {
   header: Buffer;
   /** Records of its PAX `x` header (xattrs, times, ids), binary values; empty when there is none. */
   pax: PaxRecord[];
+  /** The raw bytes of its extension headers (PAX x, GNU L and K, each with its data and padding), before `header`: an extractor gets them as they are. */
+  extensions: Buffer[];
 };
 
 export type SplitTarVisitor = {
@@ -61,9 +63,16 @@ export async function splitTar(input: AsyncIterable<Buffer> | Iterable<Buffer>, 
   let pax: PaxRecord[] = [];
   let longName: Buffer | undefined;
   let longLink: Buffer | undefined;
+  let extensions: Buffer[] = [];
+  let paddingOfExtension = false;
   for (;;) {
-    if (owedPadding > 0) sink.segment(await source.exact(owedPadding, 'padding'));
+    if (owedPadding > 0) {
+      const bytes = await source.exact(owedPadding, 'padding');
+      sink.segment(bytes);
+      if (paddingOfExtension) extensions.push(bytes);
+    }
     owedPadding = 0;
+    paddingOfExtension = false;
     await sink.drained?.();
     const block = await source.exact(BLOCK, 'header', true);
     if (block.length === 0) break; // the input ended at a block boundary: no end-of-archive blocks
@@ -84,6 +93,10 @@ export async function splitTar(input: AsyncIterable<Buffer> | Iterable<Buffer>, 
       const data = await source.exact(size, 'extension header');
       sink.segment(data);
       owedPadding = padding(size);
+      if (typeflag !== 'g') {
+        extensions.push(block, data);
+        paddingOfExtension = true;
+      }
       if (typeflag === 'L') longName = fieldBytes(data, 0, data.length);
       else if (typeflag === 'K') longLink = fieldBytes(data, 0, data.length);
       else if (typeflag === 'x') pax = parsePaxRecords(data, what);
@@ -95,6 +108,7 @@ export async function splitTar(input: AsyncIterable<Buffer> | Iterable<Buffer>, 
         summary.entries++;
         pax = [];
         longName = longLink = undefined;
+        extensions = [];
       }
       continue;
     }
@@ -111,10 +125,12 @@ export async function splitTar(input: AsyncIterable<Buffer> | Iterable<Buffer>, 
     const dataSize = HEADER_ONLY.has(type) ? 0 : entrySize;
     const name = decodeName(nameBytes);
     const records = pax;
+    const raw = extensions;
     pax = [];
+    extensions = [];
     longName = longLink = undefined;
 
-    await visitor.entry?.({ name, linkname: decodeName(linkBytes), typeflag: type, size: entrySize, dataSize, header: block, pax: records });
+    await visitor.entry?.({ name, linkname: decodeName(linkBytes), typeflag: type, size: entrySize, dataSize, header: block, pax: records, extensions: raw });
     const crc = entrySize > 0 ? new PayloadCrc(dataSize) : undefined;
     for (let left = dataSize; left > 0; ) {
       const chunk = await source.upTo(left);

@@ -82,6 +82,11 @@ export class FaultProxy {
     this.rules.push({ fault, remaining: times, match });
   }
 
+  /** Drops every fault still to come: the registry answers normally again. */
+  clearFaults(): void {
+    this.rules.length = 0;
+  }
+
   /** Sets response header `name` to `value` on every answer to a request that `match`es (a lying registry or cache). */
   rewriteResponseHeader(name: string, value: string, match: (method: string, url: string) => boolean): void {
     this.rewrites.push({ name: name.toLowerCase(), value, match });
