@@ -14,11 +14,11 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
     )
     .option('--image <ref>', 'measure this image (any transport) instead of a generated one')
     .option('--preset <name>', 'generated image: small (10 layers, for tests) or large (about 70 layers, 2.5 GB, 150k files)', 'small')
-    .option('--variants <list>', 'comma-separated: layered or kN (squashed to N layers), each optionally -preloaded (nodes cloned from a baked runtime disk)', 'layered,k1,k4,k8,k1-preloaded')
+    .option('--variants <list>', 'comma-separated: layered or kN (squashed to N layers), each optionally -direct (buildfleet writes the image into the runtime\'s store) or -preloaded (nodes cloned from a baked runtime disk); default layered,k1,k4,k8,layered-direct,k4-direct,k8-direct,k1-preloaded')
     .option('--runs <n>', 'runs per variant and floor (median, min and max)', (v) => positiveInt(v, '--runs'), 3)
     .option('--concurrent <n>', 'cold nodes started at once against the one registry', (v) => positiveInt(v, '--concurrent'), 1)
     .option('--out <dir>', 'also write report.md, report.json, time-to-ready.svg and .png there')
-    .action(async (flags: { image?: string; preset: string; variants: string; runs: number; concurrent: number; out?: string }) => {
+    .action(async (flags: { image?: string; preset: string; variants?: string; runs: number; concurrent: number; out?: string }) => {
       const options = globals();
       const [{ benchTimeToReady, parseVariant }, { markdown }, { BUILD_IMAGE_PRESETS }] = await Promise.all([
         import('../bench/time-to-ready/run.js'),
@@ -33,7 +33,7 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
       const report = await benchTimeToReady({
         ...(flags.image && { image: flags.image }),
         preset: flags.preset as keyof typeof BUILD_IMAGE_PRESETS,
-        variants: flags.variants.split(',').map((v) => parseVariant(v.trim())),
+        ...(flags.variants && { variants: flags.variants.split(',').map((v) => parseVariant(v.trim())) }),
         runs: flags.runs,
         concurrent: flags.concurrent,
         ...(flags.out && { out: flags.out }),

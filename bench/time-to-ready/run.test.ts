@@ -13,7 +13,7 @@ const out = await mkdtemp(join(tmpdir(), 'bf-ttr-out-'));
 after(() => rm(out, { recursive: true, force: true }));
 
 test('bench time-to-ready on the small preset: every variant and phase measured, both floors, the report files', { timeout: 900_000 }, async () => {
-  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k1-preloaded', '--runs', '1', '--out', out], {
+  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--out', out], {
     cwd: repoRoot,
     reject: false,
     timeout: 840_000,
@@ -21,7 +21,7 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
   assert.equal(cli.exitCode, 0, cli.stderr);
   const report = JSON.parse(cli.stdout) as TimeToReadyReport;
   assert.equal(report.kind, 'time-to-ready');
-  assert.deepEqual(report.rows.map((row) => row.variant), ['layered', 'k1', 'k2', 'k1-preloaded']);
+  assert.deepEqual(report.rows.map((row) => row.variant), ['layered', 'k1', 'k2', 'k2-direct', 'k1-preloaded']);
   for (const row of report.rows) {
     assert.equal(row.runs, 1);
     for (const phase of PHASES) assert.ok(Number.isFinite(row.phases[phase]) && row.phases[phase] >= 0, `${row.variant}: ${phase} = ${row.phases[phase]}`);

@@ -25,9 +25,13 @@ import { summarize, type FloorRun, type NodeRun, type Phase, type TimeToReadyRep
  * are measured in the same run on the same kind of disk. Needs root (loop disks, dockerd).
  */
 
-export const VARIANTS = ['layered', 'k1', 'k4', 'k8', 'k1-preloaded'] as const;
-/** The image (layered, or squashed to kN), and `-preloaded` for nodes cloned from a baked runtime disk. */
-export type VariantName = `${'layered' | `k${number}`}${'' | '-preloaded'}`;
+export const VARIANTS = ['layered', 'k1', 'k4', 'k8', 'layered-direct', 'k4-direct', 'k8-direct', 'k1-preloaded'] as const;
+/**
+ * The image (layered, or squashed to kN) and the pre-pull mode: none for the runtime's own pull,
+ * `-direct` for buildfleet's direct pre-pull, `-preloaded` for nodes cloned from a baked runtime disk.
+ */
+export type VariantName = `${'layered' | `k${number}`}${'' | '-direct' | '-preloaded'}`;
+type PrepullMode = 'pull' | 'direct' | 'preloaded-disk';
 
 export type TimeToReadyOptions = {
   /** A user's own image (any transport); else the preset is generated. */
@@ -50,22 +54,23 @@ const PHASE_OF: Record<Phase, keyof PhaseTimes | 'firstRunMs'> = {
 };
 
 export function parseVariant(text: string): VariantName {
-  const match = /^(layered|k([1-9][0-9]?))(-preloaded)?$/.exec(text);
-  if (!match) throw new BuildfleetError('usage', `--variants: ${JSON.stringify(text)} is not a variant: give layered or kN (N layers, 1-99), either with -preloaded, e.g. layered,k1,k4,k1-preloaded`);
+  const match = /^(layered|k([1-9][0-9]?))(-preloaded|-direct)?$/.exec(text);
+  if (!match) throw new BuildfleetError('usage', `--variants: ${JSON.stringify(text)} is not a variant: give layered or kN (N layers, 1-99), either with -direct or -preloaded, e.g. layered,k1,k4-direct,k1-preloaded`);
   return `${match[2] ? `k${Number(match[2])}` : 'layered'}${match[3] ?? ''}` as VariantName;
 }
 
-/** The image tag a variant's nodes pull, and whether they start from a preloaded disk. */
-function variantParts(variant: VariantName): { image: string; preloaded: boolean; k?: number } {
-  const preloaded = variant.endsWith('-preloaded');
-  const image = preloaded ? variant.slice(0, -'-preloaded'.length) : variant;
-  return { image, preloaded, ...(image !== 'layered' && { k: Number(image.slice(1)) }) };
+/** The image tag a variant's nodes pull, and how they get it. */
+function variantParts(variant: VariantName): { image: string; mode: PrepullMode; preloaded: boolean; k?: number } {
+  const [image, suffix] = variant.split('-') as [string, string | undefined];
+  const mode: PrepullMode = suffix === 'preloaded' ? 'preloaded-disk' : suffix === 'direct' ? 'direct' : 'pull';
+  return { image, mode, preloaded: mode === 'preloaded-disk', ...(image !== 'layered' && { k: Number(image.slice(1)) }) };
 }
 
 function describe(variant: VariantName, layeredLayers: number, bakeSeconds?: number): string {
-  const { k, preloaded } = variantParts(variant);
+  const { k, mode } = variantParts(variant);
   const image = k === undefined ? `the source as built, ${layeredLayers} layers` : k === 1 ? 'squashed to one layer (buildfleet image squash)' : `squashed to ${k} size-balanced layers`;
-  return preloaded ? `${image}, nodes cloned from a preloaded runtime disk (prepull.mode preloaded-disk; baked once in ${bakeSeconds?.toFixed(1)} s, not counted)` : `${image}, through the runtime's own pull`;
+  if (mode === 'preloaded-disk') return `${image}, nodes cloned from a preloaded runtime disk (prepull.mode preloaded-disk; baked once in ${bakeSeconds?.toFixed(1)} s, not counted)`;
+  return mode === 'direct' ? `${image}, through buildfleet's direct pre-pull (prepull.mode direct)` : `${image}, through the runtime's own pull`;
 }
 
 export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promise<TimeToReadyReport> {
@@ -123,10 +128,10 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     for (const variant of variants) {
       // One pool per variant, scaled up to cold nodes and back to zero for each run, as an
       // operator's pool is: a preloaded pool keeps its baked disk between runs.
-      const { image, preloaded } = variantParts(variant);
+      const { image, preloaded, mode } = variantParts(variant);
       const pool = `ttr-${variant}`;
       const spec = (nodes: number) =>
-        parsePoolSpec({ name: pool, nodes, disks: { runtime: runtimeDisk, workload: '1G' }, images: [ref(image)], prepull: { mode: preloaded ? 'preloaded-disk' : 'pull' } });
+        parsePoolSpec({ name: pool, nodes, disks: { runtime: runtimeDisk, workload: '1G' }, images: [ref(image)], prepull: { mode } });
       await manager.apply(spec(0));
       if (preloaded) {
         // Once per digest, like a GKE disk image for secondary boot disks: made ahead, not per node.

@@ -143,9 +143,11 @@ test('I/O load on the workload disk raises its Saturated condition and clears it
   await fixture.manager.delete('disks');
 });
 
-test('a node is given no job until its large image is pulled', { timeout: 300_000 }, async () => {
+test("a node is given no job until its large image is pulled (the runtime's own pull)", { timeout: 300_000 }, async () => {
   const large = await fixture.pushImage('ci/large', { dataLayers: 6, layerBytes: 40 * 1024 * 1024, seed: 'large' });
-  const spec = await fixture.writeSpec('gate', { name: 'gate', nodes: 1, disks: { runtime: '1G', workload: '256M' }, images: [large] });
+  // The runtime's pull runs while the runtime answers, so the gate is what holds a job back
+  // (the direct pre-pull is done before the runtime starts: nodepool/direct-prepull.test.ts).
+  const spec = await fixture.writeSpec('gate', { name: 'gate', nodes: 1, disks: { runtime: '1G', workload: '256M' }, images: [large], prepull: { mode: 'pull' } });
   const applied = await fixture.cli(['pool', 'apply', '-f', spec, '--no-wait']);
   assert.equal(applied.exitCode, 0, applied.stderr);
   const askedAt = Date.now();

@@ -229,6 +229,7 @@ test('the detectors\' condition transitions reach the status file and a test exp
     recorder.transitions.map((t) => [t.type, t.status, t.reason]),
     [
       ['RuntimeUnhealthy', 'False', 'ProbeAnswered'],
+      ['PrePullFailed', 'False', 'ImagesPresent'],
       ['RuntimeUnhealthy', 'True', 'RuntimeHung'],
       ['RuntimeUnhealthy', 'False', 'RuntimeRestarted'],
       ['WorkloadDiskSaturated', 'True', 'DiskBusy'],
@@ -236,7 +237,7 @@ test('the detectors\' condition transitions reach the status file and a test exp
     ],
   );
   assert.match(recorder.last('RuntimeUnhealthy')!.message, /restarted/);
-  assert.match(recorder.transitions[1]!.message, /no answer within 100 ms/);
+  assert.match(recorder.transitions[2]!.message, /no answer within 100 ms/);
   const status = (await readNodeStatus(node))!;
   assert.deepEqual(status.conditions, recorder.current(), 'the file holds the last transition of each condition');
   assert.deepEqual(status.transitions.map((t) => t.phase), ['Provisioning', 'RuntimeReady', 'Pulling', 'Ready', 'Unhealthy', 'Cordoned', 'Draining', 'RuntimeReady', 'Pulling', 'Ready']);

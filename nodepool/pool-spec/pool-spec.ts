@@ -93,7 +93,7 @@ export const poolSpecSchema = z
     /** Registries the node's runtime may reach over plain HTTP (loopback always may). */
     insecureRegistries: z.array(z.string()).default([]),
     prepull: z
-      .object({ mode: z.enum(PREPULL_MODES).default('pull') })
+      .object({ mode: z.enum(PREPULL_MODES).default('direct') })
       .strict()
       .prefault({}),
     probe: z
