@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +8,7 @@ import { leftovers, startPoolFixture, type PoolFixture } from '../test/helpers/p
 import { FaultProxy } from '../test/helpers/registry-fakes.js';
 import { parsePoolSpec } from './pool-spec/pool-spec.js';
 import { phaseTimes } from './state/lifecycle.js';
+import { blobCacheDir } from './state/store.js';
 import type { PoolView } from './pool.js';
 
 // prepull.mode: direct, through `pool apply` and a node's own agent. Real loop disks and dockerds: root.
@@ -18,15 +20,28 @@ after(async () => {
   await fixture?.stop();
 });
 
-const spec = (name: string, image: string) => ({ name, nodes: 1, disks: { runtime: '512M', workload: '256M' }, images: [image], prepull: { mode: 'direct' } });
+const spec = (name: string, image: string, nodes = 1) => ({ name, nodes, disks: { runtime: '512M', workload: '256M' }, images: [image], prepull: { mode: 'direct' } });
 const events = async (pool: string, id: string) =>
   (await readFile(join(fixture.manager.store.nodeDir(pool, id), 'events.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { event: string; [field: string]: unknown });
 
-test('a direct pre-pull node is Ready with the image written before its runtime started, and its start splits into phases', { timeout: 600_000 }, async () => {
-  const applied = await fixture.cli(['--json', 'pool', 'apply', '-f', await fixture.writeSpec('direct', spec('direct', fixture.image))]);
+test('direct pre-pull nodes started together are Ready with the image written before their runtimes started, each blob fetched once from upstream', { timeout: 600_000 }, async () => {
+  // The registry behind a proxy that logs what the nodes ask of it.
+  const upstream = await FaultProxy.start(fixture.registry.port);
+  const image = fixture.image.replace(fixture.registry.host, upstream.host);
+  let applied;
+  try {
+    applied = await fixture.cli(['--json', 'pool', 'apply', '-f', await fixture.writeSpec('direct', spec('direct', image, 2))]);
+  } finally {
+    await upstream.stop();
+  }
   assert.equal(applied.exitCode, 0, applied.stderr);
   const view = JSON.parse(applied.stdout).pool as PoolView;
-  assert.deepEqual(view.nodes.map((node) => node.phase), ['Ready']);
+  assert.deepEqual(view.nodes.map((node) => node.phase), ['Ready', 'Ready']);
+  const layers = await layerDigests(fixture, fixture.image);
+  for (const digest of layers) assert.equal(upstream.log.filter((entry) => entry.method === 'GET' && entry.url.endsWith(digest)).length, 1, `layer ${digest} fetched once for both nodes`);
+  const fromCache = (await Promise.all(view.nodes.map(async (node) => (await events('direct', node.id)).find((event) => event.event === 'direct-pull-done')!.fromCache as number))).sort((a, b) => a - b);
+  assert.equal(fromCache[0], 0, 'one node fetched from upstream');
+  assert.ok(fromCache[1]! > 0, 'the other read the blobs from the host cache');
   const id = view.nodes[0]!.id;
   const log = await events('direct', id);
   assert.ok(log.some((event) => event.event === 'direct-pull-done'), 'the agent installed the image itself');
@@ -38,12 +53,15 @@ test('a direct pre-pull node is Ready with the image written before its runtime 
   for (const phase of ['provisionMs', 'runtimeUpMs', 'downloadMs', 'extractMs'] as const) assert.ok(times[phase]! >= 0, `${phase} measured`);
   assert.equal(times.provisionMs! + times.downloadMs! + times.extractMs! + times.runtimeUpMs!, times.readyMs);
 
-  const exec = await fixture.cli(['pool', 'exec', 'direct', '--', 'sh', '-c', 'ls /data']);
-  assert.equal(exec.exitCode, 0, exec.stderr);
-  assert.deepEqual(exec.stdout.trim().split('\n'), ['blob0.bin', 'blob1.bin', 'blob2.bin']);
+  for (const node of view.nodes) {
+    const exec = await fixture.cli(['pool', 'exec', 'direct', '--', 'sh', '-c', 'ls /data']);
+    assert.equal(exec.exitCode, 0, exec.stderr);
+    assert.deepEqual(exec.stdout.trim().split('\n'), ['blob0.bin', 'blob1.bin', 'blob2.bin'], node.id);
+  }
   const deleted = await fixture.cli(['pool', 'delete', 'direct']);
   assert.equal(deleted.exitCode, 0, deleted.stderr);
   assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [] });
+  assert.ok(!existsSync(blobCacheDir(fixture.stateDir)), 'the blob cache goes with the last pool');
 });
 
 test('an upstream that breaks every download: the node is held out of Ready with PrePullFailed, and becomes Ready once the upstream is back', { timeout: 600_000 }, async () => {

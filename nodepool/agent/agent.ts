@@ -3,6 +3,7 @@ import { nodePaths, readNodeRecord, resolveNodeDir } from '../state/store.js';
 import { NodeRuntime } from '../local/runtime.js';
 import { joinCgroup, nodeDaemonsCgroupName } from '../local/cgroups.js';
 import { NodeAgent } from './node-agent.js';
+import { SharedBlobCache } from '../prepull/blob-cache.js';
 import { StatusFileExporter } from './exporters/status-file.js';
 import { EventLogExporter } from './exporters/event-log.js';
 import { PrometheusExporter } from './exporters/prometheus.js';
@@ -46,6 +47,7 @@ export async function runAgent(given: string): Promise<void> {
       ...(status && { status }),
       pid: process.pid,
       metricsUrl: server.url,
+      blobCache: new SharedBlobCache(paths.blobCache),
     });
     if (stopAsked) agent.stop();
     await agent.run();

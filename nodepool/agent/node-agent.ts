@@ -13,6 +13,7 @@ import { PrePullDetector } from './detectors/prepull.js';
 import { DirectPrePull } from './detectors/direct-prepull.js';
 import type { RuntimeImageStore } from '../runtime/host.js';
 import type { ResumePolicy } from '../prepull/blob-fetch.js';
+import type { SharedBlobCache } from '../prepull/blob-cache.js';
 
 export type NodeAgentOptions = {
   /** The node dir: node.json (settings, reloaded when `pool apply` rewrites it). */
@@ -26,6 +27,8 @@ export type NodeAgentOptions = {
   metricsUrl?: string;
   /** How the direct pre-pull resumes broken downloads (tests make it quick). */
   resume?: ResumePolicy;
+  /** The host's blob cache, shared by the nodes the direct pre-pull runs on. */
+  blobCache?: SharedBlobCache;
   /** /proc/diskstats, unless a test gives its own. */
   diskstatsPath?: string;
 };
@@ -165,7 +168,7 @@ export class NodeAgent {
 
   private async installDirect(store: RuntimeImageStore): Promise<void> {
     try {
-      const marks = await new DirectPrePull(this.sink, { insecureRegistries: this.node.spec.insecureRegistries, ...(this.options.resume && { resume: this.options.resume }) }).install(this.node.images, store, this.stopping.signal);
+      const marks = await new DirectPrePull(this.sink, { insecureRegistries: this.node.spec.insecureRegistries, ...(this.options.resume && { resume: this.options.resume }), ...(this.options.blobCache && { blobCache: this.options.blobCache }) }).install(this.node.images, store, this.stopping.signal);
       if (marks) {
         this.status.install = marks;
         await this.save();

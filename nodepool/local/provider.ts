@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { packageEntry, packageRoot } from '../../imagebuilder/package-root.js';
 import { transition } from '../state/lifecycle.js';
-import { writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
+import { blobCacheDir, writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
 import type { PoolSpec } from '../pool-spec/pool-spec.js';
 import { nodeSettings, type JobIO, type JobRequest, type JobRun, type NodeDescription, type NodeStatusSource, type Provider, type Released } from '../provider.js';
 import { createDisk, freeBytes } from './disks.js';
@@ -16,6 +16,7 @@ import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers } 
 import { isAlive } from './processes.js';
 import { runContainerJob } from './jobs.js';
 import { bakeKey, DiskStore, removeDiskStoreIfUnused } from './disk-store.js';
+import { SharedBlobCache } from '../prepull/blob-cache.js';
 import { bakeImages } from './bake.js';
 
 /**
@@ -225,6 +226,8 @@ export class LocalProvider implements Provider {
       released.loopDevices += await (await DiskStore.open(this.store.root)).releasePool(pool);
     }
     await removeDiskStoreIfUnused(this.store.root);
+    // The blobs the pools' nodes shared: kept while another pool may start nodes from them.
+    if ((await this.store.listPools()).every((other) => other === pool)) await new SharedBlobCache(blobCacheDir(this.store.root)).remove();
     return { processes: 0, ...released };
   }
 

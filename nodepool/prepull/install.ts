@@ -13,6 +13,7 @@ import { Index, Manifest, type Descriptor } from '../../imagebuilder/oci/schemas
 import { RegistryClient } from '../../imagebuilder/registry/client.js';
 import type { RegistryOptions } from '../../imagebuilder/registry/options.js';
 import { resumableBlob, type ResumePolicy } from './blob-fetch.js';
+import type { SharedBlobCache } from './blob-cache.js';
 import { DockerImageStore, type CommitLayer } from './docker-store.js';
 import { UnsupportedLayer, walkLayer } from './layer-walk.js';
 import { TarSplitRecorder } from './tar-split.js';
@@ -35,6 +36,8 @@ export type InstallOptions = {
   concurrency?: number;
   /** Resumes of a broken download before giving up. */
   resume?: ResumePolicy;
+  /** Blobs shared with the other nodes of this host: each is fetched from upstream once. */
+  blobCache?: SharedBlobCache;
   /** Called as bytes arrive (blob bytes, all layers together). */
   onProgress?: (progress: { downloadedBytes: number; totalBytes: number }) => void;
 };
@@ -45,7 +48,9 @@ export type InstallResult = {
   layers: number;
   /** Layers the store already held (shared with an image installed before). */
   reused: number;
+  /** Blob bytes fetched from the registry by this install (the rest came from the host's blob cache). */
   downloadedBytes: number;
+  fromCacheBytes: number;
   /** performance.now() when the last blob byte arrived, and when the image was committed. */
   downloadedAt: number;
   finishedAt: number;
@@ -95,6 +100,7 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
   const existing = await Promise.all(chainIds.map((chainId) => store.existingLayer(chainId)));
   const totalBytes = plan.layers.reduce((sum, layer, i) => sum + (existing[i] ? 0 : layer.size), 0);
   let downloadedBytes = 0;
+  let fromCacheBytes = 0;
   let downloadedAt = performance.now();
   const abort = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
@@ -106,16 +112,21 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
     const what = `${pinned} layer ${i + 1}/${plan.layers.length} (${layer.digest})`;
     const target = await store.newLayer();
     made.push(target.cacheId);
-    const blob = resumableBlob(client, plan.repo, layer.digest, layer.size, {
-      signal,
-      ...(options.resume && { policy: options.resume }),
-      onBytes: (n) => {
-        downloadedBytes += n;
-        downloadedAt = performance.now();
-        options.onProgress?.({ downloadedBytes, totalBytes });
-      },
-    });
+    const fetchBlob = () =>
+      resumableBlob(client, plan.repo, layer.digest, layer.size, {
+        signal,
+        ...(options.resume && { policy: options.resume }),
+        onBytes: (n) => {
+          downloadedBytes += n;
+          options.onProgress?.({ downloadedBytes, totalBytes });
+        },
+      });
+    const { stream: blob, from } = options.blobCache ? await options.blobCache.open(layer.digest, fetchBlob, signal) : { stream: fetchBlob(), from: 'upstream' as const };
     const verified = new VerifyingStream(layer.digest, layer.size, `blob ${layer.digest} of ${pinned}`);
+    verified.once('end', () => {
+      downloadedAt = Math.max(downloadedAt, performance.now());
+      if (from === 'cache') fromCacheBytes += layer.size;
+    });
     const inflate = decompressor(compressionOf(layer.mediaType));
     const diff = new DigestStream('sha256');
     const tarSplit = new TarSplitRecorder();
@@ -159,7 +170,7 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
       ...(extracted[i] && { extracted: extracted[i] }),
     }));
     await store.commit({ repository: plan.repository, pinnedDigest: plan.pinnedDigest, imageId: plan.imageId, config: plan.config, layers });
-    return { pinned, imageId: plan.imageId, layers: plan.layers.length, reused: existing.filter(Boolean).length, downloadedBytes, downloadedAt, finishedAt: performance.now() };
+    return { pinned, imageId: plan.imageId, layers: plan.layers.length, reused: existing.filter(Boolean).length, downloadedBytes, fromCacheBytes, downloadedAt, finishedAt: performance.now() };
   } catch (err) {
     abort.abort(err);
     // Every extraction stops (its tar killed) before what it wrote is removed.

@@ -121,7 +121,14 @@ export function nodePaths(nodeDir: string) {
     dataRoot: join(nodeDir, 'runtime', 'docker'),
     containerdRoot: join(nodeDir, 'runtime', 'containerd'),
     containerdState: join(run, 'containerd-state'),
+    // Shared by every node of the state dir (STATE/pools/POOL/nodes/ID): blobs fetched once per host.
+    blobCache: blobCacheDir(join(nodeDir, '..', '..', '..', '..')),
   };
+}
+
+/** The host's blob cache of a state dir: the direct pre-pull fetches each blob into it once for all nodes. */
+export function blobCacheDir(stateRoot: string): string {
+  return join(stateRoot, 'blob-cache');
 }
 export type NodePaths = ReturnType<typeof nodePaths>;
 

@@ -3,6 +3,7 @@ import type { NodeStatus, PinnedImage } from '../../state/store.js';
 import { installImage } from '../../prepull/install.js';
 import { UnsupportedLayer } from '../../prepull/layer-walk.js';
 import type { ResumePolicy } from '../../prepull/blob-fetch.js';
+import type { SharedBlobCache } from '../../prepull/blob-cache.js';
 import type { DetectorSink } from '../problems.js';
 import { PREPULL_FAILED } from './prepull.js';
 
@@ -17,7 +18,7 @@ import { PREPULL_FAILED } from './prepull.js';
 export class DirectPrePull {
   constructor(
     private readonly sink: DetectorSink,
-    private readonly settings: { insecureRegistries: string[]; resume?: ResumePolicy },
+    private readonly settings: { insecureRegistries: string[]; resume?: ResumePolicy; blobCache?: SharedBlobCache },
   ) {}
 
   /** The install's marks for the node's status when every image went in; undefined when the runtime's pull must do (some of) it. */
@@ -35,10 +36,11 @@ export class DirectPrePull {
           registry: { insecure: this.settings.insecureRegistries },
           signal,
           ...(this.settings.resume && { resume: this.settings.resume }),
+          ...(this.settings.blobCache && { blobCache: this.settings.blobCache }),
         });
         downloadedBytes += result.downloadedBytes;
         downloadedAt = Math.max(downloadedAt, result.downloadedAt);
-        this.sink.event('direct-pull-done', { image: image.pinned, ms: Math.round(result.finishedAt - startedPerf), layers: result.layers, reused: result.reused, bytes: result.downloadedBytes });
+        this.sink.event('direct-pull-done', { image: image.pinned, ms: Math.round(result.finishedAt - startedPerf), layers: result.layers, reused: result.reused, bytes: result.downloadedBytes, fromCache: result.fromCacheBytes });
       } catch (err) {
         if (signal.aborted) return undefined;
         const message = (err as Error).message.split('\n')[0]!;
