@@ -17,8 +17,9 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
     .option('--variants <list>', 'comma-separated: layered or kN (squashed to N layers), each optionally -direct (buildfleet writes the image into the runtime\'s store) or -preloaded (nodes cloned from a baked runtime disk); default layered,k1,k4,k8,layered-direct,k4-direct,k8-direct,k1-preloaded')
     .option('--runs <n>', 'runs per variant and floor (median, min and max)', (v) => positiveInt(v, '--runs'), 3)
     .option('--concurrent <n>', 'cold nodes started at once against the one registry', (v) => positiveInt(v, '--concurrent'), 1)
+    .option('--upstream-mbps <n>', 'cap the link from the registry to the nodes (and floors) at N megabits per second, shared, as a remote registry behind one uplink; the report shows the bytes each run took from upstream either way', (v) => positiveInt(v, '--upstream-mbps'))
     .option('--out <dir>', 'also write report.md, report.json, time-to-ready.svg and .png there')
-    .action(async (flags: { image?: string; preset: string; variants?: string; runs: number; concurrent: number; out?: string }) => {
+    .action(async (flags: { image?: string; preset: string; variants?: string; runs: number; concurrent: number; upstreamMbps?: number; out?: string }) => {
       const options = globals();
       const [{ benchTimeToReady, parseVariant }, { markdown }, { BUILD_IMAGE_PRESETS }] = await Promise.all([
         import('../bench/time-to-ready/run.js'),
@@ -36,6 +37,7 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
         ...(flags.variants && { variants: flags.variants.split(',').map((v) => parseVariant(v.trim())) }),
         runs: flags.runs,
         concurrent: flags.concurrent,
+        ...(flags.upstreamMbps && { upstreamMbps: flags.upstreamMbps }),
         ...(flags.out && { out: flags.out }),
         ...(log && { log }),
       });

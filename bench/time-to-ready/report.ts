@@ -51,6 +51,8 @@ export type ReportMeta = {
   preset?: string;
   cores: number;
   concurrent: number;
+  /** The cap on the upstream link (megabits per second, shared by all nodes), when there was one. */
+  upstreamMbps?: number;
   runsPerVariant: number;
   startedAt: string;
   /** What each variant is, in a few words, by name. */
@@ -113,7 +115,8 @@ export function markdown(report: TimeToReadyReport): string {
     ...(withBytes ? [row.upstreamBytes ? mb(row.upstreamBytes.median) : ''] : []),
   ]);
   const floorRows = report.floors.map((row) => [`${row.floor}: ${row.what.replaceAll('|', '\\|')}`, ...PHASES.map(() => ''), '', range(row.seconds), row.floor === 'stream floor' ? '1.00x' : '', ...(withBytes ? [''] : [])]);
-  const title = `Time to ready: ${meta.image}, ${meta.concurrent} node(s) at once, ${meta.runsPerVariant} run(s) each, ${meta.cores} cores, ${meta.startedAt}. The floors are pulls only: compare them with the pull column.`;
+  const link = meta.upstreamMbps ? `, upstream capped at ${meta.upstreamMbps} Mbit/s` : '';
+  const title = `Time to ready: ${meta.image}, ${meta.concurrent} node(s) at once${link}, ${meta.runsPerVariant} run(s) each, ${meta.cores} cores, ${meta.startedAt}. The floors are pulls only: compare them with the pull column.`;
   const legend = Object.entries(meta.variants).map(([name, what]) => `- ${name}: ${what}`);
   return [title, '', markdownTable(header, [...rows, ...floorRows]), '', ...legend, ''].join('\n');
 }

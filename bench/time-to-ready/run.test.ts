@@ -13,7 +13,7 @@ const out = await mkdtemp(join(tmpdir(), 'bf-ttr-out-'));
 after(() => rm(out, { recursive: true, force: true }));
 
 test('bench time-to-ready on the small preset: every variant and phase measured, both floors, the report files', { timeout: 900_000 }, async () => {
-  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--out', out], {
+  const cli = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--concurrent', '2', '--upstream-mbps', '800', '--out', out], {
     cwd: repoRoot,
     reject: false,
     timeout: 840_000,
@@ -35,6 +35,13 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
     assert.ok(row.pullPerStreamFloor && row.pullPerStreamFloor > 0);
     assert.ok(Math.abs(row.pull.median - row.phases.download - row.phases['decompress + extract']) < 0.05);
   }
+  // Two nodes at once: through the runtime's pull each fetches the image; the direct pre-pull's
+  // nodes share the host's blob cache, so upstream carries it once.
+  const upstream = (variant: string) => report.rows.find((row) => row.variant === variant)!.upstreamBytes!.median;
+  assert.ok(upstream('k2-direct') < 0.7 * upstream('k2'), `k2-direct took ${upstream('k2-direct')} bytes from upstream, k2 ${upstream('k2')}`);
+  assert.ok(upstream('k1-preloaded') < 0.1 * upstream('k1'), 'preloaded nodes fetch no layers');
+  assert.equal(report.meta.concurrent, 2);
+  assert.equal(report.meta.upstreamMbps, 800);
   assert.deepEqual(report.floors.map((row) => row.floor), [...FLOORS]);
   for (const floor of report.floors) assert.ok(floor.seconds.median > 0);
   for (const file of ['report.md', 'report.json', 'time-to-ready.svg', 'time-to-ready.png']) assert.ok(existsSync(join(out, file)), file);

@@ -10,11 +10,13 @@ import { RegistryServer } from '../../nodepool/daemons/index.js';
 import { parsePoolSpec } from '../../nodepool/pool-spec/pool-spec.js';
 import { PoolManager } from '../../nodepool/pool.js';
 import { phaseTimes, type PhaseTimes } from '../../nodepool/state/lifecycle.js';
-import { StateStore } from '../../nodepool/state/store.js';
+import { blobCacheDir, StateStore } from '../../nodepool/state/store.js';
+import { SharedBlobCache } from '../../nodepool/prepull/blob-cache.js';
 import { BUILD_IMAGE_PRESETS, writeBuildImage, type BuildImagePresetName } from '../build-image.js';
 import { tempDir } from '../harness.js';
 import { writeReport } from './chart.js';
 import { extractFloor, streamFloor } from './floors.js';
+import { Upstream } from './upstream.js';
 import { summarize, type FloorRun, type NodeRun, type Phase, type TimeToReadyReport } from './report.js';
 
 /**
@@ -40,6 +42,8 @@ export type TimeToReadyOptions = {
   variants?: VariantName[];
   runs?: number;
   concurrent?: number;
+  /** Caps the link from the upstream registry to the nodes (and the floors) at this many megabits per second, shared. */
+  upstreamMbps?: number;
   /** Also write report.md, report.json and the chart (SVG, PNG) here. */
   out?: string;
   log?: (line: string) => void;
@@ -81,10 +85,14 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
   const variants = options.variants ?? [...VARIANTS];
   const work = await tempDir('buildfleet-ttr-');
   let registry: RegistryServer | undefined;
+  let upstream: Upstream | undefined;
   let manager: PoolManager | undefined;
   try {
     registry = await RegistryServer.start({ root: join(work.path, 'registry') });
+    // Nodes and floors reach the registry through the upstream link (counted, capped when asked).
+    upstream = await Upstream.start(registry.port, { ...(options.upstreamMbps && { mbps: options.upstreamMbps }) });
     const ref = (tag: string) => `${registry!.host}/ttr/build:${tag}`;
+    const nodeRef = (tag: string) => `${upstream!.host}/ttr/build:${tag}`;
     const layered = ref('layered');
     let imageName: string;
     if (options.image) {
@@ -122,7 +130,8 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     // Room for the image, its extraction and the runtime's temp files; a node disk like a real one.
     const runtimeDisk = Math.max(2 * 1024 ** 3, Math.ceil((k1.uncompressed * 4) / 1024 ** 3) * 1024 ** 3);
 
-    manager = new PoolManager(new StateStore(join(work.path, 'state')));
+    const stateRoot = join(work.path, 'state');
+    manager = new PoolManager(new StateStore(stateRoot));
     const nodeRuns: NodeRun[] = [];
     const bakeSeconds = new Map<VariantName, number>();
     for (const variant of variants) {
@@ -131,7 +140,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
       const { image, preloaded, mode } = variantParts(variant);
       const pool = `ttr-${variant}`;
       const spec = (nodes: number) =>
-        parsePoolSpec({ name: pool, nodes, disks: { runtime: runtimeDisk, workload: '1G' }, images: [ref(image)], prepull: { mode } });
+        parsePoolSpec({ name: pool, nodes, disks: { runtime: runtimeDisk, workload: '1G' }, images: [nodeRef(image)], prepull: { mode } });
       await manager.apply(spec(0));
       if (preloaded) {
         // Once per digest, like a GKE disk image for secondary boot disks: made ahead, not per node.
@@ -140,8 +149,12 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
       }
       for (let run = 1; run <= runs; run++) {
         log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
+        // Cold: nothing the host kept from the run before (the blob cache the direct pre-pull shares).
+        await new SharedBlobCache(blobCacheDir(stateRoot)).remove();
+        upstream.takeBytes();
         await manager.apply(spec(concurrent), { timeoutMs: 3_600_000 });
-        nodeRuns.push(...(await measureNodes(manager, pool, variant, run)));
+        const upstreamBytes = upstream.takeBytes();
+        nodeRuns.push(...(await measureNodes(manager, pool, variant, run)).map((node) => ({ ...node, upstreamBytes })));
         const slowest = nodeRuns.filter((r) => r.variant === variant && r.run === run).reduce((a, b) => (b.readySeconds > a.readySeconds ? b : a));
         log(`${variant} run ${run}/${runs}: Ready and first container in ${slowest.readySeconds.toFixed(2)} s`);
         await manager.apply(spec(0));
@@ -150,7 +163,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     }
 
     const floorRuns: FloorRun[] = [];
-    const floorInput = { layerUrls: k1.layers.map((digest) => `${registry!.url}/v2/ttr/build/blobs/${digest}`), workDir: join(work.path, 'floors'), diskBytes: runtimeDisk };
+    const floorInput = { layerUrls: k1.layers.map((digest) => `http://${upstream!.host}/v2/ttr/build/blobs/${digest}`), workDir: join(work.path, 'floors'), diskBytes: runtimeDisk };
     await mkdir(floorInput.workDir, { recursive: true });
     for (let run = 1; run <= runs; run++) {
       log(`floors run ${run}/${runs}`);
@@ -164,6 +177,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
         ...(options.image ? {} : { preset: options.preset ?? 'small' }),
         cores: availableParallelism(),
         concurrent,
+        ...(options.upstreamMbps && { upstreamMbps: options.upstreamMbps }),
         runsPerVariant: runs,
         startedAt: new Date().toISOString(),
         variants: Object.fromEntries(variants.map((variant) => [variant, describe(variant, layeredLayers, bakeSeconds.get(variant))])),
@@ -175,6 +189,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     return report;
   } finally {
     if (manager) for (const pool of await manager.store.listPools().catch(() => [])) await manager.delete(pool).catch(() => {});
+    await upstream?.stop();
     await registry?.stop();
     await work.remove();
   }
