@@ -214,7 +214,7 @@ export class LocalProvider implements Provider {
 
   runJob(pool: string, id: string, job: JobRequest, io: JobIO): Promise<JobRun> {
     const paths = this.store.paths(pool, id);
-    return runContainerJob({ pool, node: `${pool}-${id}`, dockerSocket: paths.dockerSocket, workloadMount: paths.workloadMount }, job, io);
+    return runContainerJob({ pool, node: `${pool}-${id}`, nodeDir: paths.dir, dockerSocket: paths.dockerSocket, workloadMount: paths.workloadMount }, job, io);
   }
 
   /** Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole. */
