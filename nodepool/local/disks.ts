@@ -47,6 +47,19 @@ export async function createDisk(disk: DiskRecord, spec: DiskSpec, onAttached: (
   return { ...disk, loopDevice };
 }
 
+/**
+ * A single-disk node's workload "disk": a directory of the runtime disk bind-mounted where the
+ * workload disk would be, so builds and the agent find it at the same place, on the same device
+ * and under the same budget as the data-root.
+ */
+export async function bindWorkloadDir(runtime: DiskRecord, workload: DiskRecord): Promise<DiskRecord> {
+  const source = `${runtime.mountPoint}/workload`;
+  await mkdir(source, { recursive: true });
+  await mkdir(workload.mountPoint, { recursive: true });
+  await run('mount', ['--bind', source, workload.mountPoint], 'workload dir');
+  return { ...workload, ...(runtime.loopDevice && { loopDevice: runtime.loopDevice }) };
+}
+
 /** A block device's MAJ:MIN, as blkio names it. */
 export async function deviceNumbers(loopDevice: string): Promise<string> {
   const name = loopDevice.replace('/dev/', '');
