@@ -73,6 +73,8 @@ test('a build job writing to /workspace through pool exec is held to the workloa
   // Slower than the budget by far would mean the test measured something else (another writer, a stall).
   assert.ok(rate >= BUDGET / 4, `the job wrote at only ${(rate / MiB).toFixed(1)} MiB/s`);
   assert.ok(!raised.has('RuntimeDiskSaturated'), 'the runtime disk stayed calm');
+  // Held at its budget, the disk's device is mostly idle (the throttle holds the queue): the agent sees the budget in use.
+  assert.ok(raised.has('WorkloadDiskSaturated'), 'the agent saw the workload disk at its budget');
 });
 
 test('two build jobs at once share one budget: together they write no faster than the disk allows', { timeout: 300_000 }, async (t) => {

@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { packageEntry, packageRoot } from '../../imagebuilder/package-root.js';
 import { transition } from '../state/lifecycle.js';
-import { writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
+import { writeNodeStatus, type DiskRecord, type NodeRecord, type StateStore } from '../state/store.js';
 import type { PoolSpec } from '../pool-spec/pool-spec.js';
 import { nodeSettings, type JobIO, type JobRequest, type JobRun, type NodeDescription, type NodeStatusSource, type Provider, type Released } from '../provider.js';
 import { bindWorkloadDir, createDisk, freeBytes } from './disks.js';
@@ -81,11 +81,11 @@ export class LocalProvider implements Provider {
       name: `${spec.name}-${id}`,
       createdAt: createdAt.toISOString(),
       disks: {
-        runtime: { role: 'runtime', file: paths.runtimeImage, mountPoint: paths.runtimeMount, sizeBytes: spec.disks.runtime.size },
+        runtime: { role: 'runtime', file: paths.runtimeImage, mountPoint: paths.runtimeMount, sizeBytes: spec.disks.runtime.size, budget: ioBudget(spec.disks.runtime) },
         // A single-disk node's work dirs live on its runtime disk: no file, no size of their own.
         workload: single
-          ? { role: 'workload', file: paths.runtimeImage, mountPoint: paths.workloadMount, sizeBytes: 0 }
-          : { role: 'workload', file: paths.workloadImage, mountPoint: paths.workloadMount, sizeBytes: spec.disks.workload.size },
+          ? { role: 'workload', file: paths.runtimeImage, mountPoint: paths.workloadMount, sizeBytes: 0, budget: ioBudget(spec.disks.runtime) }
+          : { role: 'workload', file: paths.workloadImage, mountPoint: paths.workloadMount, sizeBytes: spec.disks.workload.size, budget: ioBudget(spec.disks.workload) },
       },
       images,
       spec: nodeSettings(spec),
@@ -250,6 +250,10 @@ export class LocalProvider implements Provider {
     await rm(paths.dir, { recursive: true, force: true });
     return report;
   }
+}
+
+function ioBudget(disk: PoolSpec['disks']['runtime']): NonNullable<DiskRecord['budget']> {
+  return { readBytesPerSecond: disk.readBytesPerSecond, writeBytesPerSecond: disk.writeBytesPerSecond, iops: disk.iops };
 }
 
 function gib(bytes: number): string {
