@@ -22,6 +22,7 @@ const period = (layout: Period['layout'], load: Period['load'], run: number, run
   latencies: { 'docker run': run_, 'docker ps': ps },
   conditions,
   bytesWritten,
+  deviceBytesWritten: layout === 'single' ? { runtime: bytesWritten } : { runtime: 0, workload: bytesWritten },
 });
 
 test('percentiles are nearest-rank: always a measured value', () => {
@@ -53,8 +54,9 @@ test('summary: every run pooled per layout, load and probe; conditions united; w
   assert.deepEqual(singleLoad.conditions, ['RuntimeDiskSaturated', 'WorkloadDiskSaturated']);
   assert.equal(singleLoad.writeMiBps, 40); // 400 MiB over two 5 s periods
   const table = markdown(report);
-  assert.match(table, /\| single \| build I\/O \| docker run \| 3 \| 2\.500 \| 3\.500 \| \*\*3\.500\*\* \| 3\.500 \| 11\.7x \| RuntimeDiskSaturated, WorkloadDiskSaturated \| 40\.0 \|/);
-  assert.match(table, /\| dual \| idle \| docker ps \| 1 \|.*\| none \|  \|/);
+  assert.match(table, /\| single \| build I\/O \| docker run \| 3 \| 2\.500 \| 3\.500 \| \*\*3\.500\*\* \| 3\.500 \| 11\.7x \| RuntimeDiskSaturated, WorkloadDiskSaturated \| 40\.0 \| 40\.0 \(one disk\) \|/);
+  assert.match(table, /\| dual \| idle \| docker ps \| 1 \|.*\| none \|  \| 0\.0 \/ 0\.0 \|/);
+  assert.match(table, /\| dual \| build I\/O \| docker run \|.*\| 0\.0 \/ 40\.0 \|/); // 200 MiB in one 5 s period
   const spec = chartSpec(report) as { data: { values: unknown[] } };
   assert.equal(spec.data.values.length, report.rows.length * 4);
 });

@@ -27,12 +27,14 @@ export type Period = {
   latencies: Record<Probe, number[]>;
   /** Condition types the agent set True at any time in the period (RuntimeDiskSaturated...). */
   conditions: string[];
-  /** Bytes the build writers wrote in the period (0 when idle). */
+  /** Bytes the build writers wrote in the period (0 when idle; whole dd chunks only). */
   bytesWritten: number;
+  /** Bytes written to each disk's device in the period (diskstats: the writers, their journal, the runtime's own writes); a single-disk node has one device, counted once, as runtime. */
+  deviceBytesWritten: { runtime: number; workload?: number };
 };
 
 export type LatencyRow = { layout: Layout; load: Load; probe: Probe; latency: Latency };
-export type LoadRow = { layout: Layout; load: Load; conditions: string[]; writeMiBps: number };
+export type LoadRow = { layout: Layout; load: Load; conditions: string[]; writeMiBps: number; deviceWriteMiBps: { runtime: number; workload?: number } };
 
 export type DiskIsolationMeta = {
   preset: string;
@@ -71,8 +73,15 @@ export function summarize(meta: DiskIsolationMeta, periods: Period[]): DiskIsola
       if (matching.length === 0) continue;
       for (const probe of PROBES) rows.push({ layout, load, probe, latency: latency(matching.flatMap((p) => p.latencies[probe])) });
       const seconds = matching.reduce((sum, p) => sum + p.seconds, 0);
-      const bytes = matching.reduce((sum, p) => sum + p.bytesWritten, 0);
-      loads.push({ layout, load, conditions: [...new Set(matching.flatMap((p) => p.conditions))].sort(), writeMiBps: seconds > 0 ? bytes / 1024 ** 2 / seconds : 0 });
+      const rate = (bytes: (p: Period) => number | undefined) => (seconds > 0 ? matching.reduce((sum, p) => sum + (bytes(p) ?? 0), 0) / 1024 ** 2 / seconds : 0);
+      const workload = matching.some((p) => p.deviceBytesWritten.workload !== undefined);
+      loads.push({
+        layout,
+        load,
+        conditions: [...new Set(matching.flatMap((p) => p.conditions))].sort(),
+        writeMiBps: rate((p) => p.bytesWritten),
+        deviceWriteMiBps: { runtime: rate((p) => p.deviceBytesWritten.runtime), ...(workload && { workload: rate((p) => p.deviceBytesWritten.workload) }) },
+      });
     }
   }
   return { kind: 'disk-isolation', meta, rows, loads };
@@ -80,9 +89,14 @@ export function summarize(meta: DiskIsolationMeta, periods: Period[]): DiskIsola
 
 const s = (value: number) => (Number.isFinite(value) ? value.toFixed(3) : '-');
 
+const deviceRates = (load: LoadRow) => {
+  const { runtime, workload } = load.deviceWriteMiBps;
+  return workload === undefined ? `${runtime.toFixed(1)} (one disk)` : `${runtime.toFixed(1)} / ${workload.toFixed(1)}`;
+};
+
 export function markdown(report: DiskIsolationReport): string {
   const { meta } = report;
-  const header = ['layout', 'load', 'probe', 'samples', ...PERCENTILES.map((p) => `${p} s`), 'vs idle p99', 'saturation raised', 'writers MiB/s'];
+  const header = ['layout', 'load', 'probe', 'samples', ...PERCENTILES.map((p) => `${p} s`), 'vs idle p99', 'saturation raised', 'writers MiB/s', 'device writes MiB/s: runtime / workload'];
   const rows = report.rows.map((row) => {
     const idle = report.rows.find((r) => r.layout === row.layout && r.probe === row.probe && r.load === 'idle');
     const load = report.loads.find((l) => l.layout === row.layout && l.load === row.load);
@@ -95,6 +109,7 @@ export function markdown(report: DiskIsolationReport): string {
       idle && row.load !== 'idle' ? `${(row.latency.p99 / idle.latency.p99).toFixed(1)}x` : '',
       load?.conditions.join(', ') || 'none',
       load && row.load !== 'idle' ? load.writeMiBps.toFixed(1) : '',
+      load ? deviceRates(load) : '',
     ];
   });
   const title =

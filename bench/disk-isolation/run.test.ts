@@ -36,6 +36,9 @@ test('bench disk-isolation on the small preset: both layouts, every probe and pe
     // The writers wrote during the load and not while idle.
     if (load.load === 'idle') assert.equal(load.writeMiBps, 0);
     else assert.ok(load.writeMiBps > 0, `${load.layout}: the writers wrote`);
+    // One device on a single-disk node; on a dual-disk node the writers' bytes land on the workload disk's.
+    assert.equal(load.deviceWriteMiBps.workload === undefined, load.layout === 'single');
+    if (load.load === 'build I/O') assert.ok((load.deviceWriteMiBps.workload ?? load.deviceWriteMiBps.runtime) > 0, `${load.layout}: bytes on the device`);
   }
   for (const file of ['report.md', 'report.json', 'disk-isolation.svg', 'disk-isolation.png']) assert.ok(existsSync(join(out, file)), file);
   assert.match(await readFile(join(out, 'report.md'), 'utf8'), /\| dual \| build I\/O \| docker run \|/);

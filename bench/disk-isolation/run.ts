@@ -1,11 +1,13 @@
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { openDestination } from '../../imagebuilder/transports/index.js';
 import { RegistryServer } from '../../nodepool/daemons/index.js';
+import { parseDiskstats } from '../../nodepool/agent/detectors/disk-signals.js';
 import { parsePoolSpec } from '../../nodepool/pool-spec/pool-spec.js';
 import { PoolManager } from '../../nodepool/pool.js';
 import type { Provider } from '../../nodepool/provider.js';
@@ -128,6 +130,7 @@ class NodeUnderTest {
     private readonly pool: string,
     private readonly docker: Docker,
     private readonly image: string,
+    private readonly devices: { runtime: string; workload: string },
   ) {}
 
   static async open(manager: PoolManager, pool: string): Promise<NodeUnderTest> {
@@ -135,8 +138,11 @@ class NodeUnderTest {
     const node = await provider.describeNode(pool, 'n1');
     const socket = node.details?.dockerSocket;
     const image = (await provider.status.read(pool, 'n1'))?.images[0]?.pinned;
-    if (typeof socket !== 'string' || !image) throw new BuildfleetError('environment', `${pool}-n1: no Docker socket or image to probe`);
-    return new NodeUnderTest(provider, pool, new Docker({ socketPath: socket }), image);
+    const { runtimeLoopDevice: runtime, workloadLoopDevice: workload } = node.details ?? {};
+    if (typeof socket !== 'string' || !image || typeof runtime !== 'string' || typeof workload !== 'string') {
+      throw new BuildfleetError('environment', `${pool}-n1: no Docker socket, image or disk devices to probe`);
+    }
+    return new NodeUnderTest(provider, pool, new Docker({ socketPath: socket }), image, { runtime, workload });
   }
 
   async measure(layout: Layout, load: Load, run: number, preset: DiskIsolationPreset): Promise<Period> {
@@ -147,6 +153,7 @@ class NodeUnderTest {
     const watching = this.watchConditions(conditions, () => done);
     const writers = load === 'idle' ? [] : Array.from({ length: preset.writers }, (_, i) => this.writer(`w${run}-${i}`, preset));
     const seconds = load === 'idle' ? preset.idleSeconds : preset.loadSeconds;
+    const devicesBefore = await this.deviceBytesWritten();
     const started = performance.now();
     const latencies: Record<Probe, number[]> = { 'docker ps': [], 'docker run': [] };
     try {
@@ -157,12 +164,26 @@ class NodeUnderTest {
         await sleep(100);
       }
       const written = await Promise.all(writers);
-      return { layout, load, run, seconds: (performance.now() - started) / 1000, latencies, conditions: [...conditions].sort(), bytesWritten: written.reduce((a, b) => a + b, 0) };
+      const periodSeconds = (performance.now() - started) / 1000;
+      const devicesAfter = await this.deviceBytesWritten();
+      const deviceBytesWritten = {
+        runtime: devicesAfter.runtime - devicesBefore.runtime,
+        ...(devicesAfter.workload !== undefined && { workload: devicesAfter.workload - (devicesBefore.workload ?? 0) }),
+      };
+      return { layout, load, run, seconds: periodSeconds, latencies, conditions: [...conditions].sort(), bytesWritten: written.reduce((a, b) => a + b, 0), deviceBytesWritten };
     } finally {
       done = true;
       await watching;
       await Promise.allSettled(writers);
     }
+  }
+
+  /** Bytes written so far to the node's disk devices (diskstats sectors); one device for a single-disk node. */
+  private async deviceBytesWritten(): Promise<{ runtime: number; workload?: number }> {
+    const stats = parseDiskstats(await readFile('/proc/diskstats', 'utf8'));
+    const bytes = (device: string) => (stats.get(basename(device))?.sectorsWritten ?? 0) * 512;
+    const { runtime, workload } = this.devices;
+    return { runtime: bytes(runtime), ...(workload !== runtime && { workload: bytes(workload) }) };
   }
 
   /** `docker run --rm IMAGE true`: create, start, wait, remove. */
