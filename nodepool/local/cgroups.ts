@@ -118,6 +118,17 @@ export async function readBlkioLimits(dir: string, device: string): Promise<Devi
   return limits;
 }
 
+/** Bytes the cgroup's members moved (read and written) on these devices, from its throttle statistics. */
+export async function blkioServiceBytes(dir: string, devices: string[]): Promise<number> {
+  const text = await readFile(join(dir, 'blkio.throttle.io_service_bytes'), 'utf8').catch(() => '');
+  let total = 0;
+  for (const line of text.split('\n')) {
+    const [device, kind, value] = line.split(' ');
+    if (kind === 'Total' && device && devices.includes(device)) total += Number(value);
+  }
+  return total;
+}
+
 /** Creates the named blkio cgroup with these limits, then moves pid into it (its children follow). */
 export async function joinBlkioCgroup(name: string, pid: number, limits: DeviceLimits[]): Promise<void> {
   const dir = blkioCgroupDir(name);

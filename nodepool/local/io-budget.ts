@@ -1,5 +1,5 @@
 import type { NodeRecord } from '../state/store.js';
-import { joinBlkioCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
+import { blkioServiceBytes, joinBlkioCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
 import { diskLimits } from './disks.js';
 
 /**
@@ -7,10 +7,10 @@ import { diskLimits } from './disks.js';
  * blkio throttling is flat: the limits set on a loop device in the root cgroup (`disks.ts`) bind
  * the root's own members (host processes, the kernel's flusher threads) and no child cgroup. So
  * the budget is copied into each cgroup that writes: the node's daemons cgroup (agent,
- * containerd, dockerd, shims) gets it whole; the node's running containers share it in equal
- * parts, so that N builds at once write no faster together than the disk allows. Equal parts
- * are not work-conserving: an idle container keeps its part (a v1 limitation; cgroup v2's io.max
- * on the containers' parent would be hierarchical and is what to use there).
+ * containerd, dockerd, shims) gets it whole; the node's running containers share it, so that
+ * N builds at once write no faster together than the disk allows: the ones moving bytes in equal
+ * parts, an idle one the part it would get by starting (see partsOf). cgroup v2's io.max on the
+ * containers' parent would be hierarchical and bind them as one; this is the v1 way.
  */
 
 /** A disk's budget with its device node, as the Docker API names a device (BlkioDeviceWriteBps). */
@@ -53,21 +53,55 @@ export async function newContainerShare(nodeDir: string, budgets: DiskBudget[]):
   return budgets.map((budget) => shareOf(budget, running + 1));
 }
 
+/** A container as the keeper last saw it: bytes it had moved on the budgeted devices, for how many looks it moved none, the parts it was given. */
+export type SeenContainer = { bytes: number; quietLooks: number; parts: string };
+
 /**
- * Gives each running container of the node its equal part of every budget; returns how many
- * share it. `written` remembers what each cgroup got, so an unchanged part is not written again.
+ * A container counts as idle after this many looks without a byte moved (1 s at the keeper's
+ * 200 ms): a writer whose requests wait in the throttle, or that is between two fsyncs, must not
+ * flip to idle and back, as each flip lends the others its part for a look.
  */
-export async function shareAmongContainers(nodeDir: string, budgets: DiskBudget[], written = new Map<string, string>()): Promise<number> {
+export const IDLE_AFTER_LOOKS = 5;
+
+/**
+ * How many ways a container's part of a budget is cut, pure. Containers that moved bytes lately
+ * (and new ones, not yet seen) share it equally; an idle one gets what it would
+ * get by starting now, a part beside the active ones. So the active together use the whole
+ * budget (the shares work-conserve across idle builds), and one that starts writing is held at
+ * once, to one part more than the budget until the next look.
+ */
+export function partsOf(active: boolean, activeCount: number): number {
+  return active ? Math.max(1, activeCount) : activeCount + 1;
+}
+
+/**
+ * Gives each running container of the node its part of every budget; returns how many run.
+ * Parts go by what each container did in the last looks (`seen`, which also remembers what
+ * each was given, so an unchanged part is not written again): the caller must be the only one
+ * that changes parts after a container starts (the agent's BudgetKeeper).
+ */
+export async function shareAmongContainers(nodeDir: string, budgets: DiskBudget[], seen: Map<string, SeenContainer>): Promise<number> {
   const dirs = await runningContainerBlkioDirs(nodeCgroupName(nodeDir));
+  const devices = budgets.map((budget) => budget.device);
+  const bytes = new Map(await Promise.all(dirs.map(async (dir) => [dir, await blkioServiceBytes(dir, devices)] as const)));
+  const quietLooks = (dir: string) => {
+    const last = seen.get(dir);
+    return !last ? 0 : bytes.get(dir)! > last.bytes ? 0 : last.quietLooks + 1;
+  };
+  const isActive = (dir: string) => quietLooks(dir) < IDLE_AFTER_LOOKS;
+  const activeCount = dirs.filter(isActive).length;
   for (const dir of dirs) {
-    const parts = budgets.map((budget) => shareOf(budget, dirs.length));
+    const parts = budgets.map((budget) => shareOf(budget, partsOf(isActive(dir), activeCount)));
     const key = JSON.stringify(parts);
-    if (written.get(dir) === key) continue;
-    // A container that exits meanwhile takes its cgroup with it: nothing left to limit.
-    const done = await Promise.all(parts.map((part) => writeBlkioLimits(dir, part).then(() => true, () => false)));
-    if (done.every(Boolean)) written.set(dir, key);
+    let given = seen.get(dir)?.parts;
+    if (given !== key) {
+      // A container that exits meanwhile takes its cgroup with it: nothing left to limit.
+      const done = await Promise.all(parts.map((part) => writeBlkioLimits(dir, part).then(() => true, () => false)));
+      given = done.every(Boolean) ? key : '';
+    }
+    seen.set(dir, { bytes: bytes.get(dir)!, quietLooks: quietLooks(dir), parts: given ?? '' });
   }
-  for (const dir of written.keys()) if (!dirs.includes(dir)) written.delete(dir);
+  for (const dir of seen.keys()) if (!dirs.includes(dir)) seen.delete(dir);
   return dirs.length;
 }
 
@@ -83,7 +117,7 @@ export async function budgetNodeDaemons(nodeDir: string, pid: number, budgets: D
  */
 export class BudgetKeeper {
   private timer: NodeJS.Timeout | undefined;
-  private readonly written = new Map<string, string>();
+  private readonly seen = new Map<string, SeenContainer>();
   private running = false;
 
   constructor(
@@ -107,7 +141,7 @@ export class BudgetKeeper {
     if (this.running) return;
     this.running = true;
     try {
-      await shareAmongContainers(this.nodeDir, this.budgets, this.written);
+      await shareAmongContainers(this.nodeDir, this.budgets, this.seen);
     } catch {
       // A cgroup gone mid-read: the next tick sees the new set.
     } finally {

@@ -8,7 +8,7 @@ import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { JobIO, JobRequest, JobRun } from '../provider.js';
 import { readNodeRecord } from '../state/store.js';
 import { LogCursor, LogFrameDecoder, parseLogEntry } from './job-logs.js';
-import { containerBlkioLimits, newContainerShare, nodeDiskBudgets, shareAmongContainers } from './io-budget.js';
+import { containerBlkioLimits, newContainerShare, nodeDiskBudgets } from './io-budget.js';
 
 /**
  * A job on a local node: a container of the job's image on the node's own dockerd, with a
@@ -25,7 +25,8 @@ export async function runContainerJob(target: LocalJobTarget, job: JobRequest, i
   const workdir = join(target.workloadMount, 'jobs', job.id);
   await mkdir(workdir, { recursive: true });
   const docker = new Docker({ socketPath: target.dockerSocket });
-  // Held to the node's disk budgets from its first write: its part beside the jobs already running.
+  // Held to the node's disk budgets from its first write: its part beside the jobs already running
+  // (the agent's BudgetKeeper, sole writer of the parts from then on, adjusts all of them within 200 ms).
   const budgets = await nodeDiskBudgets(await readNodeRecord(target.nodeDir));
   const blkio = containerBlkioLimits(await newContainerShare(target.nodeDir, budgets));
   const container = await docker
@@ -49,13 +50,10 @@ export async function runContainerJob(target: LocalJobTarget, job: JobRequest, i
       // A runtime that dies mid-request may still have started the job: only an answer is final.
       if ((err as { statusCode?: number }).statusCode !== undefined) throw runtimeError(target.node, err);
     }
-    // The jobs already running give up part of their share now, not at the agent's next look.
-    await shareAmongContainers(target.nodeDir, budgets).catch(() => {});
     const { exitCode, finishedAt } = await relayOutputUntilExit(container, io, io.log);
     return { exitCode, startedAt, finishedAt };
   } finally {
     await container.remove({ force: true }).catch(() => {});
-    await shareAmongContainers(target.nodeDir, budgets).catch(() => {});
   }
 }
 
