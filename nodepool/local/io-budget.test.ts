@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { containerBlkioLimits, partsOf, shareOf } from './io-budget.js';
+import { containerBlkioLimits, containerParts, partsOf, shareOf } from './io-budget.js';
 
 const budget = { device: '7:3', path: '/dev/loop3', readBytesPerSecond: 100, writeBytesPerSecond: 40, iops: 0 };
 
@@ -27,4 +27,21 @@ test('a job container gets its parts as the Docker API names device limits', () 
     BlkioDeviceReadIOps: [],
     BlkioDeviceWriteIOps: [],
   });
+});
+
+test('parts are cut disk by disk: a container busy on the runtime disk takes nothing from the workload disk\'s writers', () => {
+  const runtime = { ...budget, device: '7:0', path: '/dev/loop0' };
+  const workload = { ...budget, device: '7:1', path: '/dev/loop1' };
+  const parts = containerParts(
+    [runtime, workload],
+    new Map([
+      ['writer-a', new Set(['7:1'])],
+      ['writer-b', new Set(['7:1'])],
+      ['docker-run', new Set(['7:0'])],
+    ]),
+  );
+  const write = (dir: string) => parts.get(dir)!.map((part) => part.writeBytesPerSecond);
+  assert.deepEqual(write('writer-a'), [20, 20]); // runtime: a newcomer's part beside the one active there; workload: half
+  assert.deepEqual(write('writer-b'), [20, 20]);
+  assert.deepEqual(write('docker-run'), [40, 13]); // the runtime disk's only user; a third of the workload disk should it start there
 });

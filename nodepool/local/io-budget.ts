@@ -1,5 +1,5 @@
 import type { NodeRecord } from '../state/store.js';
-import { blkioServiceBytes, joinBlkioCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
+import { blkioServiceBytes, joinBlkioCgroup, nodeCgroupName, readBlkioLimits, nodeDaemonsCgroupName, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
 import { diskLimits } from './disks.js';
 
 /**
@@ -53,55 +53,61 @@ export async function newContainerShare(nodeDir: string, budgets: DiskBudget[]):
   return budgets.map((budget) => shareOf(budget, running + 1));
 }
 
-/** A container as the keeper last saw it: bytes it had moved on the budgeted devices, for how many looks it moved none, the parts it was given. */
-export type SeenContainer = { bytes: number; quietLooks: number; parts: string };
+/** A container as the keeper last saw it, per budgeted device (MAJ:MIN): bytes moved so far and looks in a row without a byte moved. */
+export type SeenContainer = { bytes: Record<string, number>; quietLooks: Record<string, number> };
 
 /**
- * A container counts as idle after this many looks without a byte moved (1 s at the keeper's
- * 200 ms): a writer whose requests wait in the throttle, or that is between two fsyncs, must not
- * flip to idle and back, as each flip lends the others its part for a look.
+ * A container counts as idle on a disk after this many looks without a byte moved there (1 s at
+ * the keeper's 200 ms): a writer whose requests wait in the throttle, or that is between two
+ * fsyncs, must not flip to idle and back, as each flip lends the others its part for a look.
  */
 export const IDLE_AFTER_LOOKS = 5;
 
 /**
  * How many ways a container's part of a budget is cut, pure. Containers that moved bytes lately
- * (and new ones, not yet seen) share it equally; an idle one gets what it would
- * get by starting now, a part beside the active ones. So the active together use the whole
- * budget (the shares work-conserve across idle builds), and one that starts writing is held at
- * once, to one part more than the budget until the next look.
+ * (and new ones, not yet seen) share it equally; an idle one gets what it would get by starting
+ * now, a part beside the active ones. So the active together use the whole budget (the shares
+ * work-conserve across idle builds), and one that starts writing is held at once, to one part
+ * more than the budget until the next look.
  */
 export function partsOf(active: boolean, activeCount: number): number {
   return active ? Math.max(1, activeCount) : activeCount + 1;
 }
 
+/** Each container's parts, pure, disk by disk: a container busy on the runtime disk only takes nothing from the workload disk's writers. */
+export function containerParts(budgets: DiskBudget[], activeOn: Map<string, Set<string>>): Map<string, DiskBudget[]> {
+  const activeCount = (device: string) => [...activeOn.values()].filter((devices) => devices.has(device)).length;
+  return new Map([...activeOn].map(([dir, devices]) => [dir, budgets.map((budget) => shareOf(budget, partsOf(devices.has(budget.device), activeCount(budget.device))))]));
+}
+
 /**
  * Gives each running container of the node its part of every budget; returns how many run.
- * Parts go by what each container did in the last looks (`seen`, which also remembers what
- * each was given, so an unchanged part is not written again): the caller must be the only one
- * that changes parts after a container starts (the agent's BudgetKeeper).
+ * Parts go by what each container did on each disk in the last looks (`seen`). A part is
+ * written only where the cgroup holds another: compared with the cgroup itself, not with what
+ * was written last, as runc writes a new container's own limits after its process joined.
  */
 export async function shareAmongContainers(nodeDir: string, budgets: DiskBudget[], seen: Map<string, SeenContainer>): Promise<number> {
   const dirs = await runningContainerBlkioDirs(nodeCgroupName(nodeDir));
   const devices = budgets.map((budget) => budget.device);
-  const bytes = new Map(await Promise.all(dirs.map(async (dir) => [dir, await blkioServiceBytes(dir, devices)] as const)));
-  const quietLooks = (dir: string) => {
-    const last = seen.get(dir);
-    return !last ? 0 : bytes.get(dir)! > last.bytes ? 0 : last.quietLooks + 1;
-  };
-  const isActive = (dir: string) => quietLooks(dir) < IDLE_AFTER_LOOKS;
-  const activeCount = dirs.filter(isActive).length;
+  const now = new Map<string, SeenContainer>();
   for (const dir of dirs) {
-    const parts = budgets.map((budget) => shareOf(budget, partsOf(isActive(dir), activeCount)));
-    const key = JSON.stringify(parts);
-    let given = seen.get(dir)?.parts;
-    if (given !== key) {
-      // A container that exits meanwhile takes its cgroup with it: nothing left to limit.
-      const done = await Promise.all(parts.map((part) => writeBlkioLimits(dir, part).then(() => true, () => false)));
-      given = done.every(Boolean) ? key : '';
-    }
-    seen.set(dir, { bytes: bytes.get(dir)!, quietLooks: quietLooks(dir), parts: given ?? '' });
+    const bytes = await blkioServiceBytes(dir, devices);
+    const last = seen.get(dir);
+    // Not seen before: active everywhere, until it shows otherwise.
+    const quietLooks = Object.fromEntries(devices.map((device) => [device, !last ? 0 : bytes[device]! > (last.bytes[device] ?? 0) ? 0 : (last.quietLooks[device] ?? 0) + 1]));
+    now.set(dir, { bytes, quietLooks });
   }
-  for (const dir of seen.keys()) if (!dirs.includes(dir)) seen.delete(dir);
+  const activeOn = new Map([...now].map(([dir, { quietLooks }]) => [dir, new Set(devices.filter((device) => quietLooks[device]! < IDLE_AFTER_LOOKS))]));
+  for (const [dir, parts] of containerParts(budgets, activeOn)) {
+    for (const part of parts) {
+      const current = await readBlkioLimits(dir, part.device);
+      if (current.readBytesPerSecond === part.readBytesPerSecond && current.writeBytesPerSecond === part.writeBytesPerSecond && current.iops === part.iops) continue;
+      // A container that exits meanwhile takes its cgroup with it: nothing left to limit.
+      await writeBlkioLimits(dir, part).catch(() => {});
+    }
+  }
+  seen.clear();
+  for (const [dir, state] of now) seen.set(dir, state);
   return dirs.length;
 }
 
