@@ -118,17 +118,6 @@ export async function readBlkioLimits(dir: string, device: string): Promise<Devi
   return limits;
 }
 
-/** Bytes the cgroup's members moved (read and written) on each of these devices so far, from its throttle statistics. */
-export async function blkioServiceBytes(dir: string, devices: string[]): Promise<Record<string, number>> {
-  const text = await readFile(join(dir, 'blkio.throttle.io_service_bytes'), 'utf8').catch(() => '');
-  const moved: Record<string, number> = Object.fromEntries(devices.map((device) => [device, 0]));
-  for (const line of text.split('\n')) {
-    const [device, kind, value] = line.split(' ');
-    if (kind === 'Total' && device && device in moved) moved[device] = Number(value);
-  }
-  return moved;
-}
-
 /** Creates the named blkio cgroup with these limits, then moves pid into it (its children follow). */
 export async function joinBlkioCgroup(name: string, pid: number, limits: DeviceLimits[]): Promise<void> {
   const dir = blkioCgroupDir(name);

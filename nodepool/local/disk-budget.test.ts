@@ -1,10 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { startPoolFixture, type PoolFixture } from '../../test/helpers/pools.js';
-import { waitFor } from '../../test/helpers/wait.js';
 import type { NodeStatus } from '../state/store.js';
 import { nodeDaemonsCgroupName } from './cgroups.js';
 
@@ -79,37 +77,18 @@ test('a build job writing to /workspace through pool exec is held to the workloa
   assert.ok(raised.has('WorkloadDiskSaturated'), 'the agent saw the workload disk at its budget');
 });
 
-test('two build jobs at once share one budget: together they write no faster than the disk allows', { timeout: 300_000 }, async (t) => {
+test('three build jobs at once share one budget: together they write no faster than the disk allows', { timeout: 300_000 }, async (t) => {
   const mib = 100;
   const jobs = await Promise.all(
-    ['a', 'b'].map((name) => fixture.cli(['--quiet', 'pool', 'exec', POOL, '--', 'sh', '-c', timedWrite(`/workspace/${name}`, mib, 'oflag=direct')])),
+    ['a', 'b', 'c'].map((name) => fixture.cli(['--quiet', 'pool', 'exec', POOL, '--', 'sh', '-c', timedWrite(`/workspace/${name}`, mib, 'conv=fsync')])),
   );
   for (const job of jobs) assert.equal(job.exitCode, 0, job.stderr.slice(-500));
   const spans = jobs.map((job) => elapsedSeconds(job.stdout));
-  // Both clocks are the host's uptime: the span from the first start to the last end covers all bytes.
+  // Every clock is the host's uptime: the span from the first start to the last end covers all bytes.
   const seconds = Math.max(...spans.map((s) => s.end)) - Math.min(...spans.map((s) => s.start));
-  const rate = (2 * mib * MiB) / seconds;
-  t.diagnostic(`two jobs wrote ${2 * mib} MiB in ${seconds.toFixed(2)} s: ${(rate / MiB).toFixed(1)} MiB/s together (budget ${BUDGET / MiB})`);
+  const rate = (3 * mib * MiB) / seconds;
+  t.diagnostic(`three jobs wrote ${3 * mib} MiB in ${seconds.toFixed(2)} s: ${(rate / MiB).toFixed(1)} MiB/s together (budget ${BUDGET / MiB})`);
   assert.ok(rate <= BUDGET * TOLERANCE, `together ${(rate / MiB).toFixed(1)} MiB/s, over the budget of ${BUDGET / MiB} MiB/s`);
-});
-
-test('an idle build does not hold back a writing one: the budget goes to the containers that move bytes', { timeout: 300_000 }, async (t) => {
-  const idle = fixture.cli(['--quiet', 'pool', 'exec', POOL, '--', 'sh', '-c', 'touch /workspace/started; while [ ! -e /workspace/stop ]; do sleep 0.2; done']);
-  const jobs = join(fixture.manager.store.paths(POOL, 'n1').workloadMount, 'jobs');
-  const idleDir = await waitFor('the idle build to start', 60_000, async () => (await execa('find', [jobs, '-name', 'started'])).stdout.trim().split('\n')[0]?.replace(/\/started$/, ''));
-  try {
-    const mib = 120;
-    const job = await fixture.cli(['--quiet', 'pool', 'exec', POOL, '--', 'sh', '-c', timedWrite('/workspace/big', mib, 'oflag=direct')]);
-    assert.equal(job.exitCode, 0, job.stderr.slice(-500));
-    const rate = (mib * MiB) / elapsedSeconds(job.stdout).seconds;
-    t.diagnostic(`beside an idle build, a job wrote ${mib} MiB at ${(rate / MiB).toFixed(1)} MiB/s (budget ${BUDGET / MiB})`);
-    assert.ok(rate <= BUDGET * TOLERANCE, `${(rate / MiB).toFixed(1)} MiB/s, over the budget of ${BUDGET / MiB} MiB/s`);
-    // Equal parts would hold it to half the budget for as long as the idle build runs.
-    assert.ok(rate >= BUDGET * 0.7, `${(rate / MiB).toFixed(1)} MiB/s: the idle build kept part of the budget`);
-  } finally {
-    await writeFile(join(idleDir, 'stop'), '');
-  }
-  assert.equal((await idle).exitCode, 0);
 });
 
 test("the node's daemons (containerd, dockerd and what they start) are held to each disk's budget", { timeout: 300_000 }, async (t) => {
