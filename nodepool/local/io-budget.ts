@@ -1,5 +1,5 @@
 import type { NodeRecord } from '../state/store.js';
-import { joinBlkioCgroup, nodeCgroupName, readBlkioLimits, nodeDaemonsCgroupName, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
+import { joinBlkioCgroup, nodeCgroupName, nodeDaemonsCgroupName, readBlkioLimits, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
 import { diskLimits } from './disks.js';
 
 /**
