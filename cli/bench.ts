@@ -44,4 +44,32 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
       if (options.json) printJson(report);
       else process.stdout.write(markdown(report));
     });
+  bench
+    .command('disk-isolation')
+    .description(
+      'I/O-heavy build jobs (dd conv=fsync writers in /workspace) on a single-disk node and on a dual-disk node (runtime + workload disk), ' +
+        'each disk with its own I/O budget: docker ps and docker run --rm IMAGE true latency p50/p90/p99/max, idle and under the load, ' +
+        'and the saturation conditions the agent raised per disk; a Markdown table, or the report with --json',
+    )
+    .option('--preset <name>', 'small (one short run, 2 writers, for tests) or default (3 runs, 4 writers, 30 s each)', 'default')
+    .option('--runs <n>', "runs per layout (default: the preset's)", (v) => positiveInt(v, '--runs'))
+    .option('--out <dir>', 'also write report.md, report.json, disk-isolation.svg and .png there')
+    .action(async (flags: { preset: string; runs?: number; out?: string }) => {
+      const options = globals();
+      const [{ benchDiskIsolation, DISK_ISOLATION_PRESETS }, { markdown }] = await Promise.all([import('../bench/disk-isolation/run.js'), import('../bench/disk-isolation/report.js')]);
+      if (!(flags.preset in DISK_ISOLATION_PRESETS)) {
+        const { BuildfleetError } = await import('../imagebuilder/errors.js');
+        throw new BuildfleetError('usage', `--preset: ${JSON.stringify(flags.preset)} is not a preset: give ${Object.keys(DISK_ISOLATION_PRESETS).join(' or ')}`);
+      }
+      // Progress goes to stderr also with --json (stdout holds only the report).
+      const log = options.quiet ? undefined : (line: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+      const report = await benchDiskIsolation({
+        preset: flags.preset as keyof typeof DISK_ISOLATION_PRESETS,
+        ...(flags.runs && { runs: flags.runs }),
+        ...(flags.out && { out: flags.out }),
+        ...(log && { log }),
+      });
+      if (options.json) printJson(report);
+      else process.stdout.write(markdown(report));
+    });
 }

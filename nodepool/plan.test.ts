@@ -59,3 +59,11 @@ test('nodes being removed do not count', () => {
   assert.deepEqual(plan.add, ['n2']);
   assert.deepEqual(plan.remove, []);
 });
+
+test('disks.layout: a single-disk node (no workload disk of its own) is kept by a single spec and replaced by a dual one, and back', () => {
+  const single = spec(1, { disks: { runtime: '1G', workload: '2G', layout: 'single' } });
+  const singleNode = node('n1', 'Ready', { workloadDiskBytes: 0, settingsKey: settingsKey(single, images) });
+  assert.deepEqual(planPool(single, [singleNode], images).keep, ['n1']);
+  assert.deepEqual(planPool(spec(1), [singleNode], images).remove, ['n1']);
+  assert.deepEqual(planPool(single, [node('n1')], images).remove, ['n1']);
+});

@@ -10,6 +10,7 @@ export type ExistingNode = {
   id: string;
   phase: NodePhase | undefined;
   runtimeDiskBytes: number;
+  /** 0 for a single-disk node (disks.layout single): its work dirs live on the runtime disk. */
   workloadDiskBytes: number;
   /** The pinned images and settings the node was given, as one comparable string. */
   settingsKey: string;
@@ -48,7 +49,7 @@ function removalOrder(a: ExistingNode, b: ExistingNode): number {
 export function planPool(spec: PoolSpec, existing: ExistingNode[] | undefined, pinnedImages: string[]): PoolPlan {
   const nodes = [...(existing ?? [])].filter((node) => node.phase !== 'Removing');
   const key = settingsKey(spec, pinnedImages);
-  const disksMatch = (node: ExistingNode) => node.runtimeDiskBytes === spec.disks.runtime.size && node.workloadDiskBytes === spec.disks.workload.size;
+  const disksMatch = (node: ExistingNode) => node.runtimeDiskBytes === spec.disks.runtime.size && node.workloadDiskBytes === (spec.disks.layout === 'single' ? 0 : spec.disks.workload.size);
 
   const replace = nodes.filter((node) => !disksMatch(node));
   const fitting = nodes.filter(disksMatch);

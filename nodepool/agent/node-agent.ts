@@ -113,6 +113,7 @@ export class NodeAgent {
       name: role,
       device: basename(this.node.disks[role].loopDevice ?? ''),
       mountPoint: this.node.disks[role].mountPoint,
+      ...(this.node.disks[role].budget && { budget: this.node.disks[role].budget }),
     }));
     return new DiskSaturationDetector({ disks, thresholds: s, windowMs: s.windowSeconds * 1000, diskstatsPath: this.options.diskstatsPath }, this.sink);
   }

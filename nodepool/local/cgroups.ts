@@ -78,6 +78,66 @@ async function cgroupDirs(name: string): Promise<string[]> {
   return dirs;
 }
 
+/** The node's cgroup in the v1 blkio controller, where a disk budget binds its members (absent under cgroup v2). */
+export function blkioCgroupDir(name: string): string {
+  return join(CGROUP_ROOT, 'blkio', name);
+}
+
+/** A block device's blkio throttles, bytes or operations per second; 0 = no limit. */
+export type DeviceLimits = { device: string; readBytesPerSecond: number; writeBytesPerSecond: number; iops: number };
+
+const THROTTLE_FILES = [
+  ['blkio.throttle.read_bps_device', 'readBytesPerSecond'],
+  ['blkio.throttle.write_bps_device', 'writeBytesPerSecond'],
+  ['blkio.throttle.read_iops_device', 'iops'],
+  ['blkio.throttle.write_iops_device', 'iops'],
+] as const;
+
+/**
+ * Sets a device's throttles in one v1 blkio cgroup dir (0 removes a limit). They bind only the
+ * cgroup's own members: v1 throttling is flat, a parent's limits do not reach its children.
+ */
+export async function writeBlkioLimits(dir: string, limits: DeviceLimits): Promise<void> {
+  for (const [file, key] of THROTTLE_FILES) {
+    const value = limits[key];
+    await writeFile(join(dir, file), `${limits.device} ${value}`).catch((err: Error) => {
+      // Removing a limit that was never set fails with ENODEV on some kernels: nothing to remove.
+      if (value) throw err;
+    });
+  }
+}
+
+/** A device's throttles as set in one blkio cgroup dir (zeros where none is set). */
+export async function readBlkioLimits(dir: string, device: string): Promise<DeviceLimits> {
+  const limits: DeviceLimits = { device, readBytesPerSecond: 0, writeBytesPerSecond: 0, iops: 0 };
+  for (const [file, key] of THROTTLE_FILES) {
+    const text = await readFile(join(dir, file), 'utf8').catch(() => '');
+    const line = text.split('\n').find((entry) => entry.split(' ')[0] === device);
+    if (line) limits[key] = Math.max(limits[key], Number(line.split(' ')[1]));
+  }
+  return limits;
+}
+
+/** Creates the named blkio cgroup with these limits, then moves pid into it (its children follow). */
+export async function joinBlkioCgroup(name: string, pid: number, limits: DeviceLimits[]): Promise<void> {
+  const dir = blkioCgroupDir(name);
+  await mkdir(dir, { recursive: true });
+  for (const device of limits) await writeBlkioLimits(dir, device);
+  await writeFile(join(dir, 'cgroup.procs'), `${pid}\n`);
+}
+
+/** The blkio cgroup dirs of the node's containers that have a live process (one per running container). */
+export async function runningContainerBlkioDirs(name: string): Promise<string[]> {
+  const top = blkioCgroupDir(name);
+  const dirs: string[] = [];
+  for (const entry of await readdir(top, { withFileTypes: true }).catch(() => [])) {
+    if (!entry.isDirectory()) continue;
+    const procs = await readFile(join(top, entry.name, 'cgroup.procs'), 'utf8').catch(() => '');
+    if (procs.trim()) dirs.push(join(top, entry.name));
+  }
+  return dirs;
+}
+
 /** Kills every process in the named cgroup and below, then removes the cgroup; returns how many it killed. */
 export async function killCgroup(name: string): Promise<number> {
   const killed = new Set<number>();

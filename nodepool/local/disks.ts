@@ -1,8 +1,9 @@
-import { open, mkdir, readFile, statfs, symlink, writeFile } from 'node:fs/promises';
+import { open, mkdir, readFile, statfs, symlink } from 'node:fs/promises';
 import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { DiskSpec } from '../pool-spec/pool-spec.js';
 import type { DiskRecord } from '../state/store.js';
+import { readBlkioLimits, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
 
 /**
  * A simulated node disk: a sparse file, attached to its own loop device (direct I/O, so its
@@ -46,25 +47,41 @@ export async function createDisk(disk: DiskRecord, spec: DiskSpec, onAttached: (
   return { ...disk, loopDevice };
 }
 
-async function deviceNumbers(loopDevice: string): Promise<string> {
+/**
+ * A single-disk node's workload "disk": a directory of the runtime disk bind-mounted where the
+ * workload disk would be, so builds and the agent find it at the same place, on the same device
+ * and under the same budget as the data-root.
+ */
+export async function bindWorkloadDir(runtime: DiskRecord, workload: DiskRecord): Promise<DiskRecord> {
+  const source = `${runtime.mountPoint}/workload`;
+  await mkdir(source, { recursive: true });
+  await mkdir(workload.mountPoint, { recursive: true });
+  await run('mount', ['--bind', source, workload.mountPoint], 'workload dir');
+  return { ...workload, ...(runtime.loopDevice && { loopDevice: runtime.loopDevice }) };
+}
+
+/** A block device's MAJ:MIN, as blkio names it. */
+export async function deviceNumbers(loopDevice: string): Promise<string> {
   const name = loopDevice.replace('/dev/', '');
   return (await readFile(`/sys/block/${name}/dev`, 'utf8')).trim();
 }
 
-/** A disk's own I/O budget, like a cloud disk's limit (all loop files share one real disk otherwise). */
+/**
+ * A disk's own I/O budget, like a cloud disk's limit (all loop files share one real disk
+ * otherwise), set in the root blkio cgroup: it binds the host's processes and the kernel's
+ * flusher threads (buffered writes are written back by them under cgroup v1). The node's own
+ * processes and containers get it in their cgroups (`io-budget.ts`), reading it from here.
+ */
 export async function setThrottle(loopDevice: string, spec: Pick<DiskSpec, 'readBytesPerSecond' | 'writeBytesPerSecond' | 'iops'>): Promise<void> {
   const device = await deviceNumbers(loopDevice);
-  const limits: Array<[string, number]> = [
-    ['blkio.throttle.read_bps_device', spec.readBytesPerSecond],
-    ['blkio.throttle.write_bps_device', spec.writeBytesPerSecond],
-    ['blkio.throttle.read_iops_device', spec.iops],
-    ['blkio.throttle.write_iops_device', spec.iops],
-  ];
-  for (const [file, value] of limits) {
-    await writeFile(`${BLKIO}/${file}`, `${device} ${value}`).catch((err: Error) => {
-      if (value) throw new BuildfleetError('environment', `cannot set the I/O budget of ${loopDevice} (${file}): ${err.message}`);
-    });
-  }
+  await writeBlkioLimits(BLKIO, { device, readBytesPerSecond: spec.readBytesPerSecond, writeBytesPerSecond: spec.writeBytesPerSecond, iops: spec.iops }).catch((err: Error) => {
+    throw new BuildfleetError('environment', `cannot set the I/O budget of ${loopDevice}: ${err.message}`);
+  });
+}
+
+/** The budget set on a disk's loop device (zeros where none is). */
+export async function diskLimits(loopDevice: string): Promise<DeviceLimits> {
+  return readBlkioLimits(BLKIO, await deviceNumbers(loopDevice));
 }
 
 export async function clearThrottle(loopDevice: string): Promise<void> {

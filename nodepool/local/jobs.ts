@@ -6,7 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { JobIO, JobRequest, JobRun } from '../provider.js';
+import { readNodeRecord } from '../state/store.js';
 import { LogCursor, LogFrameDecoder, parseLogEntry } from './job-logs.js';
+import { containerBlkioLimits, newContainerShare, nodeDiskBudgets } from './io-budget.js';
 
 /**
  * A job on a local node: a container of the job's image on the node's own dockerd, with a
@@ -17,12 +19,16 @@ import { LogCursor, LogFrameDecoder, parseLogEntry } from './job-logs.js';
 export const JOB_LABEL = 'io.buildfleet.job';
 export const WORKSPACE = '/workspace';
 
-export type LocalJobTarget = { pool: string; node: string; dockerSocket: string; workloadMount: string };
+export type LocalJobTarget = { pool: string; node: string; nodeDir: string; dockerSocket: string; workloadMount: string };
 
 export async function runContainerJob(target: LocalJobTarget, job: JobRequest, io: JobIO): Promise<JobRun> {
   const workdir = join(target.workloadMount, 'jobs', job.id);
   await mkdir(workdir, { recursive: true });
   const docker = new Docker({ socketPath: target.dockerSocket });
+  // Held to the node's disk budgets from its first write: its part beside the jobs already running
+  // (the agent's BudgetKeeper, sole writer of the parts from then on, adjusts all of them within 200 ms).
+  const budgets = await nodeDiskBudgets(await readNodeRecord(target.nodeDir));
+  const blkio = containerBlkioLimits(await newContainerShare(target.nodeDir, budgets));
   const container = await docker
     .createContainer({
       Image: job.image,
@@ -31,7 +37,7 @@ export async function runContainerJob(target: LocalJobTarget, job: JobRequest, i
       Labels: { [JOB_LABEL]: job.id, 'io.buildfleet.pool': target.pool },
       // The job's output is its container's log: json-file keeps it on the runtime disk across a
       // runtime restart, whatever log driver the daemon defaults to, so none of it is lost.
-      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host', LogConfig: { Type: 'json-file', Config: {} } },
+      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host', LogConfig: { Type: 'json-file', Config: {} }, ...blkio },
     })
     .catch((err: unknown) => {
       throw runtimeError(target.node, err);

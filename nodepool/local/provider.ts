@@ -7,10 +7,10 @@ import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { packageEntry, packageRoot } from '../../imagebuilder/package-root.js';
 import { transition } from '../state/lifecycle.js';
-import { blobCacheDir, writeNodeStatus, type NodeRecord, type StateStore } from '../state/store.js';
+import { blobCacheDir, writeNodeStatus, type DiskRecord, type NodeRecord, type StateStore } from '../state/store.js';
 import type { PoolSpec } from '../pool-spec/pool-spec.js';
 import { nodeSettings, type JobIO, type JobRequest, type JobRun, type NodeDescription, type NodeStatusSource, type Provider, type Released } from '../provider.js';
-import { createDisk, freeBytes } from './disks.js';
+import { bindWorkloadDir, createDisk, freeBytes } from './disks.js';
 import { cleanupNode, nodeProcessFromPidfile, releaseDisksBelow } from './cleanup.js';
 import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers } from './cgroups.js';
 import { isAlive } from './processes.js';
@@ -49,7 +49,7 @@ export class LocalProvider implements Provider {
   }
 
   async checkNewNodes(spec: PoolSpec, ids: string[]): Promise<void> {
-    const needed = ids.length * (spec.disks.runtime.size + spec.disks.workload.size);
+    const needed = ids.length * (spec.disks.runtime.size + (spec.disks.layout === 'single' ? 0 : spec.disks.workload.size));
     if (needed > 0) {
       const free = await freeBytes(existsSync(this.store.root) ? this.store.root : '/');
       if (needed > free) {
@@ -75,14 +75,18 @@ export class LocalProvider implements Provider {
     await mkdir(paths.logs, { recursive: true });
     await mkdir(paths.run, { recursive: true });
     const createdAt = new Date();
+    const single = spec.disks.layout === 'single';
     let node: NodeRecord = {
       pool: spec.name,
       id,
       name: `${spec.name}-${id}`,
       createdAt: createdAt.toISOString(),
       disks: {
-        runtime: { role: 'runtime', file: paths.runtimeImage, mountPoint: paths.runtimeMount, sizeBytes: spec.disks.runtime.size },
-        workload: { role: 'workload', file: paths.workloadImage, mountPoint: paths.workloadMount, sizeBytes: spec.disks.workload.size },
+        runtime: { role: 'runtime', file: paths.runtimeImage, mountPoint: paths.runtimeMount, sizeBytes: spec.disks.runtime.size, budget: ioBudget(spec.disks.runtime) },
+        // A single-disk node's work dirs live on its runtime disk: no file, no size of their own.
+        workload: single
+          ? { role: 'workload', file: paths.runtimeImage, mountPoint: paths.workloadMount, sizeBytes: 0, budget: ioBudget(spec.disks.runtime) }
+          : { role: 'workload', file: paths.workloadImage, mountPoint: paths.workloadMount, sizeBytes: spec.disks.workload.size, budget: ioBudget(spec.disks.workload) },
       },
       images,
       spec: nodeSettings(spec),
@@ -92,7 +96,7 @@ export class LocalProvider implements Provider {
     // A preloaded runtime disk: a copy-on-write clone of the disk baked for these digests.
     const runtimeClone = spec.prepull.mode === 'preloaded-disk' ? await this.cloneBakedDisk(spec, id, images) : undefined;
     const [runtime, workload] = await Promise.all(
-      (['runtime', 'workload'] as const).map((role) =>
+      (single ? (['runtime'] as const) : (['runtime', 'workload'] as const)).map((role) =>
         createDisk(
           node.disks[role],
           spec.disks[role],
@@ -104,7 +108,7 @@ export class LocalProvider implements Provider {
         ),
       ),
     );
-    node = { ...node, disks: { runtime: runtime!, workload: workload! } };
+    node = { ...node, disks: { runtime: runtime!, workload: workload ?? (await bindWorkloadDir(runtime!, node.disks.workload)) } };
     await this.store.writeNode(node);
     await mkdir(join(paths.workloadMount, 'jobs'), { recursive: true });
     await this.startAgent(node);
@@ -215,7 +219,7 @@ export class LocalProvider implements Provider {
 
   runJob(pool: string, id: string, job: JobRequest, io: JobIO): Promise<JobRun> {
     const paths = this.store.paths(pool, id);
-    return runContainerJob({ pool, node: `${pool}-${id}`, dockerSocket: paths.dockerSocket, workloadMount: paths.workloadMount }, job, io);
+    return runContainerJob({ pool, node: `${pool}-${id}`, nodeDir: paths.dir, dockerSocket: paths.dockerSocket, workloadMount: paths.workloadMount }, job, io);
   }
 
   /** Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole. */
@@ -249,6 +253,10 @@ export class LocalProvider implements Provider {
     await rm(paths.dir, { recursive: true, force: true });
     return report;
   }
+}
+
+function ioBudget(disk: PoolSpec['disks']['runtime']): NonNullable<DiskRecord['budget']> {
+  return { readBytesPerSecond: disk.readBytesPerSecond, writeBytesPerSecond: disk.writeBytesPerSecond, iops: disk.iops };
 }
 
 function gib(bytes: number): string {

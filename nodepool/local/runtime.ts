@@ -9,6 +9,7 @@ import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import { DockerRuntime } from '../runtime/docker.js';
 import type { RuntimeHost, RuntimeStartOptions } from '../runtime/host.js';
 import { nodeCgroupName, runningContainers } from './cgroups.js';
+import { BudgetKeeper, budgetNodeDaemons, nodeDiskBudgets } from './io-budget.js';
 
 /**
  * Each daemon in a session of its own: the agent's process group is orphaned (the agent is
@@ -28,6 +29,7 @@ export class NodeRuntime implements RuntimeHost {
   readonly names = { started: 'containerd and dockerd', restarted: 'dockerd' };
   private containerd: Daemon | undefined;
   private dockerd: Daemon | undefined;
+  private budgetKeeper: BudgetKeeper | undefined;
 
   constructor(
     private readonly paths: NodePaths,
@@ -41,6 +43,10 @@ export class NodeRuntime implements RuntimeHost {
     const dockerode = import('dockerode');
     await mkdir(this.paths.run, { recursive: true });
     await mkdir(this.paths.logs, { recursive: true });
+    // The disks' budgets bind the daemons (this process's children from here on) and the containers.
+    const budgets = await nodeDiskBudgets(this.node);
+    await budgetNodeDaemons(this.paths.dir, process.pid, budgets);
+    this.budgetKeeper = new BudgetKeeper(this.paths.dir, budgets);
     const config = join(this.paths.run, 'containerd.toml');
     await writeFile(config, containerdConfig({ root: this.paths.containerdRoot, state: this.paths.containerdState, socket: this.paths.containerdSocket }));
     this.containerd = new Daemon('containerd', 'containerd', ['--config', config], join(this.paths.logs, 'containerd.log'), process.env, OWN_SESSION);
@@ -49,6 +55,7 @@ export class NodeRuntime implements RuntimeHost {
     await this.containerd.waitUntil(async () => existsSync(this.paths.containerdSocket), timeoutMs);
     await beforeDockerd;
     await this.startDockerd(timeoutMs);
+    this.budgetKeeper.start();
     const { default: DockerClient } = await dockerode;
     return new DockerRuntime(new DockerClient({ socketPath: this.paths.dockerSocket }));
   }
@@ -91,6 +98,7 @@ export class NodeRuntime implements RuntimeHost {
   }
 
   async stop(): Promise<void> {
+    this.budgetKeeper?.stop();
     await this.dockerd?.stop(10_000);
     await this.containerd?.stop(10_000);
   }

@@ -50,6 +50,7 @@ const disk = z
 const diskOrSize = z.preprocess((value) => (typeof value === 'string' || typeof value === 'number' ? { size: value } : value), disk);
 
 export const PROVIDERS = ['local', 'gke'] as const;
+export const DISK_LAYOUTS = ['dual', 'single'] as const;
 export const REMEDIATION_POLICIES = ['drain-then-restart', 'kill-on-first-failure', 'none'] as const;
 /**
  * How a new node gets the images: `pull`, the runtime's own pull; `direct`, buildfleet fetches,
@@ -85,6 +86,12 @@ export const poolSpecSchema = z
         runtime: diskOrSize.prefault(DEFAULT_DISK_SIZES.runtime),
         /** Mounted where builds run, so build I/O cannot saturate the runtime's disk. */
         workload: diskOrSize.prefault(DEFAULT_DISK_SIZES.workload),
+        /**
+         * `dual`: the two disks above. `single`: one disk (disks.runtime, with its budget) holds the
+         * data-root and the builds' work dirs, as a node without a workload disk does; disks.workload
+         * is not used. For comparing the two (bench disk-isolation).
+         */
+        layout: z.enum(DISK_LAYOUTS).default('dual'),
       })
       .strict()
       .prefault({}),

@@ -32,6 +32,8 @@ export type DiskRecord = {
   sizeBytes: number;
   /** /dev/loopN once attached. */
   loopDevice?: string;
+  /** Its I/O budget (the pool spec's), which the agent's saturation signal measures against. */
+  budget?: { readBytesPerSecond: number; writeBytesPerSecond: number; iops: number };
 };
 
 export type PinnedImage = { reference: string; pinned: string; digest: string };

@@ -1,9 +1,9 @@
 import { readFile, statfs } from 'node:fs/promises';
 import type { DetectorSink } from '../problems.js';
-import { DiskWindow, SaturationCondition, parseDiskstats, type SaturationThresholds } from './disk-signals.js';
+import { DiskWindow, SaturationCondition, parseDiskstats, type IoBudget, type SaturationThresholds } from './disk-signals.js';
 
-/** One disk to watch: its name in conditions and metrics (runtime, workload), its block device in diskstats, where it is mounted. */
-export type WatchedDisk = { name: string; device: string; mountPoint: string };
+/** One disk to watch: its name in conditions and metrics (runtime, workload), its block device in diskstats, where it is mounted, its I/O budget if it has one. */
+export type WatchedDisk = { name: string; device: string; mountPoint: string; budget?: IoBudget };
 
 export type DiskDetectorOptions = {
   disks: readonly WatchedDisk[];
@@ -44,7 +44,9 @@ export class DiskSaturationDetector {
       disk.window.add({ ...counters, atMs });
       const space = await readSpace(disk.mountPoint);
       this.sink.observe({ kind: 'disk-space', disk: disk.name, freeBytes: space.freeBytes, freeInodes: space.freeInodes });
-      const utilization = disk.window.utilization;
+      // A disk at its budget is as busy as one that is never idle: the throttle hides its queue.
+      const busy = disk.window.utilization;
+      const utilization = busy === undefined || !disk.budget ? busy : Math.max(busy, disk.window.budgetShare(disk.budget) ?? 0);
       const queueDepth = disk.window.queueDepth;
       if (utilization === undefined || queueDepth === undefined) continue;
       const { condition } = disk;

@@ -9,12 +9,24 @@ test('diskstats: io_ticks and weighted time are fields 13 and 14, by device name
     'short line',
   ].join('\n');
   const stats = parseDiskstats(text);
-  assert.deepEqual(stats.get('loop0'), { readsCompleted: 10, writesCompleted: 20, ioTicksMs: 1234, weightedMs: 5678 });
+  assert.deepEqual(stats.get('loop0'), { readsCompleted: 10, sectorsRead: 80, writesCompleted: 20, sectorsWritten: 160, ioTicksMs: 1234, weightedMs: 5678 });
   assert.equal(stats.get('vda')?.ioTicksMs, 10);
   assert.equal(stats.size, 2);
 });
 
-const sample = (atMs: number, ioTicksMs: number, weightedMs: number) => ({ atMs, ioTicksMs, weightedMs, readsCompleted: 0, writesCompleted: 0 });
+const sample = (atMs: number, ioTicksMs: number, weightedMs: number) => ({ atMs, ioTicksMs, weightedMs, readsCompleted: 0, writesCompleted: 0, sectorsRead: 0, sectorsWritten: 0 });
+
+test("budget share: a disk writing at its budget uses all of it, though its utilisation (the throttle hides the queue) stays low", () => {
+  const window = new DiskWindow(1000);
+  const budget = { readBytesPerSecond: 0, writeBytesPerSecond: 40 * 1024 ** 2, iops: 100 };
+  window.add({ ...sample(0, 0, 0) });
+  // 20 MiB written in 500 ms as 40 writes of 512 KiB, busy 50 ms of it.
+  window.add({ ...sample(500, 50, 60), sectorsWritten: (20 * 1024 ** 2) / 512, writesCompleted: 40 });
+  assert.equal(window.utilization, 0.1);
+  assert.equal(window.budgetShare(budget), 1);
+  assert.equal(window.budgetShare({ ...budget, writeBytesPerSecond: 80 * 1024 ** 2 }), 0.8); // 80 writes/s of 100 iops
+  assert.equal(window.budgetShare({ readBytesPerSecond: 0, writeBytesPerSecond: 0, iops: 0 }), 0);
+});
 
 test('utilisation and queue depth are deltas over the window, and old samples leave it', () => {
   const window = new DiskWindow(1000);

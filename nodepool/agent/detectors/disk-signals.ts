@@ -1,11 +1,18 @@
 /**
  * The signals of disk saturation, pure: the same node-problem-detector exports but never turns
  * into a condition, utilisation (diskstats field 13, ms spent doing I/O) and average queue depth
- * (field 14, weighted ms), each over a sliding window; plus space and inodes; and the Saturated
+ * (field 14, weighted ms), each over a sliding window; the share of the disk's I/O budget in use
+ * (sectors and requests per second against its throttles); plus space and inodes; and the Saturated
  * condition's hysteresis. Reading diskstats and statfs is `disk-detector.ts`'s.
  */
 
-export type DiskCounters = { ioTicksMs: number; weightedMs: number; readsCompleted: number; writesCompleted: number };
+export type DiskCounters = { ioTicksMs: number; weightedMs: number; readsCompleted: number; writesCompleted: number; sectorsRead: number; sectorsWritten: number };
+
+/** A disk's I/O budget (its blkio throttles), per second; 0 = no limit. */
+export type IoBudget = { readBytesPerSecond: number; writeBytesPerSecond: number; iops: number };
+
+/** diskstats counts 512-byte sectors whatever the device's own sector size. */
+const SECTOR_BYTES = 512;
 
 /** /proc/diskstats by device name (loop0, vda...). Fields per Documentation/admin-guide/iostats.rst. */
 export function parseDiskstats(text: string): Map<string, DiskCounters> {
@@ -16,7 +23,9 @@ export function parseDiskstats(text: string): Map<string, DiskCounters> {
     // fields[0..2] = major, minor, name; then the numbered fields 1..: field N is fields[N + 2].
     devices.set(fields[2]!, {
       readsCompleted: Number(fields[3]),
+      sectorsRead: Number(fields[5]),
       writesCompleted: Number(fields[7]),
+      sectorsWritten: Number(fields[9]),
       ioTicksMs: Number(fields[12]),
       weightedMs: Number(fields[13]),
     });
@@ -50,6 +59,25 @@ export class DiskWindow {
     const span = this.span();
     if (!span) return undefined;
     return Math.max(0, (span.last.weightedMs - span.first.weightedMs) / span.ms);
+  }
+
+  /**
+   * Share of the disk's budget used over the window, 0..1: the highest of bytes read, bytes
+   * written, reads and writes per second against their limits (0 without a budget). A disk held
+   * at its budget is saturated as a cloud disk at its limit is, though the requests it holds back
+   * wait in the throttle, before the device, where utilisation and queue depth do not see them.
+   */
+  budgetShare(budget: IoBudget): number | undefined {
+    const span = this.span();
+    if (!span) return undefined;
+    const perSecond = (counter: keyof DiskCounters) => ((span.last[counter] - span.first[counter]) * 1000) / span.ms;
+    const shares = [
+      budget.readBytesPerSecond ? (perSecond('sectorsRead') * SECTOR_BYTES) / budget.readBytesPerSecond : 0,
+      budget.writeBytesPerSecond ? (perSecond('sectorsWritten') * SECTOR_BYTES) / budget.writeBytesPerSecond : 0,
+      budget.iops ? perSecond('readsCompleted') / budget.iops : 0,
+      budget.iops ? perSecond('writesCompleted') / budget.iops : 0,
+    ];
+    return Math.min(1, Math.max(0, ...shares));
   }
 
   private span(): { first: DiskSample; last: DiskSample; ms: number } | undefined {
