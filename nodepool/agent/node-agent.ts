@@ -83,7 +83,16 @@ export class NodeAgent {
     try {
       // The direct pre-pull writes the images before the runtime's first start only: later the runtime is running.
       const direct = this.node.spec.prepull?.mode === 'direct' && this.status.phase === 'Provisioning' && !this.status.install;
-      this.runtime = await this.options.host.start(direct ? { beforeRuntime: (store) => this.installDirect(store) } : {});
+      const install = new AbortController();
+      let installing: Promise<void> | undefined;
+      try {
+        this.runtime = await this.options.host.start(direct ? { beforeRuntime: (store) => (installing = this.installDirect(store, AbortSignal.any([this.stopping.signal, install.signal]))) } : {});
+      } catch (err) {
+        // The runtime did not come up: the install must not go on writing into its store behind us.
+        install.abort();
+        await installing;
+        throw err;
+      }
       this.probe = this.probeDetector();
       this.disks = this.diskDetector();
       this.prePull = new PrePullDetector(this.runtime, this.sink);
@@ -142,11 +151,13 @@ export class NodeAgent {
     this.save();
   }
 
-  /** A condition changes only when its status does; its transition time is then. */
+  /** A condition's transition time changes only when its status does; a new reason (the same problem, another cause) is published with the old time. */
   private setCondition(problem: Problem): void {
     const status = problem.present ? 'True' : 'False';
-    if (this.status.conditions[problem.type]?.status === status) return;
-    const condition: NodeCondition = { status, reason: problem.reason, message: problem.message, lastTransitionTime: new Date().toISOString() };
+    const current = this.status.conditions[problem.type];
+    if (current?.status === status && current.reason === problem.reason) return;
+    const lastTransitionTime = current?.status === status ? current.lastTransitionTime : new Date().toISOString();
+    const condition: NodeCondition = { status, reason: problem.reason, message: problem.message, lastTransitionTime };
     this.status.conditions[problem.type] = condition;
     this.out.conditionChanged(problem.type, condition);
     this.save();
@@ -167,10 +178,10 @@ export class NodeAgent {
     return this.out.statusChanged(this.status);
   }
 
-  private async installDirect(store: RuntimeImageStore): Promise<void> {
+  private async installDirect(store: RuntimeImageStore, signal: AbortSignal): Promise<void> {
     try {
-      const marks = await new DirectPrePull(this.sink, { insecureRegistries: this.node.spec.insecureRegistries, ...(this.options.resume && { resume: this.options.resume }), ...(this.options.blobCache && { blobCache: this.options.blobCache }) }).install(this.node.images, store, this.stopping.signal);
-      if (marks) {
+      const marks = await new DirectPrePull(this.sink, { insecureRegistries: this.node.spec.insecureRegistries, ...(this.options.resume && { resume: this.options.resume }), ...(this.options.blobCache && { blobCache: this.options.blobCache }) }).install(this.node.images, store, signal);
+      if (marks && !signal.aborted) {
         this.status.install = marks;
         await this.save();
       }

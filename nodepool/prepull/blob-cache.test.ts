@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
@@ -81,8 +81,9 @@ test('a lock left by a fetcher that died is taken over', async () => {
   const cacheDir = join(dir, 'stale');
   await mkdir(join(cacheDir, 'sha256'), { recursive: true });
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
-  await writeFile(join(cacheDir, 'sha256', `${hex}.lock`), `${dead} ${(await import('node:os')).hostname()}\n`);
-  await writeFile(join(cacheDir, 'sha256', `${hex}.partial`), blob.subarray(0, 100));
+  const deadPartial = join(cacheDir, 'sha256', `${hex}.${dead}.dead.partial`);
+  await writeFile(join(cacheDir, 'sha256', `${hex}.lock`), `${dead} ${hostname()} ${deadPartial}\n`);
+  await writeFile(deadPartial, blob.subarray(0, 100));
   const { fetch, counter } = upstream(blob);
   const { stream, from } = await new SharedBlobCache(cacheDir).open(digest, fetch);
   assert.equal(from, 'upstream');
@@ -90,4 +91,17 @@ test('a lock left by a fetcher that died is taken over', async () => {
   assert.equal(counter.calls, 1);
   assert.ok((await readFile(join(cacheDir, 'sha256', hex))).equals(blob));
   assert.deepEqual(await readdir(join(cacheDir, 'sha256')), [hex]);
+});
+
+test('many waiters breaking the same dead lock at once: every one of them gets the whole blob, and only the blob stays', async () => {
+  for (let round = 0; round < 10; round++) {
+    const cacheDir = join(dir, `race-${round}`);
+    await mkdir(join(cacheDir, 'sha256'), { recursive: true });
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    await writeFile(join(cacheDir, 'sha256', `${hex}.lock`), `${dead} ${hostname()} ${join(cacheDir, 'sha256', 'gone.partial')}\n`);
+    const { fetch } = upstream(blob);
+    const got = await Promise.all([0, 1, 2, 3, 4, 5].map(async () => readAll((await new SharedBlobCache(cacheDir).open(digest, fetch)).stream)));
+    for (const bytes of got) assert.ok(bytes.equals(blob));
+    assert.deepEqual(await readdir(join(cacheDir, 'sha256')), [hex]);
+  }
 });

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
@@ -8,16 +8,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
  * Blobs shared by the nodes of one host, so that N nodes started together fetch each blob from
- * the upstream registry once (fleet pulls). One process fetches a blob (it holds `HEX.lock`,
- * made with O_EXCL) and writes it beside its own use to `HEX.partial`; once the bytes match the
- * digest it renames the file to `HEX`, and everyone else reads that. A process that waits for
- * a blob takes over when the fetcher died (its pid is gone) or gave up (no lock, no blob).
- * Nothing half-written or unverified is ever under a blob's own name.
+ * the upstream registry once (fleet pulls). One process fetches a blob: it holds `HEX.lock`
+ * (made with O_EXCL; it names the process and its partial file) and writes the bytes, beside its
+ * own use, to a partial file of its own; once they match the digest it renames that file to
+ * `HEX`, and everyone else reads it. A waiter takes over when the fetcher died (its pid is gone),
+ * gave up (no lock, no blob) or stalled (its partial file stopped growing). Partial files are
+ * never shared, so a race on the lock costs at most a second fetch, never a wrong blob: nothing
+ * half-written or unverified is ever under a blob's own name.
  */
 
 export type CachedBlob = { stream: Readable; from: 'upstream' | 'cache' };
 
 const POLL_MS = 50;
+/** A fetcher whose partial file has not grown for this long is taken to be stuck. */
+const STALL_MS = 60_000;
 
 export class SharedBlobCache {
   private readonly blobs: string;
@@ -33,29 +37,25 @@ export class SharedBlobCache {
   async open(digest: string, fetch: () => Readable, signal?: AbortSignal): Promise<CachedBlob> {
     const hex = digest.slice(digest.indexOf(':') + 1);
     if (!/^[a-f0-9]{64}$/.test(hex) || !digest.startsWith('sha256:')) return { stream: fetch(), from: 'upstream' };
-    await mkdir(this.blobs, { recursive: true });
+    // Root's only: blobs of private registries must not become readable to other local users.
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdir(this.blobs, { recursive: true, mode: 0o700 });
     const final = join(this.blobs, hex);
     const lock = `${final}.lock`;
     for (;;) {
       signal?.throwIfAborted();
       if (await exists(final)) return { stream: createReadStream(final, { highWaterMark: 1 << 20 }), from: 'cache' };
-      const held = await open(lock, 'wx').catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
-      if (held) {
-        await held.writeFile(`${process.pid} ${hostname()}\n`);
-        await held.close();
+      const partial = `${final}.${process.pid}.${randomBytes(4).toString('hex')}.partial`;
+      if (await createLock(lock, partial)) {
         // Looked again under the lock: a fetcher may have renamed the blob between the two looks.
         if (await exists(final)) {
           await rm(lock, { force: true });
           continue;
         }
-        return { stream: await this.fetchInto(fetch(), hex, final, lock), from: 'upstream' };
+        return { stream: await this.fetchInto(fetch(), hex, final, lock, partial), from: 'upstream' };
       }
-      if (await fetcherGone(lock)) {
-        await rm(`${final}.partial`, { force: true });
-        await rm(lock, { force: true });
-        continue;
-      }
-      await sleep(POLL_MS, undefined, signal ? { signal } : undefined);
+      await breakIfStale(lock);
+      await sleep(POLL_MS, undefined, signal ? { signal } : undefined).catch((err: Error) => Promise.reject(signal?.reason ?? err));
     }
   }
 
@@ -65,19 +65,21 @@ export class SharedBlobCache {
   }
 
   /** The stream passes the fetched bytes on and writes them to the partial file; the blob is named when the digest holds. */
-  private async fetchInto(source: Readable, hex: string, final: string, lock: string): Promise<Readable> {
-    const partial = `${final}.partial`;
-    let file: FileHandle | undefined;
+  private async fetchInto(source: Readable, hex: string, final: string, lock: string, partial: string): Promise<Readable> {
+    let file: FileHandle;
     try {
-      file = await open(partial, 'w');
+      file = await open(partial, 'w', 0o600);
     } catch (err) {
+      source.destroy();
       await rm(lock, { force: true });
       throw err;
     }
     const hash = createHash('sha256');
-    const handle = file;
+    let settled = false;
     const release = async (keep: boolean) => {
-      await handle.close().catch(() => {});
+      if (settled) return;
+      settled = true;
+      await file.close().catch(() => {});
       if (keep && hash.digest('hex') === hex) await rename(partial, final).catch(() => rm(partial, { force: true }));
       else await rm(partial, { force: true });
       await rm(lock, { force: true });
@@ -85,42 +87,68 @@ export class SharedBlobCache {
     const tee = new Transform({
       transform(chunk: Buffer, _encoding, done: TransformCallback) {
         hash.update(chunk);
-        handle.write(chunk).then(() => done(null, chunk), done);
+        file.write(chunk).then(() => done(null, chunk), done);
       },
       flush(done: TransformCallback) {
         release(true).then(() => done(), done);
       },
     });
-    let released = false;
+    // Ended early (an error, an abort, a consumer gone): nobody may take these bytes as the blob.
     tee.once('close', () => {
-      // Ended early (an error, an abort, a consumer gone): nobody may take these bytes as the blob.
-      if (!tee.writableFinished && !released) void release(false);
+      source.destroy();
+      void release(false);
     });
-    tee.once('finish', () => (released = true));
     source.once('error', (err) => tee.destroy(err));
-    tee.once('close', () => source.destroy());
     source.pipe(tee);
     return tee;
   }
 }
 
-/** The fetcher named in the lock is no longer running on this host (or the lock is unreadable and old). */
-async function fetcherGone(lock: string): Promise<boolean> {
-  const text = await readFile(lock, 'utf8').catch(() => undefined);
-  if (text === undefined) return false; // gone already: the next look finds the blob or takes the lock
-  const [pid, host] = text.trim().split(' ');
-  if (!pid) {
-    // Made but not yet written: only stale if it stays that way.
-    const age = Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now());
-    return age > 10_000;
+/** Makes the lock (O_EXCL) naming this process and its partial file; false when another holds it. */
+async function createLock(lock: string, partial: string): Promise<boolean> {
+  const held = await open(lock, 'wx', 0o600).catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
+  if (!held) return false;
+  try {
+    await held.writeFile(`${process.pid} ${hostname()} ${partial}\n`);
+  } finally {
+    await held.close();
   }
-  if (host && host !== hostname()) return false;
+  return true;
+}
+
+/**
+ * Breaks the lock of a fetcher that died or stalled. The lock is moved aside by rename (only one
+ * waiter can), then its content checked: a lock moved aside by mistake (taken anew by a live
+ * fetcher in between) is put back when it can be; if not, that fetcher's partial file is still
+ * its own, so the cost is a second fetch.
+ */
+async function breakIfStale(lock: string): Promise<void> {
+  const seen = await readFile(lock, 'utf8').catch(() => undefined);
+  if (seen === undefined || !(await isStale(lock, seen))) return;
+  const aside = `${lock}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
+  if (!(await rename(lock, aside).then(() => true, () => false))) return;
+  const moved = await readFile(aside, 'utf8').catch(() => '');
+  if (moved !== seen) await link(aside, lock).catch(() => {});
+  else await rm(moved.trim().split(' ')[2] ?? '', { force: true }).catch(() => {});
+  await rm(aside, { force: true });
+}
+
+async function isStale(lock: string, content: string): Promise<boolean> {
+  const [pid, host, partial] = content.trim().split(' ');
+  if (!pid || !host) {
+    // Made but not yet written: stale only if it stays that way.
+    return Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now()) > 10_000;
+  }
+  if (host !== hostname()) return false;
   try {
     process.kill(Number(pid), 0);
-    return false;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return true;
   }
+  // Alive: stale only when its download stopped moving.
+  const grown = partial ? (await stat(partial).catch(() => undefined))?.mtimeMs : undefined;
+  const since = grown ?? (await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now();
+  return Date.now() - since > STALL_MS;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -75,13 +75,30 @@ export class DockerImageStore {
     return { cacheId, dir, diffDir };
   }
 
-  /** Removes a cache dir nothing names (a failed or abandoned extraction). */
+  /** Removes a cache dir nothing names (a failed or abandoned extraction), and its l/ link when it got one. */
   async discard(cacheId: string): Promise<void> {
-    await rm(join(this.overlay, cacheId), { recursive: true, force: true });
+    const dir = join(this.overlay, cacheId);
+    const link = (await readFile(join(dir, 'link'), 'utf8').catch(() => '')).trim();
+    if (/^[A-Z0-9]{26}$/.test(link)) await rm(join(this.overlay, 'l', link), { force: true });
+    await rm(dir, { recursive: true, force: true });
   }
 
-  /** Names the extracted layers, then the image; in an order the engine can start from at any point. */
+  /**
+   * Names the extracted layers, then the image, in an order the engine can start from at any
+   * point; when a step fails, the layer names it made are taken back before it throws, so the
+   * caller can discard the cache dirs without leaving a name that points at nothing.
+   */
   async commit(image: CommitImage): Promise<void> {
+    const named: string[] = [];
+    try {
+      await this.commitNaming(image, named);
+    } catch (err) {
+      await Promise.allSettled(named.map((dir) => rm(dir, { recursive: true, force: true })));
+      throw err;
+    }
+  }
+
+  private async commitNaming(image: CommitImage, named: string[]): Promise<void> {
     await mkdir(join(this.overlay, 'l'), { recursive: true, mode: 0o701 });
     let parentCache: string | undefined;
     for (const layer of image.layers) {
@@ -99,18 +116,24 @@ export class DockerImageStore {
       if (await exists(final)) continue; // an earlier image of this install named it
       const temp = join(layerdb, 'tmp', `write-set-${randomBytes(8).toString('hex')}`);
       await mkdir(temp, { mode: 0o755 });
+      named.push(temp);
       await writeFile(join(temp, 'diff'), layer.diffId);
       await writeFile(join(temp, 'size'), String(layer.extracted.size));
       await writeFile(join(temp, 'cache-id'), layer.extracted.cacheId);
       if (layer.parentChainId) await writeFile(join(temp, 'parent'), layer.parentChainId);
       await writeFile(join(temp, 'tar-split.json.gz'), layer.extracted.tarSplit);
       await rename(temp, final);
+      named[named.length - 1] = final;
     }
     await this.recordDistribution(image);
     const content = join(this.image, 'imagedb', 'content', 'sha256');
     await mkdir(content, { recursive: true });
     await mkdir(join(this.image, 'imagedb', 'metadata', 'sha256'), { recursive: true });
-    await atomicWrite(join(content, hex(image.imageId)), image.config, 0o600);
+    const config = join(content, hex(image.imageId));
+    if (!(await exists(config))) {
+      await atomicWrite(config, image.config, 0o600);
+      named.push(config);
+    }
     await this.addRepoDigest(image);
   }
 

@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
+import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { decompressor } from '../../imagebuilder/compress/codecs.js';
 import { DigestStream, sha256Digest, VerifyingStream } from '../../imagebuilder/oci/digest.js';
-import { isIndexMediaType, layerCompression, type Compression } from '../../imagebuilder/oci/media-types.js';
+import { isIndexMediaType, layerCompression, MediaType, type Compression } from '../../imagebuilder/oci/media-types.js';
 import { selectPlatform } from '../../imagebuilder/oci/platform.js';
 import { parseRegistryReference } from '../../imagebuilder/oci/reference.js';
 import { Index, Manifest, type Descriptor } from '../../imagebuilder/oci/schemas.js';
@@ -79,8 +80,7 @@ async function planImage(client: RegistryClient, registry: string, repo: string,
   }
   const manifest = Manifest.parse(JSON.parse(fetched.bytes.toString('utf8')));
   for (const layer of manifest.layers) {
-    if (layer.urls?.length || /foreign|nondistributable/.test(layer.mediaType)) throw new UnsupportedLayer(`${pinned}: layer ${layer.digest} is foreign (${layer.mediaType})`);
-    layerCompression(layer.mediaType); // throws for a media type that is not a layer
+    if (layer.urls?.length || !LAYER_TYPES.has(layer.mediaType)) throw new UnsupportedLayer(`${pinned}: layer ${layer.digest} is of type ${layer.mediaType}, which the direct path leaves to the runtime`);
   }
   const configStream = await client.getBlob(repo, manifest.config);
   const chunks: Buffer[] = [];
@@ -136,7 +136,7 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
       await extractor.end();
       return facts;
     })();
-    const flowing = pipeline(blob, verified, inflate, diff, { signal }).catch((err) => Promise.reject(explain(err, what)));
+    const flowing = pipeline(blob, verified, new MagicCheck(compressionOf(layer.mediaType), what), inflate, diff, { signal }).catch((err) => Promise.reject(explain(err, what)));
     walked.catch(() => {});
     flowing.catch(() => {});
     let facts: Awaited<typeof walked>;
@@ -173,15 +173,43 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
     return { pinned, imageId: plan.imageId, layers: plan.layers.length, reused: existing.filter(Boolean).length, downloadedBytes, fromCacheBytes, downloadedAt, finishedAt: performance.now() };
   } catch (err) {
     abort.abort(err);
-    // Every extraction stops (its tar killed) before what it wrote is removed.
+    // Every extraction stops (its tar gone) before what it wrote is removed.
     await Promise.allSettled(running);
-    await Promise.all(made.map((cacheId) => store.discard(cacheId)));
-    throw err;
+    await Promise.allSettled(made.map((cacheId) => store.discard(cacheId)));
+    // The first failure, not a sibling's "aborted" that it caused.
+    throw options.signal?.aborted ? err : abort.signal.reason;
   }
 }
 
+/** Layers the direct path writes: plain tar, gzip and zstd, in Docker's and OCI's names. Foreign, nondistributable and unknown ones go to the runtime. */
+const LAYER_TYPES = new Set<string>([MediaType.dockerLayer, MediaType.dockerLayerGzip, MediaType.dockerLayerZstd, MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd]);
+
 function compressionOf(mediaType: string): Compression {
   return layerCompression(mediaType);
+}
+
+/**
+ * Docker picks a layer's decompression by its first bytes, not by its media type: a layer whose
+ * bytes say otherwise than its type is left to the runtime (UnsupportedLayer) rather than failed.
+ */
+class MagicCheck extends Transform {
+  private checked = false;
+
+  constructor(
+    private readonly expected: Compression,
+    private readonly what: string,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    if (!this.checked && chunk.length >= 4) {
+      this.checked = true;
+      const found = chunk[0] === 0x1f && chunk[1] === 0x8b ? 'gzip' : chunk.readUInt32LE(0) === 0xfd2fb528 ? 'zstd' : 'none';
+      if (found !== this.expected) return done(new UnsupportedLayer(`${this.what}: its media type says ${this.expected}, its bytes ${found}`));
+    }
+    done(null, chunk);
+  }
 }
 
 function explain(err: unknown, what: string): Error {
@@ -199,15 +227,21 @@ function explain(err: unknown, what: string): Error {
  * the end (children change them while extracting).
  */
 function spawnExtractor(dir: string, what: string, signal: AbortSignal): { write(chunk: Buffer): Promise<void> | undefined; end(): Promise<void> } {
-  const child = spawn('tar', ['-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*', '--delay-directory-restore'], {
+  // umask 022: the parents tar makes for an entry whose directory the layer does not list are 0755, as Docker's applier makes them.
+  const child = spawn('sh', ['-c', 'umask 022 && exec tar "$@"', 'tar', '-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*', '--delay-directory-restore'], {
     stdio: ['pipe', 'ignore', 'pipe'],
     signal,
   });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));
   child.stdin.on('error', () => {}); // a tar that died is reported by its exit status
-  const exited = once(child, 'exit').then(([code, sig]) => {
-    if (code !== 0) throw new BuildfleetError('environment', `${what}: tar ${sig ? `killed by ${sig}` : `exited ${code}`}: ${stderr.trim().split('\n').find((line) => !/Exiting with failure status/.test(line)) ?? ''}`);
+  // 'close', not 'exit' or the abort's 'error': only then is tar gone and its files safe to remove.
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', () => {});
+    child.once('close', (code, sig) => {
+      if (code === 0) resolve();
+      else reject(new BuildfleetError('environment', `${what}: tar ${sig ? `killed by ${sig}` : `exited ${code}`}: ${stderr.trim().split('\n').find((line) => !/Exiting with failure status/.test(line)) ?? ''}`));
+    });
   });
   exited.catch(() => {});
   return {

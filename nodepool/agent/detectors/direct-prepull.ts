@@ -2,6 +2,7 @@ import type { RuntimeImageStore } from '../../runtime/host.js';
 import type { NodeStatus, PinnedImage } from '../../state/store.js';
 import { installImage } from '../../prepull/install.js';
 import { UnsupportedLayer } from '../../prepull/layer-walk.js';
+import { BuildfleetError } from '../../../imagebuilder/errors.js';
 import type { ResumePolicy } from '../../prepull/blob-fetch.js';
 import type { SharedBlobCache } from '../../prepull/blob-cache.js';
 import type { DetectorSink } from '../problems.js';
@@ -28,6 +29,7 @@ export class DirectPrePull {
     const startedPerf = performance.now();
     let downloadedBytes = 0;
     let downloadedAt = startedPerf;
+    let whole = true;
     for (const image of images) {
       this.sink.event('direct-pull-started', { image: image.pinned });
       try {
@@ -49,10 +51,14 @@ export class DirectPrePull {
         } else {
           this.sink.event('direct-pull-failed', { image: image.pinned, error: message });
           this.sink.problem({ type: PREPULL_FAILED, present: true, reason: 'DirectPullFailed', message: `${image.pinned}: ${message}; the runtime's pull tries next` });
+          // A registry out of reach is out of reach for the next images too: their retries would only hold the runtime back.
+          if (err instanceof BuildfleetError && err.kind === 'network') return undefined;
         }
-        return undefined;
+        // The other images still go in directly; the runtime's pull does this one.
+        whole = false;
       }
     }
+    if (!whole) return undefined;
     return { startedAt: new Date(started).toISOString(), downloadedAt: wall(downloadedAt), finishedAt: wall(performance.now()), downloadedBytes };
   }
 }
