@@ -112,7 +112,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     // is needed only at the PUT), each output streams there while it is compressed.
     const putWhileWritten = destination.putBlobWhileWritten?.bind(destination);
     const live = (k: number, bytes: Readable, stored: Promise<{ digest: string; size: number }>) => {
-      const upload = putWhileWritten!(bytes, stored, { mediaType: layerMediaType(format, compression) });
+      const upload = putWhileWritten!(bytes, stored, { mediaType: layerMediaType(format, compression), chunkBytes: liveChunkBytes(plan.directories.length) });
       // Settled before the blob is needed; a failed one is sent again from its file.
       upload.catch(() => {});
       liveUploads[k] = upload;
@@ -185,6 +185,19 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
   } finally {
     await removeTemp(work);
   }
+}
+
+/**
+ * The K outputs upload at once, each holding up to two request bodies (one sent, one gathered):
+ * at the registry client's 16 MiB a chunk that was 32 MiB per output, 128 MiB at K=4, the part
+ * of the peak that grew with K. The chunks share one budget instead (so K=1 keeps its 16 MiB
+ * chunks and the fewest flushes on the registry), down to 1 MiB each.
+ */
+const LIVE_UPLOAD_BUDGET = 16 << 20;
+const MIN_LIVE_CHUNK = 1 << 20;
+
+export function liveChunkBytes(outputs: number): number {
+  return Math.max(MIN_LIVE_CHUNK, Math.floor(LIVE_UPLOAD_BUDGET / Math.max(1, outputs)));
 }
 
 /**
