@@ -98,10 +98,12 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const spans = index.map((layer) => layer.spans);
     const indexMs = lap();
 
+    // Pass 1's stream buffers and garbage go before the merge and plan add their peak to the index's.
+    await collectGarbageNow();
     const { plan, shadowedBytes, inputEntries } = planFromIndex(index, { layers: options.layers ?? 1, fromLayer });
     // From here on only the plan is needed: let the index (and the merged tree, gone with planFromIndex's frame) be collected.
     index = undefined;
-    collectGarbageNow();
+    await collectGarbageNow();
     const mergeMs = lap();
 
     const compression = options.compression ?? 'gzip';
@@ -203,16 +205,24 @@ export function liveChunkBytes(outputs: number): number {
 /**
  * The index and the merged tree (a few hundred bytes per entry, so hundreds of MB for a big
  * image) are garbage once the plan exists; V8 would free them only at its next full collection,
- * well into the write phase, whose buffers would then stack on top of them. One full collection
- * here keeps the peak at the larger of the two phases, not their sum.
+ * well into the write phase, whose buffers would then stack on top of them. A full collection
+ * there keeps the peak at the larger of the two phases, not their sum. One before the merge
+ * too: pass 1 leaves tens of MB of stream buffers and garbage that the merge and plan (the
+ * peak of a squash with many files) would otherwise build on.
  */
-function collectGarbageNow(): void {
+async function collectGarbageNow(): Promise<void> {
+  let gc: () => void;
   try {
     setFlagsFromString('--expose-gc');
-    (runInNewContext('gc') as () => void)();
+    gc = runInNewContext('gc') as () => void;
   } catch {
-    // A runtime without it only peaks higher.
+    return; // A runtime without it only peaks higher.
   }
+  gc();
+  // What the running job still reaches (the values its frames held) is free only once it has
+  // ended: a second collection on the next turn of the loop frees it and gives its pages back.
+  await new Promise((resolve) => setImmediate(resolve));
+  gc();
 }
 
 /**
