@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { BuildfleetError } from '../errors.js';
 import { layerCompression, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
@@ -210,7 +210,11 @@ export function liveChunkBytes(outputs: number): number {
  * too: pass 1 leaves tens of MB of stream buffers and garbage that the merge and plan (the
  * peak of a squash with many files) would otherwise build on.
  */
+const COLLECT_ABOVE_BYTES = 40 << 20;
+
 async function collectGarbageNow(): Promise<void> {
+  // Below this the peak is the write phase's buffers, not the heap: a collection would only cost time.
+  if (getHeapStatistics().used_heap_size < COLLECT_ABOVE_BYTES) return;
   let gc: () => void;
   try {
     setFlagsFromString('--expose-gc');
