@@ -227,16 +227,17 @@ export class RegistryClient {
    * against the limit: its producer may wait on its reading, and nothing it waits for may wait
    * for a slot. Sent in chunks (LIVE_CHUNK unless chunkSize says otherwise): a registry that
    * flushes each request to disk (distribution does) then does so while the blob is still being
-   * produced, not all at once after its last byte.
+   * produced, not all at once after its last byte. `chunkBytes` overrides the chunk size for
+   * this upload (it holds up to two chunks at once).
    */
-  uploadBlobWhileWritten(repo: string, bytes: Readable, settled: Promise<{ digest: string; size: number }>): Promise<{ digest: string; size: number }> {
+  uploadBlobWhileWritten(repo: string, bytes: Readable, settled: Promise<{ digest: string; size: number }>, chunkBytes?: number): Promise<{ digest: string; size: number }> {
     let opened = false;
     const open = async () => {
       if (opened) throw new Error('a blob being written can be sent only once');
       opened = true;
       return bytes;
     };
-    return uploadBlob(this.http, repo, open, { settled, once: true }, this.options.chunkSize ?? LIVE_CHUNK);
+    return uploadBlob(this.http, repo, open, { settled, once: true }, chunkBytes ?? this.options.chunkSize ?? LIVE_CHUNK);
   }
 
   /** Abandons an upload session; best effort (the registry purges stale uploads anyway). */

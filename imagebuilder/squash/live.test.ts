@@ -12,7 +12,7 @@ import { openDestination, openSource } from '../transports/index.js';
 import { generateImage } from '../../bench/image-generator.js';
 import { tempDir } from '../../test/helpers/real.js';
 import { LiveCopy } from './live.js';
-import { squashImage, type SquashOptions } from './squash.js';
+import { liveChunkBytes, squashImage, type SquashOptions } from './squash.js';
 
 // Needs the docker-registry package (distribution 2.8), as the registry transport tests do.
 let registry: RegistryServer;
@@ -76,6 +76,20 @@ test('a blob sent while written is committed under the digest given at its end, 
   const wrong = Buffer.from('bytes that do not hash to the digest given');
   await assert.rejects(client.uploadBlobWhileWritten('live/wrong', Readable.from([wrong]), Promise.resolve({ digest: sha256Digest(Buffer.from('x')), size: wrong.length })));
   assert.equal(await client.hasBlob('live/wrong', sha256Digest(wrong)), undefined);
+});
+
+test('a live upload sends requests of the chunk size its caller gives; the K outputs of a squash share one budget', async () => {
+  const client = registryClientFor(proxy.host, options);
+  const data = Buffer.concat(chunks(8));
+  proxy.log.length = 0;
+  const sent = await client.uploadBlobWhileWritten('live/chunked', Readable.from(chunks(8)), Promise.resolve({ digest: sha256Digest(data), size: data.length }), 128 * 1024);
+  assert.equal(sent.digest, sha256Digest(data));
+  const ranges = proxy.log.filter((r) => r.method === 'PATCH').map((r) => r.contentRange);
+  assert.deepEqual(ranges, ['0-131071', '131072-262143', '262144-393215', '393216-524287']);
+
+  assert.equal(liveChunkBytes(1), 16 << 20, 'one output keeps the registry client\'s chunk');
+  for (const k of [2, 3, 4, 8, 16]) assert.ok(k * liveChunkBytes(k) <= 16 << 20, `K=${k}: ${k} x ${liveChunkBytes(k)}`);
+  assert.equal(liveChunkBytes(64), 1 << 20, 'never below 1 MiB a request');
 });
 
 test('squash to a registry streams its output during the write; a failed stream is sent again from the file', async () => {

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { BuildfleetError } from '../errors.js';
 import { layerCompression, layerMediaType, manifestMediaType, type Compression } from '../oci/media-types.js';
@@ -98,10 +98,12 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     const spans = index.map((layer) => layer.spans);
     const indexMs = lap();
 
+    // Pass 1's stream buffers and garbage go before the merge and plan add their peak to the index's.
+    await collectGarbageNow();
     const { plan, shadowedBytes, inputEntries } = planFromIndex(index, { layers: options.layers ?? 1, fromLayer });
     // From here on only the plan is needed: let the index (and the merged tree, gone with planFromIndex's frame) be collected.
     index = undefined;
-    collectGarbageNow();
+    await collectGarbageNow();
     const mergeMs = lap();
 
     const compression = options.compression ?? 'gzip';
@@ -112,7 +114,7 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
     // is needed only at the PUT), each output streams there while it is compressed.
     const putWhileWritten = destination.putBlobWhileWritten?.bind(destination);
     const live = (k: number, bytes: Readable, stored: Promise<{ digest: string; size: number }>) => {
-      const upload = putWhileWritten!(bytes, stored, { mediaType: layerMediaType(format, compression) });
+      const upload = putWhileWritten!(bytes, stored, { mediaType: layerMediaType(format, compression), chunkBytes: liveChunkBytes(plan.directories.length) });
       // Settled before the blob is needed; a failed one is sent again from its file.
       upload.catch(() => {});
       liveUploads[k] = upload;
@@ -188,18 +190,43 @@ export async function squashImage(source: ImageSource, destination: ImageDestina
 }
 
 /**
+ * The K outputs upload at once, each holding up to two request bodies (one sent, one gathered):
+ * at the registry client's 16 MiB a chunk that was 32 MiB per output, 128 MiB at K=4, the part
+ * of the peak that grew with K. The chunks share one budget instead (so K=1 keeps its 16 MiB
+ * chunks and the fewest flushes on the registry), down to 1 MiB each.
+ */
+const LIVE_UPLOAD_BUDGET = 16 << 20;
+const MIN_LIVE_CHUNK = 1 << 20;
+
+export function liveChunkBytes(outputs: number): number {
+  return Math.max(MIN_LIVE_CHUNK, Math.floor(LIVE_UPLOAD_BUDGET / Math.max(1, outputs)));
+}
+
+/**
  * The index and the merged tree (a few hundred bytes per entry, so hundreds of MB for a big
  * image) are garbage once the plan exists; V8 would free them only at its next full collection,
- * well into the write phase, whose buffers would then stack on top of them. One full collection
- * here keeps the peak at the larger of the two phases, not their sum.
+ * well into the write phase, whose buffers would then stack on top of them. A full collection
+ * there keeps the peak at the larger of the two phases, not their sum. One before the merge
+ * too: pass 1 leaves tens of MB of stream buffers and garbage that the merge and plan (the
+ * peak of a squash with many files) would otherwise build on.
  */
-function collectGarbageNow(): void {
+const COLLECT_ABOVE_BYTES = 40 << 20;
+
+async function collectGarbageNow(): Promise<void> {
+  // Below this the peak is the write phase's buffers, not the heap: a collection would only cost time.
+  if (getHeapStatistics().used_heap_size < COLLECT_ABOVE_BYTES) return;
+  let gc: () => void;
   try {
     setFlagsFromString('--expose-gc');
-    (runInNewContext('gc') as () => void)();
+    gc = runInNewContext('gc') as () => void;
   } catch {
-    // A runtime without it only peaks higher.
+    return; // A runtime without it only peaks higher.
   }
+  gc();
+  // What the running job still reaches (the values its frames held) is free only once it has
+  // ended: a second collection on the next turn of the loop frees it and gives its pages back.
+  await new Promise((resolve) => setImmediate(resolve));
+  gc();
 }
 
 /**

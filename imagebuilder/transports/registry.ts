@@ -133,8 +133,8 @@ export async function openRegistryDestination(ref: RegistryReference, options: R
       return { mediaType: blob.mediaType, digest: stored.digest, size: stored.size };
     },
 
-    async putBlobWhileWritten(bytes: Readable, stored: Promise<{ digest: string; size: number }>, blob: { mediaType: string }): Promise<Descriptor> {
-      const sent = await client.uploadBlobWhileWritten(repo, bytes, stored);
+    async putBlobWhileWritten(bytes: Readable, stored: Promise<{ digest: string; size: number }>, blob: { mediaType: string; chunkBytes?: number }): Promise<Descriptor> {
+      const sent = await client.uploadBlobWhileWritten(repo, bytes, stored, blob.chunkBytes);
       return { mediaType: blob.mediaType, digest: sent.digest, size: sent.size };
     },
 

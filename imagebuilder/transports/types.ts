@@ -81,8 +81,11 @@ export interface ImageDestination {
    * committed only once `stored` gives the digest and size of everything written, under that
    * digest (the destination checks it). A rejection of `stored` commits nothing. No retry: on
    * any failure the caller puts the blob again, with putBlob, from its complete copy.
+   * `chunkBytes`: bytes per request where the destination sends the blob in pieces; it holds up
+   * to two of them (one sent, one gathered), so a caller with several uploads at once can bound
+   * their memory together.
    */
-  putBlobWhileWritten?(bytes: Readable, stored: Promise<{ digest: string; size: number }>, blob: { mediaType: string }): Promise<Descriptor>;
+  putBlobWhileWritten?(bytes: Readable, stored: Promise<{ digest: string; size: number }>, blob: { mediaType: string; chunkBytes?: number }): Promise<Descriptor>;
   /** Stores the manifest that names only blobs already put. Returns its digest. */
   putManifest(manifestBytes: Buffer, mediaType: string): Promise<string>;
   /** Makes the image visible (rename of an archive, index.json update, docker load). */
