@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../imagebuilder/package-root.js';
+import type { PoolManager } from '../nodepool/pool.js';
 
 /**
  * What benchmarks need to run buildfleet as a user does. The tests reuse it (test/ may import
@@ -32,4 +33,10 @@ export function exitOnHelp(usage: string): void {
   if (!process.argv.includes('--help')) return;
   process.stdout.write(usage + '\n');
   process.exit(0);
+}
+
+/** A benchmark's clean-up, also after a failure: every pool of its own state dir deleted (nodes, disks, daemons). */
+export async function deleteEveryPool(manager: PoolManager | undefined): Promise<void> {
+  if (!manager) return;
+  for (const pool of await manager.store.listPools().catch(() => [] as string[])) await manager.delete(pool).catch(() => {});
 }

@@ -12,7 +12,7 @@ import { parsePoolSpec } from '../../nodepool/pool-spec/pool-spec.js';
 import { PoolManager } from '../../nodepool/pool.js';
 import type { Provider } from '../../nodepool/provider.js';
 import { StateStore } from '../../nodepool/state/store.js';
-import { tempDir } from '../harness.js';
+import { deleteEveryPool, tempDir } from '../harness.js';
 import { writeRunnableImage } from '../runnable-image.js';
 import { writeDiskIsolationReport } from './chart.js';
 import { LAYOUTS, summarize, type DiskIsolationReport, type Layout, type Load, type Period, type Probe } from './report.js';
@@ -117,7 +117,7 @@ export async function benchDiskIsolation(options: DiskIsolationOptions = {}): Pr
     if (options.out) log(`wrote ${(await writeDiskIsolationReport(report, options.out)).join(', ')}`);
     return report;
   } finally {
-    if (manager) for (const pool of await manager.store.listPools().catch(() => [])) await manager.delete(pool).catch(() => {});
+    await deleteEveryPool(manager);
     await registry?.stop();
     await work.remove();
   }

@@ -13,7 +13,7 @@ import { phaseTimes, type PhaseTimes } from '../../nodepool/state/lifecycle.js';
 import { blobCacheDir, StateStore } from '../../nodepool/state/store.js';
 import { SharedBlobCache } from '../../nodepool/prepull/blob-cache.js';
 import { BUILD_IMAGE_PRESETS, writeBuildImage, type BuildImagePresetName } from '../build-image.js';
-import { tempDir } from '../harness.js';
+import { deleteEveryPool, tempDir } from '../harness.js';
 import { writeReport } from './chart.js';
 import { extractFloor, streamFloor } from './floors.js';
 import { Upstream } from './upstream.js';
@@ -188,7 +188,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     if (options.out) log(`wrote ${(await writeReport(report, options.out)).join(', ')}`);
     return report;
   } finally {
-    if (manager) for (const pool of await manager.store.listPools().catch(() => [])) await manager.delete(pool).catch(() => {});
+    await deleteEveryPool(manager);
     await upstream?.stop();
     await registry?.stop();
     await work.remove();
