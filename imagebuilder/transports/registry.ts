@@ -60,41 +60,51 @@ async function readAll(stream: Readable, limit: number, what: string): Promise<B
   return Buffer.concat(chunks);
 }
 
+/**
+ * A registry image as a source resolves it: the manifest by digest or tag (through an index, the
+ * entry for the wanted platform), and its config, bounded and verified by digest. Shared with the
+ * direct pre-pull, which has a client of its own.
+ */
+export async function resolveRegistryImage(client: RegistryClient, ref: RegistryReference, resolveOptions: ResolveOptions = {}): Promise<ResolvedImage> {
+  const repo = ref.repository;
+  const name = formatReference(ref);
+  const top = await client.getManifest(repo, ref.digest ?? ref.tag ?? 'latest');
+  let fetched = top;
+  let parsed = parseAnyManifest(top.bytes, top.mediaType, `manifest of ${name}`);
+  let index: ResolvedImage['index'];
+  if (parsed.kind === 'index') {
+    index = { index: parsed.index, bytes: top.bytes, digest: top.digest, mediaType: top.mediaType };
+    const entry = selectPlatform(parsed.index, resolveOptions.platform ?? hostPlatform(), `image index ${name}`);
+    fetched = await client.getManifest(repo, entry.digest);
+    parsed = parseAnyManifest(fetched.bytes, fetched.mediaType, `manifest ${entry.digest} of ${name}`);
+    if (parsed.kind === 'index') {
+      throw new BuildfleetError('unsupported', `${name}: index entry ${entry.digest} is itself an index (nested indexes are not supported)`);
+    }
+  }
+  const manifest = parsed.manifest;
+  const blob = await client.getBlob(repo, manifest.config);
+  const configBytes = await readAll(blob, maxConfigBytes, `config ${manifest.config.digest} of ${name}`);
+  const config = parseJson(ImageConfig, configBytes, `config ${manifest.config.digest} of ${name}`);
+  return {
+    manifest,
+    manifestBytes: fetched.bytes,
+    manifestDigest: fetched.digest,
+    manifestMediaType: fetched.mediaType,
+    config,
+    configBytes,
+    ...(index && { index }),
+  };
+}
+
 export async function openRegistrySource(ref: RegistryReference, options: RegistryOptions): Promise<ImageSource> {
   const client = registryClientFor(ref.registry, options);
   const repo = ref.repository;
-  const name = formatReference(ref);
 
   return {
     reference: ref,
 
-    async resolve(resolveOptions: ResolveOptions = {}): Promise<ResolvedImage> {
-      const top = await client.getManifest(repo, ref.digest ?? ref.tag ?? 'latest');
-      let fetched = top;
-      let parsed = parseAnyManifest(top.bytes, top.mediaType, `manifest of ${name}`);
-      let index: ResolvedImage['index'];
-      if (parsed.kind === 'index') {
-        index = { index: parsed.index, bytes: top.bytes, digest: top.digest, mediaType: top.mediaType };
-        const entry = selectPlatform(parsed.index, resolveOptions.platform ?? hostPlatform(), `image index ${name}`);
-        fetched = await client.getManifest(repo, entry.digest);
-        parsed = parseAnyManifest(fetched.bytes, fetched.mediaType, `manifest ${entry.digest} of ${name}`);
-        if (parsed.kind === 'index') {
-          throw new BuildfleetError('unsupported', `${name}: index entry ${entry.digest} is itself an index (nested indexes are not supported)`);
-        }
-      }
-      const manifest = parsed.manifest;
-      const blob = await client.getBlob(repo, manifest.config);
-      const configBytes = await readAll(blob, maxConfigBytes, `config ${manifest.config.digest} of ${name}`);
-      const config = parseJson(ImageConfig, configBytes, `config ${manifest.config.digest} of ${name}`);
-      return {
-        manifest,
-        manifestBytes: fetched.bytes,
-        manifestDigest: fetched.digest,
-        manifestMediaType: fetched.mediaType,
-        config,
-        configBytes,
-        ...(index && { index }),
-      };
+    resolve(resolveOptions: ResolveOptions = {}): Promise<ResolvedImage> {
+      return resolveRegistryImage(client, ref, resolveOptions);
     },
 
     openBlob(descriptor: Descriptor, options?: OpenBlobOptions): Promise<Readable> {

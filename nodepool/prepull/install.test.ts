@@ -99,7 +99,7 @@ describe('direct pre-pull into a stopped engine', { timeout: 900_000 }, () => {
       const layers = await manifestLayers(registry, ref);
       proxy.inject({ corruptAt: 100 }, 100, layerBlobGet([layers.at(-1)!]));
       const dataRoot = join(work.path, 'corrupt');
-      await assert.rejects(installImage(ref.replace(`127.0.0.1:${registry.port}`, proxy.host), { dataRoot, resume: { retries: 1, baseDelayMs: 50 } }), /does not match|does not decompress/);
+      await assert.rejects(installImage(ref.replace(`127.0.0.1:${registry.port}`, proxy.host), { dataRoot, resume: { retries: 1, baseDelayMs: 50 } }), /does not match|corrupt or truncated compressed data/);
       assert.deepEqual(await storeContents(dataRoot), { cacheDirs: [], layers: [], images: [] });
     } finally {
       await proxy.stop();

@@ -6,11 +6,12 @@ import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { decompressor } from '../../imagebuilder/compress/codecs.js';
+import { explainStreamError } from '../../imagebuilder/compress/streams.js';
 import { DigestStream, sha256Digest, VerifyingStream } from '../../imagebuilder/oci/digest.js';
-import { isIndexMediaType, layerCompression, MediaType, type Compression } from '../../imagebuilder/oci/media-types.js';
-import { selectPlatform } from '../../imagebuilder/oci/platform.js';
-import { parseRegistryReference } from '../../imagebuilder/oci/reference.js';
-import { Index, Manifest, type Descriptor } from '../../imagebuilder/oci/schemas.js';
+import { layerCompression, MediaType, type Compression } from '../../imagebuilder/oci/media-types.js';
+import { parseRegistryReference, type RegistryReference } from '../../imagebuilder/oci/reference.js';
+import type { Descriptor } from '../../imagebuilder/oci/schemas.js';
+import { resolveRegistryImage } from '../../imagebuilder/transports/registry.js';
 import { RegistryClient } from '../../imagebuilder/registry/client.js';
 import type { RegistryOptions } from '../../imagebuilder/registry/options.js';
 import { resumableBlob, type ResumePolicy } from './blob-fetch.js';
@@ -57,7 +58,7 @@ export type InstallResult = {
   finishedAt: number;
 };
 
-type Plan = { repository: string; registry: string; repo: string; pinnedDigest: string; config: Buffer; imageId: string; layers: Descriptor[]; diffIds: string[] };
+type Plan = { repository: string; repo: string; pinnedDigest: string; config: Buffer; imageId: string; layers: Descriptor[]; diffIds: string[] };
 
 /** Installs one image pinned by digest (`host/repo@sha256:...`). Throws UnsupportedLayer when the runtime's own pull must do it. */
 export async function installImage(pinned: string, options: InstallOptions): Promise<InstallResult> {
@@ -65,32 +66,23 @@ export async function installImage(pinned: string, options: InstallOptions): Pro
   if (!ref.digest) throw new BuildfleetError('usage', `direct pre-pull: ${pinned} is not pinned by digest`);
   const client = new RegistryClient(ref.registry, options.registry);
   try {
-    const plan = await planImage(client, ref.registry, ref.repository, ref.digest, pinned);
+    const plan = await planImage(client, { ...ref, digest: ref.digest }, pinned);
     return await installPlan(client, plan, pinned, options);
   } finally {
     await client.close();
   }
 }
 
-async function planImage(client: RegistryClient, registry: string, repo: string, digest: string, pinned: string): Promise<Plan> {
-  let fetched = await client.getManifest(repo, digest);
-  if (isIndexMediaType(fetched.mediaType)) {
-    const index = Index.parse(JSON.parse(fetched.bytes.toString('utf8')));
-    fetched = await client.getManifest(repo, selectPlatform(index, undefined, pinned).digest);
-  }
-  const manifest = Manifest.parse(JSON.parse(fetched.bytes.toString('utf8')));
-  for (const layer of manifest.layers) {
+async function planImage(client: RegistryClient, ref: RegistryReference & { digest: string }, pinned: string): Promise<Plan> {
+  const image = await resolveRegistryImage(client, ref);
+  for (const layer of image.manifest.layers) {
     if (layer.urls?.length || !LAYER_TYPES.has(layer.mediaType)) throw new UnsupportedLayer(`${pinned}: layer ${layer.digest} is of type ${layer.mediaType}, which the direct path leaves to the runtime`);
   }
-  const configStream = await client.getBlob(repo, manifest.config);
-  const chunks: Buffer[] = [];
-  for await (const chunk of configStream) chunks.push(chunk as Buffer);
-  const config = Buffer.concat(chunks);
-  const diffIds = (JSON.parse(config.toString('utf8')) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
-  if (diffIds.length !== manifest.layers.length) {
-    throw new BuildfleetError('format', `${pinned}: the config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
+  const diffIds = image.config.rootfs.diff_ids;
+  if (diffIds.length !== image.manifest.layers.length) {
+    throw new BuildfleetError('format', `${pinned}: the config lists ${diffIds.length} diff_ids for ${image.manifest.layers.length} layers`);
   }
-  return { repository: `${registry}/${repo}`, registry, repo, pinnedDigest: digest, config, imageId: sha256Digest(config), layers: manifest.layers, diffIds };
+  return { repository: `${ref.registry}/${ref.repository}`, repo: ref.repository, pinnedDigest: ref.digest, config: image.configBytes, imageId: sha256Digest(image.configBytes), layers: image.manifest.layers, diffIds };
 }
 
 async function installPlan(client: RegistryClient, plan: Plan, pinned: string, options: InstallOptions): Promise<InstallResult> {
@@ -127,7 +119,8 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
       downloadedAt = Math.max(downloadedAt, performance.now());
       if (from === 'cache') fromCacheBytes += layer.size;
     });
-    const inflate = decompressor(compressionOf(layer.mediaType));
+    const compression = layerCompression(layer.mediaType);
+    const inflate = decompressor(compression);
     const diff = new DigestStream('sha256');
     const tarSplit = new TarSplitRecorder();
     const extractor = spawnExtractor(target.diffDir, what, signal);
@@ -136,7 +129,7 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
       await extractor.end();
       return facts;
     })();
-    const flowing = pipeline(blob, verified, new MagicCheck(compressionOf(layer.mediaType), what), inflate, diff, { signal }).catch((err) => Promise.reject(explain(err, what)));
+    const flowing = pipeline(blob, verified, new MagicCheck(compression, what), inflate, diff, { signal }).catch((err: Error) => Promise.reject(namingLayer(explainStreamError(err), err, what)));
     walked.catch(() => {});
     flowing.catch(() => {});
     let facts: Awaited<typeof walked>;
@@ -184,10 +177,6 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
 /** Layers the direct path writes: plain tar, gzip and zstd, in Docker's and OCI's names. Foreign, nondistributable and unknown ones go to the runtime. */
 const LAYER_TYPES = new Set<string>([MediaType.dockerLayer, MediaType.dockerLayerGzip, MediaType.dockerLayerZstd, MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd]);
 
-function compressionOf(mediaType: string): Compression {
-  return layerCompression(mediaType);
-}
-
 /**
  * Docker picks a layer's decompression by its first bytes, not by its media type: a layer whose
  * bytes say otherwise than its type is left to the runtime (UnsupportedLayer) rather than failed.
@@ -212,13 +201,9 @@ class MagicCheck extends Transform {
   }
 }
 
-function explain(err: unknown, what: string): Error {
-  if (err instanceof BuildfleetError || err instanceof UnsupportedLayer) return err;
-  const message = (err as Error).message ?? String(err);
-  if (/incorrect header check|unexpected end of file|invalid (?:block type|distance|stored block)/i.test(message)) {
-    return new BuildfleetError('integrity', `${what}: the layer does not decompress: ${message}`);
-  }
-  return err as Error;
+/** A zlib failure that explainStreamError made one line of, with the layer it happened in. */
+function namingLayer(explained: Error, original: Error, what: string): Error {
+  return explained !== original && explained instanceof BuildfleetError ? new BuildfleetError(explained.kind, `${what}: ${explained.message}`, { cause: original }) : explained;
 }
 
 /**
