@@ -60,7 +60,7 @@ test('direct pre-pull nodes started together are Ready with the image written be
   }
   const deleted = await fixture.cli(['pool', 'delete', 'direct']);
   assert.equal(deleted.exitCode, 0, deleted.stderr);
-  assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [] });
+  assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
   assert.ok(!existsSync(blobCacheDir(fixture.stateDir)), 'the blob cache goes with the last pool');
 });
 

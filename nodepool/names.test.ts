@@ -10,7 +10,7 @@ import { stringify } from 'yaml';
 import { startPoolFixture, type PoolFixture } from '../test/helpers/pools.js';
 import { runCli } from '../test/helpers/real.js';
 import { isAlive } from './local/processes.js';
-import { inCgroup, nodeDaemonsCgroupName } from './local/cgroups.js';
+import { inCgroup, nodeCgroupsBelow, nodeDaemonsCgroupName } from './local/cgroups.js';
 import { PoolManager } from './pool.js';
 import { StateStore } from './state/store.js';
 import { ownedTempName } from '../imagebuilder/transports/temp-files.js';
@@ -148,6 +148,7 @@ test('delete stops exactly the processes its pool started', { timeout: 300_000 }
     assert.ok(isAlive(lookalike.pid!), 'a process that merely names the node dir is left alone');
     assert.equal(existsSync(signalsFile()), false, 'and got no signal');
     assert.equal(existsSync(manager.store.poolDir('sweep')), false);
+    assert.deepEqual(await nodeCgroupsBelow(nodeDir), [], 'no cgroup of the node is left on the host');
   } finally {
     lookalike.kill('SIGKILL');
   }

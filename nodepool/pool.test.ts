@@ -43,7 +43,7 @@ test('create 2 nodes, resize to 3 then 1, status with phase times, delete leaves
   assert.equal(smaller.exitCode, 0, smaller.stderr);
   assert.deepEqual(json<{ plan: { remove: string[] } }>(smaller.stdout).plan.remove, ['n2', 'n3']);
   const removedDirs = ['n2', 'n3'].map((id) => fixture.manager.store.nodeDir('grow', id));
-  for (const dir of removedDirs) assert.deepEqual(await leftovers(dir), { processes: [], mounts: [], loopDevices: [] });
+  for (const dir of removedDirs) assert.deepEqual(await leftovers(dir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
 
   const status = await fixture.cli(['pool', 'status', 'grow']);
   assert.equal(status.exitCode, 0, status.stderr);
@@ -56,7 +56,7 @@ test('create 2 nodes, resize to 3 then 1, status with phase times, delete leaves
   const deleted = await fixture.cli(['pool', 'delete', 'grow']);
   assert.equal(deleted.exitCode, 0, deleted.stderr);
   assert.match(deleted.stdout, /deleted pool grow: 1 node/);
-  assert.deepEqual(await leftovers(poolDir), { processes: [], mounts: [], loopDevices: [] });
+  assert.deepEqual(await leftovers(poolDir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
   assert.equal(existsSync(poolDir), false);
 });
 
@@ -78,7 +78,7 @@ test('delete cleans up after the manager was killed mid-create', { timeout: 300_
   assert.equal(status.exitCode, 0, status.stderr);
   const deleted = await fixture.cli(['pool', 'delete', 'crash']);
   assert.equal(deleted.exitCode, 0, deleted.stderr);
-  assert.deepEqual(await leftovers(poolDir), { processes: [], mounts: [], loopDevices: [] });
+  assert.deepEqual(await leftovers(poolDir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
   assert.equal(existsSync(poolDir), false);
 });
 

@@ -71,7 +71,7 @@ test('nodes start from one baked runtime disk, cloned copy-on-write, and still v
 
   const deleted = await fixture.cli(['--json', 'pool', 'delete', 'pre']);
   assert.equal(deleted.exitCode, 0, deleted.stderr);
-  assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [] });
+  assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
   assert.ok(!existsSync(join(fixture.stateDir, 'disk-store.xfs')), 'the store goes with the last pool');
 });
 
@@ -106,5 +106,5 @@ test('a bake killed half-way leaves no disk a node could start from; the next ba
   assert.equal(left.filter((name) => name.startsWith('.bake-')).length, 0, `swept: ${left.join(' ')}`);
   assert.equal((await baked()).length, 1);
   assert.equal((await fixture.cli(['pool', 'delete', 'pre'])).exitCode, 0);
-  assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [] });
+  assert.deepEqual(await leftovers(fixture.stateDir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
 });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { killAll } from './processes.js';
 
 /**
@@ -151,6 +152,66 @@ export async function killCgroup(name: string): Promise<number> {
     for (const pid of pids) killed.add(pid);
     await killAll([...pids]);
   }
-  for (const dir of await cgroupDirs(name)) await rmdir(dir).catch(() => {});
+  for (const dir of await cgroupDirs(name)) await removeCgroupDir(dir);
   return killed.size;
+}
+
+/**
+ * rmdir of an emptied cgroup: EBUSY for a moment after its last process died (the kernel lets go
+ * of a killed task only once it is reaped, and PID 1 here may be slow to reap an orphan), so it is
+ * tried again for a while rather than left behind.
+ */
+async function removeCgroupDir(dir: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EBUSY' || attempt >= 30) return;
+      await sleep(100);
+    }
+  }
+}
+
+/** Every cgroup dir on the host, under any controller, whose name starts with prefix (a leak check for tests and sweeps). */
+export async function cgroupsNamed(prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const controller of await readdir(CGROUP_ROOT).catch(() => [] as string[])) {
+    for (const name of await readdir(join(CGROUP_ROOT, controller)).catch(() => [] as string[])) {
+      if (name.startsWith(prefix)) found.push(join(CGROUP_ROOT, controller, name));
+    }
+  }
+  return found;
+}
+
+const NODE_CGROUP = /^buildfleet-(.+)-(n\d+)-[0-9a-f]{8}(?:-daemons)?$/;
+
+/**
+ * Node cgroups on the host that belong to a node dir at or below dir (a state dir, a pool dir or
+ * a node dir), whether or not the node dir still exists: the name carries pool and node id, and
+ * its hash proves which state dir it came from.
+ */
+export async function nodeCgroupsBelow(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const path of await cgroupsNamed('buildfleet-')) {
+    const name = path.split('/').pop()!;
+    const [, pool, id] = NODE_CGROUP.exec(name) ?? [];
+    if (!pool || !id) continue;
+    const candidates = [dir, join(dir, 'nodes', id), join(dir, 'pools', pool, 'nodes', id)];
+    if (candidates.some((nodeDir) => name === nodeCgroupName(nodeDir) || name === nodeDaemonsCgroupName(nodeDir))) found.push(path);
+  }
+  return found;
+}
+
+/**
+ * The cgroups of a pool's nodes that are still on the host after the nodes were deleted (a removal
+ * that lost its race with a zombie): killed empty and removed. Found by name, then proven this
+ * state dir's by the node dir's hash in the name, so a pool of the same name elsewhere is left alone.
+ */
+export async function sweepNodeCgroups(poolDir: string): Promise<number> {
+  const names = new Set((await nodeCgroupsBelow(poolDir)).map((path) => path.split('/').pop()!));
+  let killed = 0;
+  for (const name of names) killed += await killCgroup(name);
+  return killed;
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { mountsBelow, unmountBelow } from '../daemons/docker-engine.js';
 import { detachLoopDevice, loopDevicesBelow } from './disks.js';
-import { inCgroup, killCgroup, nodeCgroupName, nodeDaemonsCgroupName } from './cgroups.js';
+import { inCgroup, killCgroup, nodeCgroupName, nodeCgroupsBelow, nodeDaemonsCgroupName } from './cgroups.js';
 import { isAlive, processesNaming } from './processes.js';
 
 /**
@@ -41,7 +41,7 @@ export async function nodeProcessFromPidfile(nodeDir: string, pidfile: string): 
  * What is still alive or attached below dir: the leak check that tests use. It looks wider than
  * cleanup acts (any live process naming the dir), so a process that escaped the node's cgroups shows.
  */
-export async function leftoversBelow(dir: string): Promise<{ processes: number[]; mounts: string[]; loopDevices: string[] }> {
+export async function leftoversBelow(dir: string): Promise<{ processes: number[]; mounts: string[]; loopDevices: string[]; cgroups: string[] }> {
   const processes = (await processesNaming(dir)).filter(isAlive);
-  return { processes, mounts: await mountsBelow(dir), loopDevices: await loopDevicesBelow(dir) };
+  return { processes, mounts: await mountsBelow(dir), loopDevices: await loopDevicesBelow(dir), cgroups: await nodeCgroupsBelow(dir) };
 }

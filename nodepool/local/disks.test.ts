@@ -30,7 +30,7 @@ test('a disk gets its own I/O budget, and releasing the disks below its dir deta
   assert.deepEqual(before.loopDevices, [disk.loopDevice]);
   const report = await releaseDisksBelow(dir);
   assert.deepEqual(report, { mounts: 1, loopDevices: 1 });
-  assert.deepEqual(await leftoversBelow(dir), { processes: [], mounts: [], loopDevices: [] });
+  assert.deepEqual(await leftoversBelow(dir), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
   // The budget went with the device: a new device of that number starts unthrottled.
   const throttled = await execa('cat', ['/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device']);
   const device = (await execa('sh', ['-c', `cat /sys/block/${disk.loopDevice!.slice(5)}/dev 2>/dev/null || true`])).stdout.trim();

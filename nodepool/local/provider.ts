@@ -12,7 +12,7 @@ import type { PoolSpec } from '../pool-spec/pool-spec.js';
 import { nodeSettings, type JobIO, type JobRequest, type JobRun, type NodeDescription, type NodeStatusSource, type Provider, type Released } from '../provider.js';
 import { bindWorkloadDir, createDisk, freeBytes } from './disks.js';
 import { cleanupNode, nodeProcessFromPidfile, releaseDisksBelow } from './cleanup.js';
-import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers } from './cgroups.js';
+import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers, sweepNodeCgroups } from './cgroups.js';
 import { isAlive } from './processes.js';
 import { runContainerJob } from './jobs.js';
 import { bakeKey, DiskStore, removeDiskStoreIfUnused } from './disk-store.js';
@@ -225,6 +225,7 @@ export class LocalProvider implements Provider {
   /** Disks outside node dirs (a node dir renamed by hand, a half-made one): below the pool dir as a whole. */
   async cleanupPool(pool: string): Promise<Released> {
     const released = await releaseDisksBelow(this.store.poolDir(pool));
+    const processes = await sweepNodeCgroups(this.store.poolDir(pool));
     // Preloaded disks: the pool's clones and bakes in the disk store, and the store once unused.
     if (await DiskStore.mounted(this.store.root)) {
       released.loopDevices += await (await DiskStore.open(this.store.root)).releasePool(pool);
@@ -232,7 +233,7 @@ export class LocalProvider implements Provider {
     await removeDiskStoreIfUnused(this.store.root);
     // The blobs the pools' nodes shared: kept while another pool may start nodes from them.
     if ((await this.store.listPools()).every((other) => other === pool)) await new SharedBlobCache(blobCacheDir(this.store.root)).remove();
-    return { processes: 0, ...released };
+    return { processes, ...released };
   }
 
   /** Asks the agent to stop (it stops its dockerd), then removes whatever is left below the node dir. */

@@ -70,6 +70,7 @@ test('native crc64: one update at a time, nothing after final, and only its own 
   const hasher = native()!.crc64();
   const running = hasher.update([randomBytes(1 << 20)]);
   await assert.rejects(async () => hasher.update([Buffer.from('x')]), /previous update has not finished/);
+  assert.throws(() => hasher.updateNow([Buffer.from('x')]), /an update is running/);
   assert.throws(() => hasher.final(), /still updating/);
   await running;
   hasher.final();
@@ -81,11 +82,11 @@ test('native crc64: one update at a time, nothing after final, and only its own 
   assert.throws(() => addon.crc64Final(addon.sha256New()), /not a hasher/);
 });
 
-test('BUILDFLEET_NATIVE=0 and small payloads take the JS path, with the same sums', async () => {
+test('small payloads are summed on this thread (in C where built), BUILDFLEET_NATIVE=0 takes the JS path, with the same sums', async () => {
   const data = randomBytes(100_000);
   const expected = crc64(data).toString('hex');
   const small = crc64Hasher(100);
-  // The JS hasher settles at once: no thread-pool round trip for a small payload.
+  // Settled at once: no thread-pool round trip for a small payload.
   let settled = false;
   void small.update([data]).then(() => (settled = true));
   await Promise.resolve();

@@ -106,18 +106,28 @@ export type Crc64Hasher = {
 
 /**
  * Below this many bytes a payload is summed on the calling thread: handing work to the pool
- * costs tens of microseconds, which is more than the JS loop takes for it.
+ * costs tens of microseconds, which is more than the sum takes.
  */
 export const NATIVE_MIN_BYTES = 64 * 1024;
 
 /**
  * A streaming CRC-64/ISO: on libuv's thread pool where the native addon is built (and
  * BUILDFLEET_NATIVE is not 0), else in JS on this thread. `sizeHint`, the payload's size where
- * known (a tar header says it), keeps payloads smaller than NATIVE_MIN_BYTES in JS.
+ * known (a tar header says it), keeps payloads smaller than NATIVE_MIN_BYTES on this thread, in
+ * C where the addon is there (a layer of small files spent seconds of its main thread in the JS loop).
  */
 export function crc64Hasher(sizeHint?: number): Crc64Hasher {
-  const accelerator = sizeHint !== undefined && sizeHint < NATIVE_MIN_BYTES ? undefined : native();
-  return accelerator ? accelerator.crc64() : jsCrc64Hasher();
+  const accelerator = native();
+  if (!accelerator) return jsCrc64Hasher();
+  const hasher = accelerator.crc64();
+  if (sizeHint === undefined || sizeHint >= NATIVE_MIN_BYTES) return hasher;
+  return {
+    update(buffers) {
+      hasher.updateNow(buffers);
+      return Promise.resolve();
+    },
+    final: () => hasher.final(),
+  };
 }
 
 /** The JS hasher (also the fallback): every update runs at once, the promise is already settled. */

@@ -1,14 +1,9 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { setMaxListeners } from 'node:events';
 import { availableParallelism } from 'node:os';
-import { Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
-import { decompressor } from '../../imagebuilder/compress/codecs.js';
-import { explainStreamError } from '../../imagebuilder/compress/streams.js';
-import { DigestStream, sha256Digest, VerifyingStream } from '../../imagebuilder/oci/digest.js';
-import { layerCompression, MediaType, type Compression } from '../../imagebuilder/oci/media-types.js';
+import { sha256Digest, VerifyingStream } from '../../imagebuilder/oci/digest.js';
+import { layerCompression, MediaType } from '../../imagebuilder/oci/media-types.js';
 import { parseRegistryReference, type RegistryReference } from '../../imagebuilder/oci/reference.js';
 import type { Descriptor } from '../../imagebuilder/oci/schemas.js';
 import { resolveRegistryImage } from '../../imagebuilder/transports/registry.js';
@@ -17,8 +12,9 @@ import type { RegistryOptions } from '../../imagebuilder/registry/options.js';
 import { resumableBlob, type ResumePolicy } from './blob-fetch.js';
 import type { SharedBlobCache } from './blob-cache.js';
 import { DockerImageStore, type CommitLayer } from './docker-store.js';
-import { UnsupportedLayer, walkLayer } from './layer-walk.js';
-import { TarSplitRecorder } from './tar-split.js';
+import { extractInChild } from './extract-child.js';
+import { extractLayer } from './layer-extract.js';
+import { UnsupportedLayer } from './layer-walk.js';
 
 /**
  * The direct pre-pull: buildfleet fetches an image's blobs itself (all layers at once, each
@@ -40,6 +36,11 @@ export type InstallOptions = {
   resume?: ResumePolicy;
   /** Blobs shared with the other nodes of this host: each is fetched from upstream once. */
   blobCache?: SharedBlobCache;
+  /**
+   * Layers of at least this many compressed bytes are extracted by a child process each, so that
+   * their tar walks run on every core (default CHILD_PROCESS_MIN_BYTES); smaller ones in this process.
+   */
+  childProcessMinBytes?: number;
   /** Called as bytes arrive (blob bytes, all layers together). */
   onProgress?: (progress: { downloadedBytes: number; totalBytes: number }) => void;
 };
@@ -96,6 +97,7 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
   let downloadedAt = performance.now();
   const abort = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
+  setMaxListeners(0, signal); // every layer's streams, tar and child listen on it
   const made: string[] = [];
   const limit = pLimit(options.concurrency ?? Math.max(4, availableParallelism() * 2));
 
@@ -119,30 +121,11 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
       downloadedAt = Math.max(downloadedAt, performance.now());
       if (from === 'cache') fromCacheBytes += layer.size;
     });
-    const compression = layerCompression(layer.mediaType);
-    const inflate = decompressor(compression);
-    const diff = new DigestStream('sha256');
-    const tarSplit = new TarSplitRecorder();
-    const extractor = spawnExtractor(target.diffDir, what, signal);
-    const walked = (async () => {
-      const facts = await walkLayer(diff, (chunk) => extractor.write(chunk), tarSplit, what);
-      await extractor.end();
-      return facts;
-    })();
-    const flowing = pipeline(blob, verified, new MagicCheck(compression, what), inflate, diff, { signal }).catch((err: Error) => Promise.reject(namingLayer(explainStreamError(err), err, what)));
-    walked.catch(() => {});
-    flowing.catch(() => {});
-    let facts: Awaited<typeof walked>;
-    try {
-      [facts] = await Promise.all([walked, flowing]);
-    } catch (err) {
-      // One side failed: stop the other (the walk stops reading, the pipeline stops flowing) before leaving.
-      abort.abort(err);
-      await Promise.allSettled([walked, flowing]);
-      throw err;
-    }
-    if (diff.digest !== plan.diffIds[i]) throw new BuildfleetError('integrity', `${what}: uncompressed digest ${diff.digest} does not match the config's diff_id ${plan.diffIds[i]}`);
-    return { cacheId: target.cacheId, size: facts.sizeOnDisk, tarSplit: await tarSplit.finish() };
+    const request = { compression: layerCompression(layer.mediaType), diffDir: target.diffDir, what };
+    const inChild = layer.size >= (options.childProcessMinBytes ?? CHILD_PROCESS_MIN_BYTES);
+    const extracted = await (inChild ? extractInChild : extractLayer)([blob, verified], request, signal);
+    if (extracted.diffId !== plan.diffIds[i]) throw new BuildfleetError('integrity', `${what}: uncompressed digest ${extracted.diffId} does not match the config's diff_id ${plan.diffIds[i]}`);
+    return { cacheId: target.cacheId, size: extracted.sizeOnDisk, tarSplit: extracted.tarSplit };
   };
 
   const running = plan.layers.map((_, i) =>
@@ -174,69 +157,8 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
   }
 }
 
+/** A child process costs a Node start-up (about 0.1 s of CPU): worth it for a layer that takes seconds, not for the many small ones of a layered image. */
+export const CHILD_PROCESS_MIN_BYTES = 16 * 1024 * 1024;
+
 /** Layers the direct path writes: plain tar, gzip and zstd, in Docker's and OCI's names. Foreign, nondistributable and unknown ones go to the runtime. */
 const LAYER_TYPES = new Set<string>([MediaType.dockerLayer, MediaType.dockerLayerGzip, MediaType.dockerLayerZstd, MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd]);
-
-/**
- * Docker picks a layer's decompression by its first bytes, not by its media type: a layer whose
- * bytes say otherwise than its type is left to the runtime (UnsupportedLayer) rather than failed.
- */
-class MagicCheck extends Transform {
-  private checked = false;
-
-  constructor(
-    private readonly expected: Compression,
-    private readonly what: string,
-  ) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    if (!this.checked && chunk.length >= 4) {
-      this.checked = true;
-      const found = chunk[0] === 0x1f && chunk[1] === 0x8b ? 'gzip' : chunk.readUInt32LE(0) === 0xfd2fb528 ? 'zstd' : 'none';
-      if (found !== this.expected) return done(new UnsupportedLayer(`${this.what}: its media type says ${this.expected}, its bytes ${found}`));
-    }
-    done(null, chunk);
-  }
-}
-
-/** A zlib failure that explainStreamError made one line of, with the layer it happened in. */
-function namingLayer(explained: Error, original: Error, what: string): Error {
-  return explained !== original && explained instanceof BuildfleetError ? new BuildfleetError(explained.kind, `${what}: ${explained.message}`, { cause: original }) : explained;
-}
-
-/**
- * GNU tar writing one layer's diff dir as Docker's applier does: numeric owners, all permission
- * bits, every xattr (security.capability, trusted.overlay.opaque), and directory times set at
- * the end (children change them while extracting).
- */
-function spawnExtractor(dir: string, what: string, signal: AbortSignal): { write(chunk: Buffer): Promise<void> | undefined; end(): Promise<void> } {
-  // umask 022: the parents tar makes for an entry whose directory the layer does not list are 0755, as Docker's applier makes them.
-  const child = spawn('sh', ['-c', 'umask 022 && exec tar "$@"', 'tar', '-x', '-f', '-', '-C', dir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*', '--delay-directory-restore'], {
-    stdio: ['pipe', 'ignore', 'pipe'],
-    signal,
-  });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));
-  child.stdin.on('error', () => {}); // a tar that died is reported by its exit status
-  // 'close', not 'exit' or the abort's 'error': only then is tar gone and its files safe to remove.
-  const exited = new Promise<void>((resolve, reject) => {
-    child.on('error', () => {});
-    child.once('close', (code, sig) => {
-      if (code === 0) resolve();
-      else reject(new BuildfleetError('environment', `${what}: tar ${sig ? `killed by ${sig}` : `exited ${code}`}: ${stderr.trim().split('\n').find((line) => !/Exiting with failure status/.test(line)) ?? ''}`));
-    });
-  });
-  exited.catch(() => {});
-  return {
-    write(chunk) {
-      if (child.stdin.write(chunk)) return undefined;
-      return Promise.race([once(child.stdin, 'drain').then(() => {}), exited]);
-    },
-    async end() {
-      child.stdin.end();
-      await exited;
-    },
-  };
-}
