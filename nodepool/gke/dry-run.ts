@@ -1,6 +1,8 @@
 import type { AuthClient } from 'google-auth-library';
 import { clusterManagerClient, transportOver } from './client.js';
-import type { MutatingRequest } from './requests.js';
+import type { PoolSpec } from '../pool-spec/pool-spec.js';
+import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, requireGke, setNodePoolSizeRequest, type MutatingRequest } from './requests.js';
+import { planRotation, rotationRequests } from './rotation.js';
 
 /**
  * `--dry-run`: the exact HTTP requests the real client would send, made by the real client.
@@ -44,4 +46,32 @@ export async function wireRequests(requests: MutatingRequest[]): Promise<WireReq
 /** One request a block: `POST /v1/...` then its JSON body, indented. */
 export function formatWireRequests(requests: WireRequest[]): string {
   return requests.map((r) => `${r.httpMethod} ${r.path}${r.body === undefined ? '' : `\n${JSON.stringify(r.body, null, 2)}`}`).join('\n\n');
+}
+
+/** What a pool command would ask GKE for, from the specs alone (no API read). */
+export type GkeAction =
+  | { kind: 'create'; spec: PoolSpec }
+  | { kind: 'resize'; spec: PoolSpec; nodes: number }
+  | { kind: 'delete'; spec: PoolSpec }
+  | { kind: 'rotate'; current: PoolSpec; wanted: PoolSpec };
+
+export function actionRequests(action: GkeAction): MutatingRequest[] {
+  switch (action.kind) {
+    case 'create':
+      return [createNodePoolRequest(action.spec)];
+    case 'resize':
+      return [setNodePoolSizeRequest(requireGke(action.spec), gkePoolName(action.spec), action.nodes)];
+    case 'delete':
+      return [deleteNodePoolRequest(requireGke(action.spec), gkePoolName(action.spec))];
+    case 'rotate': {
+      const plan = planRotation(action.current, action.wanted);
+      return plan ? rotationRequests(plan) : [];
+    }
+  }
+}
+
+/** `--dry-run` for a GKE pool: the requests, as text (or the list, for --json). */
+export async function gkeDryRun(action: GkeAction): Promise<{ requests: WireRequest[]; text: string }> {
+  const requests = await wireRequests(actionRequests(action));
+  return { requests, text: requests.length > 0 ? formatWireRequests(requests) : 'nothing to send: the node pool already has these fixed settings' };
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { errorOf } from '../../test/helpers/assertions.js';
 import { FAKE_TOKEN, FAST_POLLS, gkeSpec, startFakeGke, type FakeGkeSetup } from '../../test/fakes/gke/connect.js';
 import { clusterManagerTransport } from './client.js';
-import { wireRequests } from './dry-run.js';
+import { gkeDryRun, wireRequests } from './dry-run.js';
 import { GkeOperations } from './operations.js';
 import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, setNodePoolSizeRequest } from './requests.js';
 
@@ -128,6 +128,8 @@ test('delete: DELETE on the pool, polled to DONE, and the pool is gone', async (
   fake.requests.length = 0;
   await operations.run(deleteNodePoolRequest(gke, pool));
   assert.deepEqual(fake.mutations().map((r) => ({ httpMethod: r.httpMethod, path: r.path, body: r.body })), [{ httpMethod: 'DELETE', path: `${cluster}/nodePools/${pool}`, body: undefined }]);
+  assert.deepEqual((await gkeDryRun({ kind: 'delete', spec })).requests, [{ httpMethod: 'DELETE', path: `${cluster}/nodePools/${pool}` }]);
+  assert.equal((await gkeDryRun({ kind: 'resize', spec, nodes: 7 })).text, `POST ${cluster}/nodePools/${pool}:setSize\n{\n  "nodeCount": 7\n}`);
   assert.equal(fake.pools.has(pool), false);
   assert.equal(await operations.getNodePool(gke, pool), undefined);
 });

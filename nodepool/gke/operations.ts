@@ -152,7 +152,7 @@ export class GkeOperations {
     }
     if (operation.error && (operation.error.code ?? 0) !== 0) {
       const failure: ApiFailure = { status: statusName(operation.error.code), message: (operation.error.message ?? operation.statusMessage ?? 'no message').replace(/\s+/g, ' ').trim() };
-      throw gkeError(failure, `${this.describe(request)} (operation ${name})`, this.gke.project);
+      throw new GkeApiError(gkeError(failure, `${this.describe(request)} (operation ${name})`, this.gke.project), failure);
     }
     return operation;
   }
