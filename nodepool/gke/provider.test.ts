@@ -166,3 +166,40 @@ test('--dry-run prints the exact requests the rotation sent, with no credentials
   assert.match(text, new RegExp(`^POST ${cluster}/nodePools\n\\{\n  "nodePool": \\{`));
   assert.match(text, new RegExp(`\n\nDELETE ${cluster}/nodePools/${gkePoolName(spec)}$`));
 });
+
+test('a rotation whose new nodes never become Ready deletes the new pool and leaves the old one serving', async () => {
+  const slow = new MemoryClusterNodes(taint, { readyAfterMs: 60_000, untaintAfterMs: 60_000 });
+  slow.attach(fake);
+  const stuck = new GkeProvider(store, {
+    connection: { apiEndpoint: '127.0.0.1', port: fake.port, protocol: 'http', authClient: tokenClient('tok') },
+    operations: FAST_POLLS,
+    clusterNodes: () => slow,
+    pollMs: 10,
+  });
+  try {
+    const wanted = gkeSpec({ nodes: 2, gke: { bootDisk: { sizeGb: 300 } } });
+    const serving = gkePoolName(rotated);
+    fake.requests.length = 0;
+    await assert.rejects(stuck.rotate(rotated, wanted, { readyTimeoutMs: 300, pollMs: 10 }), errorOf('environment', new RegExp(`^node pool ${gkePoolName(wanted)}: 0 of 2 nodes Ready and untainted after 0 s \\(2 registered; .* not Ready`)));
+    assert.deepEqual(fake.mutations().map((r) => `${r.httpMethod} ${r.path.split('/').at(-1)}`), ['POST nodePools', `DELETE ${gkePoolName(wanted)}`]);
+    assert.deepEqual([...fake.pools.keys()], [serving], 'only the old pool is left');
+    assert.equal(slow.calls.length, 0, 'no old node was cordoned');
+  } finally {
+    slow.stop();
+    nodes.attach(fake);
+    await stuck.close();
+  }
+});
+
+test('cleanupPool deletes the pool\'s node pools, also one a crashed rotation left, and no one else\'s', async () => {
+  await store.writePool({ spec: rotated, createdAt: '', updatedAt: '' });
+  const leftover = gkeSpec({ nodes: 1, gke: { bootDisk: { sizeGb: 400 } } });
+  const ops = await provider.operationsFor(rotated);
+  const { createNodePoolRequest } = await import('./requests.js');
+  await ops.run(createNodePoolRequest(leftover));
+  await ops.run(createNodePoolRequest(gkeSpec({ name: 'cix', nodes: 1 })));
+  fake.requests.length = 0;
+  await provider.cleanupPool('ci');
+  assert.deepEqual(fake.mutations().map((r) => r.httpMethod).sort(), ['DELETE', 'DELETE']);
+  assert.deepEqual([...fake.pools.keys()], [gkePoolName(gkeSpec({ name: 'cix', nodes: 1 }))]);
+});
