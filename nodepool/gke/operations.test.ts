@@ -133,3 +133,10 @@ test('delete: DELETE on the pool, polled to DONE, and the pool is gone', async (
   assert.equal(fake.pools.has(pool), false);
   assert.equal(await operations.getNodePool(gke, pool), undefined);
 });
+
+test('an operation that never gets DONE fails after the operation timeout, in one line naming it', async () => {
+  const { fake } = setup;
+  fake.options.pollsToDone = 1_000_000;
+  const impatient = new GkeOperations(setup.transport, gke, { ...FAST_POLLS, operationTimeoutMs: 300 });
+  await assert.rejects(impatient.run(createNodePoolRequest(spec)), errorOf('network', /^GKE createNodePool .*: operation operation-\d+ not DONE after 0\.3 s \(still RUNNING\); see it with "gcloud container operations describe operation-\d+"$/));
+});

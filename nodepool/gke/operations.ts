@@ -46,6 +46,10 @@ const DEFAULTS: Required<Omit<GkeOperationsOptions, 'log'>> = {
 
 const POLL_GROWTH = 1.5;
 
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
+}
+
 /** A refusal of the API, with what it said (a caller may treat NOT_FOUND as an answer). */
 export class GkeApiError extends BuildfleetError {
   constructor(
@@ -123,8 +127,10 @@ export class GkeOperations {
       } catch (err) {
         const failure = apiFailureOf(err);
         if (!failure) throw err;
-        const retry = (waitForConflicts && isOperationConflict(failure)) || isTransient(failure);
-        if (!retry) throw this.fail(failure, request);
+        // A mutating call that timed out or failed inside GKE may have been done: sending it again
+        // could make a second pool or fail on the first, so only a refusal (busy, unavailable) is resent.
+        const resend = waitForConflicts ? isOperationConflict(failure) || failure.status === 'UNAVAILABLE' : isTransient(failure);
+        if (!resend) throw this.fail(failure, request);
         if (Date.now() + delay > deadline) {
           const waited = isOperationConflict(failure) ? 'another operation still runs on the cluster' : 'the API kept failing';
           throw new BuildfleetError(isOperationConflict(failure) ? 'conflict' : 'network', `GKE ${this.describe(request)}: gave up after ${attempt} attempts: ${waited} (${failure.status}: ${failure.message})`);
@@ -144,7 +150,7 @@ export class GkeOperations {
     let delay = this.options.pollInitialMs;
     while (String(operation.status) !== 'DONE') {
       if (Date.now() + delay > deadline) {
-        throw new BuildfleetError('network', `GKE ${this.describe(request)}: operation ${name} not DONE after ${Math.round(this.options.operationTimeoutMs / 1000)} s (still ${String(operation.status)}); see it with "gcloud container operations describe ${name}"`);
+        throw new BuildfleetError('network', `GKE ${this.describe(request)}: operation ${name} not DONE after ${seconds(this.options.operationTimeoutMs)} s (still ${String(operation.status)}); see it with "gcloud container operations describe ${name}"`);
       }
       await sleep(delay);
       delay = Math.min(delay * POLL_GROWTH, this.options.pollMaxMs);

@@ -180,7 +180,7 @@ test('a rotation whose new nodes never become Ready deletes the new pool and lea
     const wanted = gkeSpec({ nodes: 2, gke: { bootDisk: { sizeGb: 300 } } });
     const serving = gkePoolName(rotated);
     fake.requests.length = 0;
-    await assert.rejects(stuck.rotate(rotated, wanted, { readyTimeoutMs: 300, pollMs: 10 }), errorOf('environment', new RegExp(`^node pool ${gkePoolName(wanted)}: 0 of 2 nodes Ready and untainted after 0 s \\(2 registered; .* not Ready`)));
+    await assert.rejects(stuck.rotate(rotated, wanted, { readyTimeoutMs: 300, pollMs: 10 }), errorOf('environment', new RegExp(`^node pool ${gkePoolName(wanted)}: 0 of 2 nodes Ready and untainted after 0\\.3 s \\(2 registered; .* not Ready`)));
     assert.deepEqual(fake.mutations().map((r) => `${r.httpMethod} ${r.path.split('/').at(-1)}`), ['POST nodePools', `DELETE ${gkePoolName(wanted)}`]);
     assert.deepEqual([...fake.pools.keys()], [serving], 'only the old pool is left');
     assert.equal(slow.calls.length, 0, 'no old node was cordoned');

@@ -84,7 +84,7 @@ export async function waitServing(nodes: ClusterNodes, pool: string, count: numb
     if (ready.length >= count) return ready;
     if (Date.now() + pollMs > deadline) {
       const waiting = views.filter((node) => !serving(node, startupTaintKey)).map((node) => `${node.name} ${node.ready ? (node.unschedulable ? 'cordoned' : 'still tainted') : 'not Ready'}`);
-      throw new BuildfleetError('environment', `node pool ${pool}: ${ready.length} of ${count} nodes Ready and untainted after ${Math.round(timeoutMs / 1000)} s (${views.length} registered${waiting.length > 0 ? `; ${waiting.join(', ')}` : ''})`);
+      throw new BuildfleetError('environment', `node pool ${pool}: ${ready.length} of ${count} nodes Ready and untainted after ${(timeoutMs / 1000).toFixed(timeoutMs < 10_000 ? 1 : 0)} s (${views.length} registered${waiting.length > 0 ? `; ${waiting.join(', ')}` : ''})`);
     }
     await sleep(pollMs);
   }

@@ -18,7 +18,7 @@ import type { AddressInfo } from 'node:net';
 export type RecordedRequest = { httpMethod: string; path: string; query: string; body: unknown; authorization?: string };
 export type OperationEffect = { type: 'CREATE_NODE_POOL' | 'SET_NODE_POOL_SIZE' | 'DELETE_NODE_POOL'; nodePool: string; nodeCount?: number };
 type StoredPool = { name: string; config: unknown; initialNodeCount: number; autoscaling?: unknown; nodeCount: number; status: number };
-type StoredOperation = { name: string; type: number; target: string; polls: number; effect: OperationEffect; error?: { code: number; message: string } };
+type StoredOperation = { name: string; type: number; target: string; polls: number; done: boolean; effect: OperationEffect; error?: { code: number; message: string } };
 
 const OPERATION_TYPE = { CREATE_NODE_POOL: 7, DELETE_NODE_POOL: 8, SET_NODE_POOL_SIZE: 14 } as const;
 const OPERATION_STATUS = { RUNNING: 2, DONE: 3 } as const;
@@ -135,7 +135,7 @@ export class FakeGke {
         const operation = this.operations.get(route.operation!);
         if (!operation) return { error: 'NOT_FOUND', message: `Not found: operation ${route.operation}.` };
         operation.polls++;
-        if (operation.polls === (this.options.pollsToDone ?? 2)) await this.finish(operation);
+        if (!operation.done && operation.polls >= (this.options.pollsToDone ?? 2)) await this.finish(operation);
         return { body: this.operationJson(operation) };
       }
       case 'listNodePools':
@@ -148,7 +148,7 @@ export class FakeGke {
         break;
     }
     // Mutating calls: one operation at a time on the cluster.
-    const running = [...this.operations.values()].find((operation) => operation.polls < (this.options.pollsToDone ?? 2));
+    const running = [...this.operations.values()].find((operation) => !operation.done);
     if (this.busyRefusals > 0 || running) {
       if (this.busyRefusals > 0) this.busyRefusals--;
       return { error: 'FAILED_PRECONDITION', message: `Cluster is running incompatible operation ${running?.name ?? 'operation-upgrade-1'}.` };
@@ -172,7 +172,7 @@ export class FakeGke {
   }
 
   private begin(type: number, effect: OperationEffect): StoredOperation {
-    const operation: StoredOperation = { name: `operation-${++this.counter}`, type, target: effect.nodePool, polls: 0, effect, error: this.nextOperationError };
+    const operation: StoredOperation = { name: `operation-${++this.counter}`, type, target: effect.nodePool, polls: 0, done: false, effect, error: this.nextOperationError };
     this.nextOperationError = undefined;
     this.operations.set(operation.name, operation);
     return operation;
@@ -180,6 +180,7 @@ export class FakeGke {
 
   private async finish(operation: StoredOperation): Promise<void> {
     const { effect } = operation;
+    operation.done = true;
     const pool = this.pools.get(effect.nodePool);
     if (operation.error) {
       // A create that fails leaves the pool in ERROR, as GKE does: the caller must delete it.
@@ -195,7 +196,7 @@ export class FakeGke {
   }
 
   private operationJson(operation: StoredOperation): unknown {
-    const done = operation.polls >= (this.options.pollsToDone ?? 2);
+    const done = operation.done;
     const { project, location } = this.options;
     return {
       name: operation.name,
