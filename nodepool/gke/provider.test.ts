@@ -104,6 +104,12 @@ test('a create that ends in error deletes the half-made node pool and says so in
   assert.equal(fake.pools.has(gkePoolName(other)), false, 'nothing left behind');
 });
 
+test('without the Kubernetes side a GKE pool is refused before any call, in one line', async () => {
+  const before = fake.requests.length;
+  await assert.rejects(new GkeProvider(store).checkNewNodes(spec, ['n1']), errorOf('unsupported', /^pool ci: node-level calls on GKE need the Kubernetes integration \(kube\/\)/));
+  assert.equal(fake.requests.length, before);
+});
+
 test('a machine type without local SSDs is refused before any call', async () => {
   const before = fake.requests.length;
   await assert.rejects(provider.checkNewNodes(gkeSpec({ gke: { machineType: 'e2-standard-4' } }), ['n1']), errorOf('unsupported', /^gke\.machineType: e2-standard-4 has no local SSDs/));

@@ -54,6 +54,8 @@ export class GkeProvider implements Provider {
 
   async checkNewNodes(spec: PoolSpec, ids: string[]): Promise<void> {
     const gke = requireGke(spec);
+    // Without Kubernetes no new node can be seen to register: refuse before making anything.
+    await this.nodesFor(spec);
     if (NO_LOCAL_SSD.test(gke.machineType)) {
       throw new BuildfleetError('unsupported', `gke.machineType: ${gke.machineType} has no local SSDs, but builds need one (gke.workloadDevice); pick e.g. n2-standard-8 or c3-standard-8-lssd`);
     }

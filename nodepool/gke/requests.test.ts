@@ -90,6 +90,7 @@ test('a bad gke spec fails with one line naming the field', () => {
     [{ provider: 'gke', gke: { ...where, workloadDevice: { type: 'ephemeral' } } }, /^pool spec: gke\.workloadDevice\.type: /],
     [{ provider: 'gke', gke: { ...where, bootDisk: { sizeGb: 5 } } }, /^pool spec: gke\.bootDisk\.sizeGb: /],
     [{ provider: 'gke', gke: { ...where, zone: 'x' } }, /^pool spec: gke: Unrecognized key: "zone"/],
+    [{ provider: 'gke', gke: { ...where, bootDisk: { type: 'pd-ssd', provisionedIops: 5000 } } }, /^pool spec: gke\.bootDisk\.type: provisionedIops and provisionedThroughput are for hyperdisk types only/],
   ];
   for (const [extra, pattern] of cases) {
     assert.throws(() => parsePoolSpec({ name: 'ci', nodes: 1, images, ...extra }), (err: Error) => pattern.test(err.message) && !err.message.includes('\n'), JSON.stringify(extra));

@@ -104,6 +104,7 @@ const gkeBlock = z
         provisionedThroughput: z.number().int().positive().optional(),
       })
       .strict()
+      .refine((d) => d.type.startsWith('hyperdisk-') || (d.provisionedIops === undefined && d.provisionedThroughput === undefined), { message: 'provisionedIops and provisionedThroughput are for hyperdisk types only (GKE refuses them on pd-*)', path: ['type'] })
       .prefault({}),
     /** The builds' device: local SSDs as raw block devices (the agent formats and mounts them). */
     workloadDevice: z
