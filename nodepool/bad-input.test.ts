@@ -68,7 +68,7 @@ test('an image the registry cannot give is refused before any node is made', { t
 
 test('a dry run fails where the apply would, with the same line, and changes nothing', { timeout: 180_000 }, async () => {
   const cases: Array<[string, object, number, RegExp]> = [
-    ['gke', { provider: 'gke', images: [fixture.image] }, 7, /provider gke is not available yet/],
+    ['gke', { provider: 'gke', images: [fixture.image] }, 2, /gke: required when provider is gke/],
     ['toolarge', { disks: { runtime: '99999999T' }, images: [fixture.image] }, 2, /disks\.runtime\.size: must be at most 64T/],
     ['noimages', {}, 2, /images: /],
     ['emptyimages', { images: [] }, 2, /images: give at least one image/],

@@ -3,6 +3,7 @@ import type { PoolSpec } from './pool-spec/pool-spec.js';
 import type { StateStore } from './state/store.js';
 import type { Provider } from './provider.js';
 import { LocalProvider } from './local/provider.js';
+import { GkeProvider } from './gke/provider.js';
 
 /**
  * The providers this build has, by the spec's `provider`: the one place outside `local/` that
@@ -16,5 +17,6 @@ export type ProviderResolver = (name: ProviderName, store: StateStore) => Provid
 
 export const builtInProviders: ProviderResolver = (name, store) => {
   if (name === 'local') return new LocalProvider(store);
+  if (name === 'gke') return new GkeProvider(store);
   throw new BuildfleetError('unsupported', `provider ${name} is not available yet; use provider: local`);
 };

@@ -75,6 +75,80 @@ export function checkPoolName(name: string): string {
   return name;
 }
 
+/** GKE's rule for the startup taint the cluster autoscaler treats as "node still starting". */
+export const STARTUP_TAINT_PREFIX = 'startup-taint.cluster-autoscaler.kubernetes.io/';
+const GKE_LABEL_KEY = /^[a-z]([a-z0-9_.\/-]{0,61}[a-z0-9])?$/;
+const GKE_LABEL_VALUE = /^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$|^$/;
+
+/**
+ * `provider: gke`: where the node pool goes (project, location, cluster) and what its nodes get.
+ * The runtime stays on the boot disk (type, size, IOPS); builds get a second device, a local SSD
+ * (raw block, `localNvmeSsdBlockConfig`, or the older `localSsdCount`), so build I/O cannot stall
+ * the runtime. Field names follow container.v1's NodeConfig where there is one.
+ */
+const gkeBlock = z
+  .object({
+    project: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, 'a GCP project id: 6-30 of a-z, 0-9, "-", starting with a letter'),
+    /** A region (us-central1) or a zone (us-central1-a). */
+    location: z.string().regex(/^[a-z]+-[a-z]+\d+(-[a-z])?$/, 'a region (us-central1) or zone (us-central1-a)'),
+    cluster: z.string().regex(/^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/, 'a GKE cluster name: 1-40 of a-z, 0-9, "-", starting with a letter'),
+    machineType: z.string().regex(/^[a-z0-9]+(-[a-z0-9]+)*$/, 'a machine type such as n2-standard-8').default('n2-standard-8'),
+    imageType: z.string().min(1).default('COS_CONTAINERD'),
+    /** The runtime's disk: images and container layers live here. */
+    bootDisk: z
+      .object({
+        type: z.string().regex(/^(pd|hyperdisk)-[a-z-]+$/, 'a disk type such as pd-balanced, pd-ssd or hyperdisk-balanced').default('pd-balanced'),
+        sizeGb: z.number().int().min(10).max(65536).default(100),
+        /** Hyperdisk only, like GKE itself. */
+        provisionedIops: z.number().int().positive().optional(),
+        provisionedThroughput: z.number().int().positive().optional(),
+      })
+      .strict()
+      .refine((d) => d.type.startsWith('hyperdisk-') || (d.provisionedIops === undefined && d.provisionedThroughput === undefined), { message: 'provisionedIops and provisionedThroughput are for hyperdisk types only (GKE refuses them on pd-*)', path: ['type'] })
+      .prefault({}),
+    /** The builds' device: local SSDs as raw block devices (the agent formats and mounts them). */
+    workloadDevice: z
+      .object({
+        type: z.enum(['localNvmeSsdBlock', 'localSsd']).default('localNvmeSsdBlock'),
+        count: z.number().int().min(1).max(24).default(1),
+      })
+      .strict()
+      .prefault({}),
+    labels: z
+      .record(z.string().regex(GKE_LABEL_KEY, 'a label key: lowercase, at most 63 characters'), z.string().regex(GKE_LABEL_VALUE, 'a label value: at most 63 of letters, digits, "_", ".", "-"'))
+      .default({}),
+    kubeletConfig: z
+      .object({
+        imageGcHighThresholdPercent: z.number().int().min(10).max(85).default(85),
+        imageGcLowThresholdPercent: z.number().int().min(10).max(85).default(80),
+      })
+      .strict()
+      .refine((k) => k.imageGcLowThresholdPercent < k.imageGcHighThresholdPercent, { message: 'must be below imageGcHighThresholdPercent', path: ['imageGcLowThresholdPercent'] })
+      .prefault({}),
+    /** Cluster-autoscaler bounds; without them the pool keeps `nodes`. */
+    autoscaling: z
+      .object({ min: z.number().int().min(0).max(1000), max: z.number().int().min(1).max(1000) })
+      .strict()
+      .refine((a) => a.min <= a.max, { message: 'must not exceed max', path: ['min'] })
+      .optional(),
+    /** Nodes register with it; the agent removes it once the build image is pinned and the runtime healthy. */
+    startupTaint: z
+      .object({
+        key: z
+          .string()
+          .refine((key) => key.startsWith(STARTUP_TAINT_PREFIX) && key.length > STARTUP_TAINT_PREFIX.length, `must start with ${STARTUP_TAINT_PREFIX} (the cluster autoscaler counts such a node as still starting)`)
+          .default(`${STARTUP_TAINT_PREFIX}buildfleet-prepull`),
+        value: z.string().default('true'),
+      })
+      .strict()
+      .prefault({}),
+    /** A disk image holding the build images, attached at boot (secondaryBootDisks, CONTAINER_IMAGE_CACHE). */
+    secondaryBootDisk: z.string().regex(/^([a-z0-9-]+|(projects\/[a-z][a-z0-9-]+\/)?global\/images\/[a-z0-9-]+)$/, 'a disk image name, global/images/NAME or projects/P/global/images/NAME').optional(),
+    /** Image streaming (gcfsConfig); needs the images in Artifact Registry. */
+    imageStreaming: z.boolean().default(false),
+  })
+  .strict();
+
 export const poolSpecSchema = z
   .object({
     name: z.string().regex(POOL_NAME, POOL_NAME_RULE),
@@ -142,12 +216,21 @@ export const poolSpecSchema = z
       .prefault({}),
     /** dockerd --live-restore: containers survive a runtime restart. Off only to show what the field's monitor does. */
     liveRestore: z.boolean().default(true),
+    /** Where and how a `provider: gke` pool is made; required for gke, refused for local. */
+    gke: gkeBlock.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((spec, ctx) => {
+    if (spec.provider === 'gke' && !spec.gke) ctx.addIssue({ code: 'custom', path: ['gke'], message: 'required when provider is gke (give at least project, location and cluster)' });
+    if (spec.provider !== 'gke' && spec.gke) ctx.addIssue({ code: 'custom', path: ['gke'], message: `only for provider: gke (this spec says provider: ${spec.provider})` });
+    const bounds = spec.gke?.autoscaling;
+    if (bounds && (spec.nodes < bounds.min || spec.nodes > bounds.max)) ctx.addIssue({ code: 'custom', path: ['nodes'], message: `must be within gke.autoscaling (${bounds.min}-${bounds.max})` });
+  });
 
 export type PoolSpecInput = z.input<typeof poolSpecSchema>;
 export type PoolSpec = z.output<typeof poolSpecSchema>;
 export type DiskSpec = PoolSpec['disks']['runtime'];
+export type GkeSpec = NonNullable<PoolSpec['gke']>;
 
 /** Validates a spec; a bad one fails with one line naming the field (`disks.runtime.size: ...`). */
 export function parsePoolSpec(input: unknown, source = 'pool spec'): PoolSpec {
