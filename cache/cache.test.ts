@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, test } from 'node:test';
+import { isBuildfleetError } from '../imagebuilder/errors.js';
+import { RegistryClient } from '../imagebuilder/registry/index.js';
+import type { RegistryServer } from '../nodepool/daemons/index.js';
+import { FaultProxy } from '../test/helpers/registry-fakes.js';
+import { cliCommand, runCli, startRegistry, tempDir } from '../test/helpers/real.js';
+import { ToolchainCache, type CacheOptions } from './cache.js';
+import { registryTag, toolchainKey } from './key.js';
+
+/**
+ * The cache against a real registry (distribution 2.8): installs happen once per key, other
+ * nodes download instead, a corrupt or half-made entry never counts, bad input is one line.
+ */
+
+let registry: RegistryServer;
+let root: { path: string; remove(): Promise<void> };
+let repo: string;
+const caches: ToolchainCache[] = [];
+
+before(async () => {
+  [registry, root] = await Promise.all([startRegistry(), tempDir('buildfleet-cache-')]);
+  repo = `127.0.0.1:${registry.port}/toolchains`;
+});
+after(async () => {
+  await Promise.all(caches.map((cache) => cache.close()));
+  await registry?.stop();
+  await root?.remove();
+});
+
+let dirs = 0;
+function newDir(): string {
+  return join(root.path, `node${++dirs}`);
+}
+
+function open(options: Partial<CacheOptions> & { dir: string }): ToolchainCache {
+  const cache = new ToolchainCache({ registry: repo, ...options });
+  caches.push(cache);
+  return cache;
+}
+
+/** An installer that appends a line to `counter` each run, then makes bin/TOOL and a few files; `extra` runs before it finishes. */
+function installer(counter: string, extra = ''): string {
+  return `echo run >> ${counter}; mkdir -p "$PREFIX/bin" "$PREFIX/lib"; printf '#!/bin/sh\\necho "$TOOL $VERSION"\\n' > "$PREFIX/bin/$TOOL"; chmod +x "$PREFIX/bin/$TOOL"; head -c 200000 /dev/urandom > "$PREFIX/lib/lib$TOOL.so"; ln -s "lib$TOOL.so" "$PREFIX/lib/libcurrent.so"; ${extra}`;
+}
+
+async function runs(counter: string): Promise<number> {
+  const text = await readFile(counter, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).length;
+}
+
+async function leftovers(dir: string): Promise<string[]> {
+  return readdir(join(dir, '.buildfleet', 'tmp')).catch(() => []);
+}
+
+test('concurrent gets of one key on one node install once; another node gets it from the registry without installing', { timeout: 60_000 }, async () => {
+  const dir = newDir();
+  const counter = join(root.path, 'once.count');
+  const key = toolchainKey('demo', '1.0.0');
+  const nodeA = [0, 1, 2].map(() => open({ dir, installer: installer(counter, 'sleep 0.3') }));
+  const results = await Promise.all(nodeA.map((cache) => cache.get(key)));
+  assert.equal(await runs(counter), 1, 'one install for three concurrent gets');
+  assert.deepEqual(results.map((r) => r.source).sort(), ['installer', 'local', 'local']);
+  const path = join(dir, 'demo', '1.0.0', 'x64');
+  assert.ok(results.every((r) => r.path === path));
+  assert.ok(existsSync(`${path}.complete`), 'the tool-cache marker beside the entry');
+  assert.equal(await readdir(join(dir, '.buildfleet', 'locks')).then((l) => l.length), 0, 'no lock left');
+
+  const nodeB = newDir();
+  const other = open({ dir: nodeB, installer: installer(counter) });
+  const pulled = await other.get(key);
+  assert.equal(pulled.source, 'registry');
+  assert.equal(await runs(counter), 1, 'the second node did not run the installer');
+  assert.equal(pulled.digest, results.find((r) => r.source === 'installer')!.digest);
+  assert.deepEqual(await readFile(join(pulled.path, 'lib', 'libdemo.so')), await readFile(join(path, 'lib', 'libdemo.so')));
+  assert.equal((await other.get(key)).source, 'local');
+
+  const listed = await other.list();
+  assert.deepEqual(listed.map((e) => [e.tool, e.version, e.arch, e.source]), [['demo', '1.0.0', 'x64', 'registry']]);
+  assert.ok(listed[0]!.size >= 200_000);
+  const metrics = await other.metrics.registry.getMetricsAsJSON();
+  const value = (name: string) => metrics.find((m) => m.name === name)?.values[0]?.value;
+  assert.equal(value('buildfleet_cache_hits_total'), 1);
+  assert.equal(value('buildfleet_cache_misses_total'), 1);
+  assert.equal(value('buildfleet_cache_remote_hits_total'), 1);
+
+  // The artifact as other OCI tools see it.
+  const client = new RegistryClient(`127.0.0.1:${registry.port}`);
+  try {
+    const manifest = JSON.parse((await client.getManifest('toolchains', registryTag(key))).bytes.toString()) as Record<string, any>;
+    assert.equal(manifest.artifactType, 'application/vnd.buildfleet.toolchain.v1');
+    assert.equal(manifest.config.mediaType, 'application/vnd.oci.empty.v1+json');
+    assert.equal(manifest.layers.length, 1);
+    assert.equal(manifest.layers[0].mediaType, 'application/vnd.oci.image.layer.v1.tar+gzip');
+  } finally {
+    await client.close();
+  }
+});
+
+test('a corrupt local entry is detected and fetched again; --verify finds what the check set does not cover', { timeout: 60_000 }, async () => {
+  const counter = join(root.path, 'corrupt.count');
+  // 600 small files: more than the check set, so a removed small file can escape a plain hit.
+  const many = 'mkdir -p "$PREFIX/share"; i=0; while [ $i -lt 600 ]; do echo $i > "$PREFIX/share/f$i"; i=$((i+1)); done';
+  const key = toolchainKey('corrupt', '2.0.0');
+  await open({ dir: newDir(), installer: installer(counter, many) }).get(key);
+  const dir = newDir();
+  const cache = open({ dir });
+  const { path } = await cache.get(key);
+  const good = await readFile(join(path, 'lib', 'libcorrupt.so'));
+
+  await truncate(join(path, 'lib', 'libcorrupt.so'), 1000);
+  const again = await cache.get(key);
+  assert.equal(again.source, 'registry', 'a truncated library is noticed on a plain get');
+  assert.deepEqual(await readFile(join(path, 'lib', 'libcorrupt.so')), good);
+
+  await writeFile(join(path, 'bin', 'corrupt'), 'tampered\n');
+  assert.equal((await cache.get(key)).source, 'registry', 'a rewritten file is noticed');
+
+  const lookup = cache.store.lookup(key);
+  assert.equal(lookup.state, 'hit');
+  const record = lookup.state === 'hit' ? lookup.record : undefined;
+  const unchecked = Array.from({ length: 600 }, (_, i) => `share/f${i}`).find((f) => !record!.check.some(([p]) => p === f))!;
+  await rm(join(path, unchecked));
+  assert.equal((await cache.get(key)).source, 'local', 'outside the check set a plain hit does not look');
+  const verified = await cache.get(key, { verify: true });
+  assert.equal(verified.source, 'registry');
+  assert.ok(existsSync(join(path, unchecked)));
+  assert.equal(await runs(counter), 1);
+  assert.deepEqual(await leftovers(dir), []);
+});
+
+test('a pulled blob that does not match its digest is not published', { timeout: 60_000 }, async () => {
+  const counter = join(root.path, 'digest.count');
+  const key = toolchainKey('digest', '1.0.0');
+  await open({ dir: newDir(), installer: installer(counter) }).get(key);
+  const proxy = await FaultProxy.start(registry.port);
+  try {
+    proxy.inject({ corruptAt: 5000 }, 10, (method, url) => method === 'GET' && url.includes('/blobs/'));
+    const dir = newDir();
+    const cache = open({ dir, registry: `${proxy.host}/toolchains`, registryOptions: { retries: 0 } });
+    await assert.rejects(cache.get(key), (err) => isBuildfleetError(err) && ['integrity', 'format'].includes(err.kind));
+    assert.equal(existsSync(join(dir, 'digest', '1.0.0', 'x64.complete')), false);
+    assert.equal(existsSync(join(dir, 'digest', '1.0.0', 'x64')), false);
+    assert.deepEqual(await leftovers(dir), []);
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test('an installer killed mid-way leaves no entry and no marker; the next get installs', { timeout: 60_000 }, async () => {
+  const dir = newDir();
+  const counter = join(root.path, 'killed.count');
+  const pidFile = join(root.path, 'installer.pid');
+  const key = toolchainKey('killed', '1.0.0');
+  const cache = open({ dir, installer: installer(counter, `echo $$ > ${pidFile}; sleep 30`) });
+  const pending = cache.get(key);
+  while (!existsSync(pidFile)) await sleep(20);
+  process.kill(Number(await readFile(pidFile, 'utf8')), 'SIGKILL');
+  await assert.rejects(pending, /installer for killed 1\.0\.0 was killed by SIGKILL/);
+  assert.equal(existsSync(join(dir, 'killed', '1.0.0', 'x64')), false);
+  assert.equal(existsSync(join(dir, 'killed', '1.0.0', 'x64.complete')), false);
+  assert.deepEqual(await leftovers(dir), []);
+  const ok = await cache.get(key, { installer: installer(counter) });
+  assert.equal(ok.source, 'installer');
+});
+
+test('a `buildfleet cache get` killed mid-install: its lock is broken, its work swept, nothing half-published', { timeout: 60_000 }, async () => {
+  const dir = newDir();
+  const counter = join(root.path, 'crash.count');
+  const started = join(root.path, 'crash.started');
+  const args = [...cliCommand(), 'cache', 'get', 'crash', '1.0.0', '--dir', dir, '--registry', repo, '--installer', installer(counter, `touch ${started}; sleep 30`)];
+  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore' });
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!existsSync(started) && Date.now() < deadline) await sleep(50);
+    assert.ok(existsSync(started), 'the installer started');
+  } finally {
+    // The whole process group, as an OOM kill or a node crash would.
+    process.kill(-child.pid!, 'SIGKILL');
+  }
+  await new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
+  assert.equal(existsSync(join(dir, 'crash', '1.0.0', 'x64.complete')), false);
+  assert.equal(existsSync(join(dir, 'crash', '1.0.0', 'x64')), false);
+  assert.equal((await leftovers(dir)).length, 1, 'the dead process left its work directory');
+  assert.equal((await readdir(join(dir, '.buildfleet', 'locks'))).length, 1, 'and its lock');
+
+  const result = await open({ dir, installer: installer(counter) }).get(toolchainKey('crash', '1.0.0'));
+  assert.equal(result.source, 'installer');
+  assert.deepEqual(await leftovers(dir), [], 'the dead work directory was swept');
+  assert.equal(await runs(counter), 2);
+});
+
+test('bad input: one clear line each, a non-zero exit, nothing published', { timeout: 60_000 }, async () => {
+  const dir = newDir();
+  const unknown = await runCli(['cache', 'get', 'nosuch', '1.0', '--dir', dir, '--registry', repo]);
+  assert.equal(unknown.exitCode, 3);
+  assert.match(unknown.stderr, /^buildfleet: error: nosuch 1\.0 \(linux\/amd64, glibc\) is not in the local cache or 127\.0\.0\.1:\d+\/toolchains:nosuch-1\.0-linux-amd64-glibc, and no --installer was given to make it$/);
+
+  const failing = await runCli(['--quiet', 'cache', 'get', 'broken', '1.0', '--dir', dir, '--installer', 'echo fetching; echo "no such version" >&2; exit 3']);
+  assert.equal(failing.exitCode, 8);
+  assert.equal(failing.stderr, 'buildfleet: error: installer for broken 1.0 failed with exit code 3: no such version');
+  assert.equal(failing.stdout, '');
+  assert.equal(existsSync(join(dir, 'broken')), false);
+
+  const proxy = await FaultProxy.start(registry.port);
+  try {
+    proxy.inject({ status: 403 }, 100, (method) => method === 'POST' || method === 'PUT');
+    const refused = open({ dir, registry: `${proxy.host}/toolchains`, installer: installer(join(root.path, 'refused.count')) });
+    const key = toolchainKey('refused', '1.0.0');
+    await assert.rejects(refused.get(key), (err) => isBuildfleetError(err) && !err.message.includes('\n') && /toolchains/.test(err.message));
+    assert.equal(existsSync(join(dir, 'refused')), false, 'not kept locally either');
+    assert.deepEqual(await leftovers(dir), []);
+  } finally {
+    await proxy.stop();
+  }
+  const badKey = await runCli(['cache', 'get', '../etc', '1.0', '--dir', dir]);
+  assert.equal(badKey.exitCode, 2);
+  assert.match(badKey.stderr, /^buildfleet: error: invalid tool name "\.\.\/etc"/);
+});
