@@ -2,7 +2,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuildfleetError } from '../imagebuilder/errors.js';
 import type { RegistryOptions, RegistryClient } from '../imagebuilder/registry/index.js';
-import { collect, type GcResult, type GcTarget } from './gc.js';
+import { collect, freeBytes, type GcResult, type GcTarget } from './gc.js';
 import { runInstaller } from './installer.js';
 import { describeKey, parseRegistryRepo, type ToolchainKey } from './key.js';
 import { CacheMetrics } from './metrics.js';
@@ -95,7 +95,7 @@ export class ToolchainCache {
     const tree = join(work, 'tree');
     await mkdir(tree);
     this.log(`${describeKey(key)}: downloading ${layer.size} bytes from ${this.remote.describe(key)}`);
-    await this.remote.fetchInto(layer, tree).catch((err) => Promise.reject(diskError(err, `extracting ${describeKey(key)}`)));
+    await this.remote.fetchInto(layer, tree).catch(async (err) => Promise.reject(await this.explainFull(err, `extracting ${describeKey(key)}`)));
     const path = await this.store.publish(key, tree, { source: 'registry', digest: layer.digest }).catch((err) => Promise.reject(diskError(err, `publishing ${describeKey(key)}`)));
     timer();
     this.metrics.remoteHits.inc();
@@ -163,6 +163,17 @@ export class ToolchainCache {
 
   async close(): Promise<void> {
     await this.remote?.close();
+  }
+
+  /**
+   * A write that failed because the disk is full, as one line that says so: tar reports it as
+   * "Wrote only N of M bytes" (no errno), so the free space is looked at too.
+   */
+  private async explainFull(err: unknown, what: string): Promise<unknown> {
+    const free = await freeBytes(this.options.dir).catch(() => undefined);
+    const full = (err as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC' || /No space left|Wrote only/i.test(String((err as Error | undefined)?.message)) || (free !== undefined && free < 1 << 20);
+    if (!full) return diskError(err, what);
+    return new BuildfleetError('environment', `cache: no space left on the disk of ${this.options.dir} while ${what} (${free ?? '?'} bytes free); free some with 'buildfleet cache gc --min-free SIZE'`, { cause: err });
   }
 
   private log(line: string): void {

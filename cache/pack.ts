@@ -70,7 +70,9 @@ function exitOf(child: ChildProcess, what: string): Promise<void> {
     child.once('error', (err) => reject(new BuildfleetError('environment', `${what} could not run: ${err.message}`)));
     child.once('close', (code, signal) => {
       if (code === 0) return resolve();
-      const line = stderr.trim().split('\n').filter(Boolean).pop() ?? '';
+      // tar ends with "Exiting with failure status due to previous errors": the cause is above it.
+      const lines = stderr.trim().split('\n').filter((l) => l && !/Exiting with failure status/.test(l));
+      const line = lines.find((l) => /No space left|Disk quota/i.test(l)) ?? lines.pop() ?? '';
       const err = new BuildfleetError(/No space left/i.test(stderr) ? 'environment' : 'format', `${what} failed (${signal ?? `exit ${code}`})${line ? `: ${line}` : ''}`);
       reject(err);
     });
