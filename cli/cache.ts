@@ -59,6 +59,17 @@ export function registerCacheCommands(program: Command, globals: () => GlobalOpt
     .option('--verify', 'compare every file of a local entry with its recorded stats, not only the check set', false)
     .action(async (tool: string, version: string, flags: CommonFlags & { installer?: string; compression: string; verify: boolean }) => {
       const key = await keyOf(tool, version, flags);
+      // A local hit loads the store alone: the registry client, codecs and metrics cost more start-up than the hit itself.
+      if (!flags.verify) {
+        const started = performance.now();
+        const { LocalStore } = await import('../cache/store.js');
+        const hit = new LocalStore(flags.dir).lookup(key);
+        if (hit.state === 'hit') {
+          if (globals().json) printJson({ path: hit.path, source: 'local', ...(hit.record.digest && { digest: hit.record.digest }), seconds: (performance.now() - started) / 1000, key });
+          else process.stdout.write(`${hit.path}\n`);
+          return;
+        }
+      }
       const toolchains = await open(flags);
       try {
         const result = await toolchains.get(key, { verify: flags.verify });
