@@ -5,6 +5,7 @@ import { readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
+import { errorReport, formatErrorReport } from '../cli/errors.js';
 import { isBuildfleetError } from '../imagebuilder/errors.js';
 import { RegistryClient } from '../imagebuilder/registry/index.js';
 import type { RegistryServer } from '../nodepool/daemons/index.js';
@@ -195,30 +196,48 @@ test('a `buildfleet cache get` killed mid-install: its lock is broken, its work 
   assert.equal(await runs(counter), 2);
 });
 
+/** What the CLI prints for an error and the exit code it gives (cli/errors.ts), without starting a process per case. */
+function cliReport(err: unknown): { line: string; exitCode: number } {
+  const report = errorReport(err, 'buildfleet cache get')!;
+  return { line: formatErrorReport(report, false), exitCode: report.exitCode };
+}
+
 test('bad input: one clear line each, a non-zero exit, nothing published', { timeout: 60_000 }, async () => {
   const dir = newDir();
-  const unknown = await runCli(['cache', 'get', 'nosuch', '1.0', '--dir', dir, '--registry', repo]);
-  assert.equal(unknown.exitCode, 3);
-  assert.match(unknown.stderr, /^buildfleet: error: nosuch 1\.0 \(linux\/amd64, glibc\) is not in the local cache or 127\.0\.0\.1:\d+\/toolchains:nosuch-1\.0-linux-amd64-glibc, and no --installer was given to make it$/);
+  // One case through the real CLI (a process of its own), the others in-process, meanwhile.
+  const unknownRun = runCli(['cache', 'get', 'nosuch', '1.0', '--dir', dir, '--registry', repo]);
 
-  const failing = await runCli(['--quiet', 'cache', 'get', 'broken', '1.0', '--dir', dir, '--installer', 'echo fetching; echo "no such version" >&2; exit 3']);
-  assert.equal(failing.exitCode, 8);
-  assert.equal(failing.stderr, 'buildfleet: error: installer for broken 1.0 failed with exit code 3: no such version');
-  assert.equal(failing.stdout, '');
+  const failing = open({ dir, registry: undefined, installer: 'echo fetching; echo "no such version" >&2; exit 3' });
+  const failed = await failing.get(toolchainKey('broken', '1.0')).then(() => undefined, cliReport);
+  assert.deepEqual(failed, { line: 'buildfleet: error: installer for broken 1.0 failed with exit code 3: no such version\n', exitCode: 8 });
   assert.equal(existsSync(join(dir, 'broken')), false);
+
+  assert.deepEqual(cliReportOf(() => toolchainKey('../etc', '1.0')), { line: 'buildfleet: error: invalid tool name "../etc": lower-case letters, digits, \'.\', \'_\' and \'-\', starting with a letter or digit\n', exitCode: 2 });
 
   const proxy = await FaultProxy.start(registry.port);
   try {
     proxy.inject({ status: 403 }, 100, (method) => method === 'POST' || method === 'PUT');
     const refused = open({ dir, registry: `${proxy.host}/toolchains`, installer: installer(join(root.path, 'refused.count')) });
-    const key = toolchainKey('refused', '1.0.0');
-    await assert.rejects(refused.get(key), (err) => isBuildfleetError(err) && !err.message.includes('\n') && /toolchains/.test(err.message));
+    const report = await refused.get(toolchainKey('refused', '1.0.0')).then(() => undefined, cliReport);
+    assert.ok(report && report.exitCode !== 0 && report.exitCode !== 70, 'a BuildfleetError, not a crash');
+    assert.match(report.line, /^buildfleet: error: [^\n]*toolchains[^\n]*\n$/);
     assert.equal(existsSync(join(dir, 'refused')), false, 'not kept locally either');
     assert.deepEqual(await leftovers(dir), []);
   } finally {
     await proxy.stop();
   }
-  const badKey = await runCli(['cache', 'get', '../etc', '1.0', '--dir', dir]);
-  assert.equal(badKey.exitCode, 2);
-  assert.match(badKey.stderr, /^buildfleet: error: invalid tool name "\.\.\/etc"/);
+
+  const unknown = await unknownRun;
+  assert.equal(unknown.exitCode, 3);
+  assert.match(unknown.stderr, /^buildfleet: error: nosuch 1\.0 \(linux\/amd64, glibc\) is not in the local cache or 127\.0\.0\.1:\d+\/toolchains:nosuch-1\.0-linux-amd64-glibc, and no --installer was given to make it$/);
+  assert.equal(unknown.stdout, '');
 });
+
+function cliReportOf(run: () => unknown): { line: string; exitCode: number } | undefined {
+  try {
+    run();
+    return undefined;
+  } catch (err) {
+    return cliReport(err);
+  }
+}

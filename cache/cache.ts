@@ -112,7 +112,7 @@ export class ToolchainCache {
     const prefix = join(work, 'prefix');
     await mkdir(prefix);
     this.log(`${describeKey(key)}: running the installer`);
-    await runInstaller(installer, key, prefix, this.options.log);
+    await runInstaller(installer, key, prefix, this.store.entryPath(key), this.options.log);
     let digest: string | undefined;
     if (this.remote) digest = await this.pushTree(key, prefix, work);
     const path = await this.store.publish(key, prefix, { source: 'installer', ...(digest && { digest }) }).catch((err) => Promise.reject(diskError(err, `publishing ${describeKey(key)}`)));

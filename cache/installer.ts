@@ -4,15 +4,17 @@ import type { ToolchainKey } from './key.js';
 
 /**
  * Runs an installer the way nvm / pyenv / rbenv-style scripts are run: `sh -c CMD` with TOOL,
- * VERSION and PREFIX (and OS, ARCH, LIBC) in its environment, installing into PREFIX. It runs in
+ * VERSION and PREFIX (and OS, ARCH, LIBC) in its environment, installing into PREFIX. PREFIX is a
+ * work directory that is renamed into place afterwards; TOOL_PATH says where the tree will live,
+ * for a build that must embed its final path (configure for TOOL_PATH, install into PREFIX). It runs in
  * a process group of its own, and whatever of that group is left when the shell exits is killed,
  * so no stray child keeps writing into a work directory that is about to be removed (or keeps
  * our pipes open). `onOutput` gets its stdout and stderr lines (the CLI sends them to stderr:
  * stdout is for the path).
  */
-export async function runInstaller(command: string, key: ToolchainKey, prefix: string, onOutput?: (line: string) => void): Promise<void> {
+export async function runInstaller(command: string, key: ToolchainKey, prefix: string, toolPath: string, onOutput?: (line: string) => void): Promise<void> {
   const child = spawn('sh', ['-c', command], {
-    env: { ...process.env, TOOL: key.tool, VERSION: key.version, PREFIX: prefix, OS: key.os, ARCH: key.architecture, LIBC: key.libc },
+    env: { ...process.env, TOOL: key.tool, VERSION: key.version, PREFIX: prefix, TOOL_PATH: toolPath, OS: key.os, ARCH: key.architecture, LIBC: key.libc },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
