@@ -62,11 +62,18 @@ async function leftovers(dir: string): Promise<string[]> {
 test('concurrent gets of one key on one node install once; another node gets it from the registry without installing', { timeout: 60_000 }, async () => {
   const dir = newDir();
   const counter = join(root.path, 'once.count');
+  const started = join(root.path, 'once.started');
   const key = toolchainKey('demo', '1.0.0');
-  const nodeA = [0, 1, 2].map(() => open({ dir, installer: installer(counter, 'sleep 0.3') }));
-  const results = await Promise.all(nodeA.map((cache) => cache.get(key)));
+  // A `buildfleet cache get` process installs; two gets in this process ask while it does.
+  const cli = runCli(['--json', 'cache', 'get', 'demo', '1.0.0', '--dir', dir, '--registry', repo, '--installer', installer(counter, `touch ${started}; sleep 1`)]);
+  while (!existsSync(started)) await sleep(20);
+  const nodeA = [0, 1].map(() => open({ dir, installer: installer(counter) }));
+  const waiting = await Promise.all(nodeA.map((cache) => cache.get(key)));
+  const installedBy = await cli;
+  assert.equal(installedBy.exitCode, 0, installedBy.stderr);
+  const results = [JSON.parse(installedBy.stdout) as { path: string; source: string; digest?: string }, ...waiting];
   assert.equal(await runs(counter), 1, 'one install for three concurrent gets');
-  assert.deepEqual(results.map((r) => r.source).sort(), ['installer', 'local', 'local']);
+  assert.deepEqual(results.map((r) => r.source), ['installer', 'local', 'local']);
   const path = join(dir, 'demo', '1.0.0', 'x64');
   assert.ok(results.every((r) => r.path === path));
   assert.ok(existsSync(`${path}.complete`), 'the tool-cache marker beside the entry');
