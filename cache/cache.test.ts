@@ -248,3 +248,43 @@ function cliReportOf(run: () => unknown): { line: string; exitCode: number } | u
     return cliReport(err);
   }
 }
+
+/** The CLI's program in this process (no start-up per call): stdout captured, the exit code returned. */
+async function runProgram(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const { main } = await import('../cli/program.js');
+  const out = { stdout: '', stderr: '' };
+  const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
+  for (const name of ['stdout', 'stderr'] as const) {
+    process[name].write = ((chunk: string | Uint8Array) => ((out[name] += chunk.toString()), true)) as typeof process.stdout.write;
+  }
+  try {
+    const exitCode = await main(['node', 'buildfleet', ...args]);
+    return { exitCode, ...out };
+  } finally {
+    process.stdout.write = writes.stdout;
+    process.stderr.write = writes.stderr;
+    process.exitCode = undefined;
+  }
+}
+
+test('cache ls and cache gc through the CLI program', { timeout: 60_000 }, async () => {
+  const dir = newDir();
+  const local = open({ dir, registry: undefined, installer: installer(join(root.path, 'ls.count')) });
+  await local.get(toolchainKey('alpha', '1.2.0'));
+  await sleep(15);
+  await local.get(toolchainKey('beta', '0.9'));
+
+  const listed = await runProgram(['--json', 'cache', 'ls', '--dir', dir]);
+  assert.equal(listed.exitCode, 0);
+  const entries = JSON.parse(listed.stdout) as Array<{ tool: string; version: string; arch: string; size: number; lastUsed: string; source: string }>;
+  assert.deepEqual(entries.map((e) => [e.tool, e.version, e.arch, e.source]), [['alpha', '1.2.0', 'x64', 'installer'], ['beta', '0.9', 'x64', 'installer']]);
+  assert.ok(entries.every((e) => e.size > 200_000 && !Number.isNaN(Date.parse(e.lastUsed))));
+  const text = await runProgram(['cache', 'ls', '--dir', dir]);
+  assert.match(text.stdout, /^TOOL +VERSION +ARCH +SIZE +LAST USED \(UTC\) +SOURCE\nalpha +1\.2\.0 +x64 +\d/);
+
+  const gc = await runProgram(['--json', 'cache', 'gc', '--dir', dir, '--max-size', '300K']);
+  assert.equal(gc.exitCode, 0);
+  assert.deepEqual((JSON.parse(gc.stdout) as { removed: Array<{ path: string }> }).removed.map((r) => r.path), [join(dir, 'alpha', '1.2.0', 'x64')]);
+  assert.deepEqual(await runProgram(['cache', 'gc', '--dir', dir]), { exitCode: 2, stdout: '', stderr: 'buildfleet: error: cache gc needs --max-size or --min-free\n' });
+  assert.deepEqual(await runProgram(['cache', 'gc', '--dir', dir, '--max-size', 'lots']), { exitCode: 2, stdout: '', stderr: 'buildfleet: error: --max-size must be a size such as 500M, 2G or 1073741824, not "lots"\n' });
+});
