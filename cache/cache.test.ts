@@ -267,7 +267,7 @@ async function runProgram(args: string[]): Promise<{ exitCode: number; stdout: s
   }
 }
 
-test('cache ls and cache gc through the CLI program', { timeout: 60_000 }, async () => {
+test('cache ls, put and gc through the CLI program', { timeout: 60_000 }, async () => {
   const dir = newDir();
   const local = open({ dir, registry: undefined, installer: installer(join(root.path, 'ls.count')) });
   await local.get(toolchainKey('alpha', '1.2.0'));
@@ -281,6 +281,15 @@ test('cache ls and cache gc through the CLI program', { timeout: 60_000 }, async
   assert.ok(entries.every((e) => e.size > 200_000 && !Number.isNaN(Date.parse(e.lastUsed))));
   const text = await runProgram(['cache', 'ls', '--dir', dir]);
   assert.match(text.stdout, /^TOOL +VERSION +ARCH +SIZE +LAST USED \(UTC\) +SOURCE\nalpha +1\.2\.0 +x64 +\d/);
+
+  // put: an existing tree (here: beta's) pushed under another version; a node without it pulls it.
+  const put = await runProgram(['cache', 'put', 'beta', '1.0', join(dir, 'beta', '0.9', 'x64'), '--dir', dir, '--registry', repo]);
+  assert.equal(put.exitCode, 0, put.stderr);
+  assert.match(put.stdout, /^127\.0\.0\.1:\d+\/toolchains:beta-1\.0-linux-amd64-glibc@sha256:[a-f0-9]{64} \(\d+(\.\d)? KB\)\n$/);
+  const pulled = await open({ dir: newDir() }).get(toolchainKey('beta', '1.0'));
+  assert.equal(pulled.source, 'registry');
+  assert.deepEqual(await readFile(join(pulled.path, 'lib', 'libbeta.so')), await readFile(join(dir, 'beta', '0.9', 'x64', 'lib', 'libbeta.so')));
+  assert.equal((await runProgram(['cache', 'put', 'beta', '1.0', join(dir, 'nothing'), '--dir', dir, '--registry', repo])).exitCode, 2);
 
   const gc = await runProgram(['--json', 'cache', 'gc', '--dir', dir, '--max-size', '300K']);
   assert.equal(gc.exitCode, 0);

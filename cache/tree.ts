@@ -68,7 +68,13 @@ export function checkSet(files: TreeFile[], budget = CHECK_BUDGET): TreeFile[] {
 /** The first file of `expected` that does not look as recorded under `root`, or undefined when all do. */
 export function firstMismatch(root: string, expected: TreeFile[]): string | undefined {
   for (const [path, type, size, mode, mtimeMs] of expected) {
-    const stats = lstatSync(join(root, path), { throwIfNoEntry: false });
+    let stats: Stats | undefined;
+    try {
+      stats = lstatSync(join(root, path), { throwIfNoEntry: false });
+    } catch (err) {
+      // ENOTDIR (a directory above replaced by a file), EACCES: not as recorded either way.
+      return `${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    }
     if (!stats) return `${path} is missing`;
     if (typeOf(stats) !== type) return `${path} changed type`;
     if (type === 'd') continue;
