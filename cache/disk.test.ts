@@ -29,7 +29,7 @@ before(async () => {
   const image = join(root.path, 'disk.img');
   mountPoint = join(root.path, 'mnt');
   await mkdir(mountPoint);
-  await execa('truncate', ['-s', '24M', image]);
+  await execa('truncate', ['-s', '16M', image]);
   await execa('mkfs.ext4', ['-q', '-F', '-m', '0', image]);
   await execa('mount', ['-o', 'loop', image, mountPoint]);
   mounted = true;
@@ -89,7 +89,7 @@ test('gc on a small disk removes the least recently used entries and keeps those
 
 test('a full disk: one clear line, nothing published, no work left behind', { timeout: 60_000 }, async () => {
   const dir = join(mountPoint, 'full');
-  const big = open(dir, sized(40));
+  const big = open(dir, sized(20));
   await assert.rejects(big.get(toolchainKey('huge', '1.0')), (err) => isBuildfleetError(err) && /installer for huge 1\.0 failed with exit code 1: .*No space left on device/.test(err.message) && !err.message.includes('\n'));
   assert.equal(existsSync(join(dir, 'huge', '1.0', 'x64.complete')), false);
   assert.deepEqual(await readdir(join(dir, '.buildfleet', 'tmp')), []);
@@ -97,7 +97,7 @@ test('a full disk: one clear line, nothing published, no work left behind', { ti
   // Another node made it where there was room; here the download does not fit.
   const elsewhere = await tempDir('buildfleet-cache-roomy-');
   try {
-    await open(elsewhere.path, sized(20), true).get(toolchainKey('wide', '1.0'));
+    await open(elsewhere.path, sized(12), true).get(toolchainKey('wide', '1.0'));
   } finally {
     await elsewhere.remove();
   }
