@@ -20,10 +20,11 @@ export function registerCacheCommands(program: Command, globals: () => GlobalOpt
   cache.hook('preAction', () => {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(128 + constants.signals[signal]));
   });
+  const withDir = (command: Command) =>
+    command.option('--dir <dir>', 'the cache directory, on the workload disk ($BUILDFLEET_CACHE_DIR or $RUNNER_TOOL_CACHE set the default)', DEFAULT_DIR);
   const common = (command: Command) =>
-    command
-      .option('--dir <dir>', 'the cache directory (default: $BUILDFLEET_CACHE_DIR, else $RUNNER_TOOL_CACHE, else /var/cache/buildfleet/toolcache)', DEFAULT_DIR)
-      .option('--registry <host/repo>', 'registry repository entries are shared through (default: $BUILDFLEET_CACHE_REGISTRY; none: local only)', process.env.BUILDFLEET_CACHE_REGISTRY)
+    withDir(command)
+      .option('--registry <host/repo>', 'registry repository entries are shared through ($BUILDFLEET_CACHE_REGISTRY sets the default; none: local only)', process.env.BUILDFLEET_CACHE_REGISTRY)
       .option('--libc <glibc|musl>', "the toolchain's C library (default: this machine's)");
 
   const open = async (flags: CommonFlags & { installer?: string; compression?: string }) => {
@@ -47,6 +48,7 @@ export function registerCacheCommands(program: Command, globals: () => GlobalOpt
   };
 
   common(cache.command('get'))
+    .summary('print the path of a ready toolchain: local store, else registry, else installer')
     .argument('<tool>', 'tool name, e.g. node, python, go')
     .argument('<version>', 'exact version, e.g. 20.19.0')
     .description(
@@ -54,7 +56,7 @@ export function registerCacheCommands(program: Command, globals: () => GlobalOpt
         '(sh -c CMD with TOOL, VERSION and PREFIX in its environment; it installs into PREFIX), and the result is pushed and kept. ' +
         'Concurrent gets of one key install once; a corrupt local entry is fetched again. --platform OS/ARCH (global) picks another platform',
     )
-    .option('--installer <cmd>', 'installer command for a miss the registry cannot answer (default: $BUILDFLEET_CACHE_INSTALLER)', process.env.BUILDFLEET_CACHE_INSTALLER)
+    .option('--installer <cmd>', 'installer command for a miss the registry cannot answer ($BUILDFLEET_CACHE_INSTALLER sets the default)', process.env.BUILDFLEET_CACHE_INSTALLER)
     .option('--compression <codec>', 'codec of the layer pushed after an install: gzip (every OCI tool reads it) or zstd', 'gzip')
     .option('--verify', 'compare every file of a local entry with its recorded stats, not only the check set', false)
     .action(async (tool: string, version: string, flags: CommonFlags & { installer?: string; compression: string; verify: boolean }) => {
@@ -103,9 +105,9 @@ export function registerCacheCommands(program: Command, globals: () => GlobalOpt
       }
     });
 
-  common(cache.command('ls'))
+  withDir(cache.command('ls'))
     .description('list the entries of the local store: tool, version, arch, size on disk, last use')
-    .action(async (flags: CommonFlags) => {
+    .action(async (flags: { dir: string }) => {
       const toolchains = await open({ dir: flags.dir });
       const entries = await toolchains.list();
       if (globals().json) return printJson(entries);
@@ -113,11 +115,12 @@ export function registerCacheCommands(program: Command, globals: () => GlobalOpt
       process.stdout.write(table([['TOOL', 'VERSION', 'ARCH', 'SIZE', 'LAST USED (UTC)', 'SOURCE'], ...rows]) + '\n');
     });
 
-  common(cache.command('gc'))
+  withDir(cache.command('gc'))
+    .summary('remove least recently used entries down to a size or up to free space')
     .description('remove least recently used entries until the entries total at most --max-size, or the disk has --min-free free; entries in use (their lock held) stay. The node agent calls this when the workload disk passes its threshold')
     .option('--max-size <size>', 'e.g. 20G, 500M, or bytes')
     .option('--min-free <size>', 'free space to reach on the cache\'s disk, e.g. 10G')
-    .action(async (flags: CommonFlags & { maxSize?: string; minFree?: string }) => {
+    .action(async (flags: { dir: string; maxSize?: string; minFree?: string }) => {
       const { parseSize } = await import('../cache/gc.js');
       const target = { ...(flags.maxSize !== undefined && { maxSize: parseSize(flags.maxSize, '--max-size') }), ...(flags.minFree !== undefined && { minFree: parseSize(flags.minFree, '--min-free') }) };
       const toolchains = await open({ dir: flags.dir });
