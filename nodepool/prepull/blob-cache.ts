@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { breakIfStale, tryLock } from '../../imagebuilder/file-lock.js';
 
 /**
  * Blobs shared by the nodes of one host, so that N nodes started together fetch each blob from
@@ -46,7 +46,7 @@ export class SharedBlobCache {
       signal?.throwIfAborted();
       if (await exists(final)) return { stream: createReadStream(final, { highWaterMark: 1 << 20 }), from: 'cache' };
       const partial = `${final}.${process.pid}.${randomBytes(4).toString('hex')}.partial`;
-      if (await createLock(lock, partial)) {
+      if (await tryLock(lock, partial)) {
         // Looked again under the lock: a fetcher may have renamed the blob between the two looks.
         if (await exists(final)) {
           await rm(lock, { force: true });
@@ -54,7 +54,8 @@ export class SharedBlobCache {
         }
         return { stream: await this.fetchInto(fetch(), hex, final, lock, partial), from: 'upstream' };
       }
-      await breakIfStale(lock);
+      // A dead fetcher, or a live one whose partial file stopped growing; its partial file goes with it.
+      await breakIfStale(lock, { stallMs: STALL_MS, onBroken: (stalePartial) => rm(stalePartial, { force: true }) });
       await sleep(POLL_MS, undefined, signal ? { signal } : undefined).catch((err: Error) => Promise.reject(signal?.reason ?? err));
     }
   }
@@ -102,53 +103,6 @@ export class SharedBlobCache {
     source.pipe(tee);
     return tee;
   }
-}
-
-/** Makes the lock (O_EXCL) naming this process and its partial file; false when another holds it. */
-async function createLock(lock: string, partial: string): Promise<boolean> {
-  const held = await open(lock, 'wx', 0o600).catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
-  if (!held) return false;
-  try {
-    await held.writeFile(`${process.pid} ${hostname()} ${partial}\n`);
-  } finally {
-    await held.close();
-  }
-  return true;
-}
-
-/**
- * Breaks the lock of a fetcher that died or stalled. The lock is moved aside by rename (only one
- * waiter can), then its content checked: a lock moved aside by mistake (taken anew by a live
- * fetcher in between) is put back when it can be; if not, that fetcher's partial file is still
- * its own, so the cost is a second fetch.
- */
-async function breakIfStale(lock: string): Promise<void> {
-  const seen = await readFile(lock, 'utf8').catch(() => undefined);
-  if (seen === undefined || !(await isStale(lock, seen))) return;
-  const aside = `${lock}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
-  if (!(await rename(lock, aside).then(() => true, () => false))) return;
-  const moved = await readFile(aside, 'utf8').catch(() => '');
-  if (moved !== seen) await link(aside, lock).catch(() => {});
-  else await rm(moved.trim().split(' ')[2] ?? '', { force: true }).catch(() => {});
-  await rm(aside, { force: true });
-}
-
-async function isStale(lock: string, content: string): Promise<boolean> {
-  const [pid, host, partial] = content.trim().split(' ');
-  if (!pid || !host) {
-    // Made but not yet written: stale only if it stays that way.
-    return Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now()) > 10_000;
-  }
-  if (host !== hostname()) return false;
-  try {
-    process.kill(Number(pid), 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return true;
-  }
-  // Alive: stale only when its download stopped moving.
-  const grown = partial ? (await stat(partial).catch(() => undefined))?.mtimeMs : undefined;
-  const since = grown ?? (await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now();
-  return Date.now() - since > STALL_MS;
 }
 
 async function exists(path: string): Promise<boolean> {
