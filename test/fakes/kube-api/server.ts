@@ -10,7 +10,8 @@ import { ApiError, ObjectStore } from './store.js';
  * and may inject failures, drop open watches, or compact the history (410 Gone on old watches).
  */
 
-export type RecordedRequest = { method: string; path: string; contentType?: string };
+/** `status` is filled in when the answer has gone out (a watch: when its headers have). */
+export type RecordedRequest = { method: string; path: string; contentType?: string; status?: number };
 export type InjectedFailure = { method?: string; path: RegExp; code: number; times: number };
 
 export type FakeKubeApi = {
@@ -36,7 +37,9 @@ export async function startFakeKubeApi(options: { historyLimit?: number } = {}):
   const server = createServer((req, res) => {
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    requests.push({ method, path, ...(req.headers['content-type'] && { contentType: req.headers['content-type'] }) });
+    const recorded: RecordedRequest = { method, path, ...(req.headers['content-type'] && { contentType: req.headers['content-type'] }) };
+    requests.push(recorded);
+    res.on('finish', () => (recorded.status = res.statusCode));
     const failure = failures.find((candidate) => candidate.times > 0 && (!candidate.method || candidate.method === method) && candidate.path.test(path));
     if (failure) {
       failure.times--;
