@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import { registerImageCommands } from './image.js';
 import { registerQuickstart } from './quickstart.js';
 import { registerBenchCommands } from './bench.js';
+import { registerKubeCommands } from './kube.js';
 import { registerAgentCommand, registerPoolCommands } from './pool.js';
 import { reportError } from './output.js';
 import { commandPath, wantsJson } from './errors.js';
@@ -40,6 +41,7 @@ export function buildProgram(options: { json?: boolean } = {}): Command {
   registerAgentCommand(program);
   registerQuickstart(program, globals);
   registerBenchCommands(program, globals);
+  registerKubeCommands(program, globals);
   return program;
 }
 
