@@ -12,6 +12,7 @@ test('JSON patch: add, remove, replace, test; a failed test changes nothing', ()
   const patched = applyJsonPatch(node(), [
     { op: 'add', path: '/spec/unschedulable', value: true },
     { op: 'test', path: '/spec/taints/0/key', value: 't1' },
+    { op: 'test', path: '/spec/taints/0', value: { effect: 'NoSchedule', key: 't1' } },
     { op: 'remove', path: '/spec/taints/0' },
     { op: 'replace', path: '/metadata/labels/a', value: '9' },
     { op: 'add', path: '/metadata/labels/c~1d', value: '3' },

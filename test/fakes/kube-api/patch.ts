@@ -65,6 +65,13 @@ function remove(document: Json, path: string): Json {
   return document;
 }
 
+/** JSON text with object keys sorted: RFC 6902 `test` compares members, not their order. */
+function canonical(value: Json): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (isObject(value)) return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k]!)}`).join(',')}}`;
+  return JSON.stringify(value);
+}
+
 export function applyJsonPatch<T>(target: T, operations: unknown): T {
   if (!Array.isArray(operations)) throw new ApiError(400, 'BadRequest', 'json patch: the body must be a JSON array of operations');
   let document = structuredClone(target) as Json;
@@ -88,7 +95,7 @@ export function applyJsonPatch<T>(target: T, operations: unknown): T {
         document = add(document, operation.path, structuredClone(read(document, operation.from ?? '')));
         break;
       case 'test':
-        if (JSON.stringify(read(document, operation.path)) !== JSON.stringify(operation.value)) {
+        if (canonical(read(document, operation.path)) !== canonical(operation.value ?? null)) {
           throw invalid(`json patch: test failed at ${operation.path}`);
         }
         break;
