@@ -6,6 +6,7 @@ import { registerImageCommands } from './image.js';
 import { registerQuickstart } from './quickstart.js';
 import { registerBenchCommands } from './bench.js';
 import { registerCacheCommands } from './cache.js';
+import { registerKubeCommands } from './kube.js';
 import { registerAgentCommand, registerPoolCommands } from './pool.js';
 import { reportError } from './output.js';
 import { commandPath, wantsJson } from './errors.js';
@@ -42,6 +43,7 @@ export function buildProgram(options: { json?: boolean } = {}): Command {
   registerQuickstart(program, globals);
   registerBenchCommands(program, globals);
   registerCacheCommands(program, globals);
+  registerKubeCommands(program, globals);
   return program;
 }
 
