@@ -52,11 +52,11 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--state-dir <dir>', 'where pools are recorded (default: $BUILDFLEET_STATE_DIR or /var/lib/buildfleet)');
   // The pool machinery (and dockerode with it) loads only when a pool command runs.
   const manager = async () => {
-    const [{ StateStore, stateDirFrom }, { PoolManager }] = await Promise.all([import('../nodepool/state/store.js'), import('../nodepool/pool.js')]);
+    const [{ StateStore, stateDirFrom }, { PoolManager }, { cliProviders }] = await Promise.all([import('../nodepool/state/store.js'), import('../nodepool/pool.js'), import('./providers.js')]);
     const options = globals();
     const store = new StateStore(stateDirFrom(pool.opts<PoolFlags>().stateDir));
     const log = options.json || options.quiet ? undefined : (line: string) => process.stderr.write(line + '\n');
-    return { options, manager: new PoolManager(store, { registry: transportOptions(options).registry ?? {}, ...(log && { log }) }), log };
+    return { options, manager: new PoolManager(store, { registry: transportOptions(options).registry ?? {}, providers: cliProviders, ...(log && { log }) }), log };
   };
   const report = (options: GlobalOptions, plan: PoolPlan, spec: PoolSpec, view: PoolView | undefined, dryRun: boolean) => {
     if (options.json) return printJson({ dryRun, plan, ...(view && { pool: view }) });

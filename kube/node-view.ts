@@ -1,36 +1,14 @@
 import type { V1Node, V1Pod } from '@kubernetes/client-node';
 
+import type { KubeNodeView } from '../nodepool/gke/cluster-nodes.js';
+
 /**
- * Pure views of Kubernetes objects: what the GKE provider sees of a node, and which pods a drain
- * evicts. The types are the ones `nodepool/gke/cluster-nodes.ts` declares (kept structurally the
- * same, since nodepool/ may not import kube/).
+ * Pure views of Kubernetes objects: what the GKE provider sees of a node (the types of the seam
+ * it declares, `nodepool/gke/cluster-nodes.ts`, which this folder implements), and which pods a
+ * drain evicts.
  */
 
-export type KubeTaint = { key: string; value?: string; effect: string };
-export type KubeCondition = { type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string };
-
-export type KubeNodeView = {
-  name: string;
-  /** The kubelet's Ready condition is True. */
-  ready: boolean;
-  /** spec.unschedulable: cordoned. */
-  unschedulable: boolean;
-  taints: KubeTaint[];
-  conditions: KubeCondition[];
-  /** Every name of node.status.images (tags and digests). */
-  images: string[];
-};
-
-export interface ClusterNodes {
-  /** The nodes of a GKE node pool (label cloud.google.com/gke-nodepool=POOL), by name. */
-  listPoolNodes(pool: string): Promise<KubeNodeView[]>;
-  /** Marks the node unschedulable, recording why (an annotation and an Event). */
-  cordon(name: string, reason: string): Promise<void>;
-  /** Evicts the node's pods (Eviction API, PodDisruptionBudgets respected) until none is left; past the deadline it fails naming the pods left. */
-  drain(name: string, options: { deadlineSeconds: number }): Promise<void>;
-  /** Removes the Node object (the VM goes with the node pool's resize or deletion). */
-  deleteNode?(name: string): Promise<void>;
-}
+export type { ClusterNodes, KubeCondition, KubeNodeView, KubeTaint } from '../nodepool/gke/cluster-nodes.js';
 
 export const GKE_POOL_LABEL = 'cloud.google.com/gke-nodepool';
 
