@@ -135,7 +135,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .command('roll')
     .description('roll a pool to new images, surge first: new nodes pre-pull the images by digest and are Ready before old nodes are cordoned, drained (running builds finish, up to the drain timeout) and deleted; never fewer Ready nodes than the spec asks. A new node that fails (e.g. its image cannot be pulled) stops the roll: it is removed, the old nodes keep serving, exit 8')
     .argument('<name>', 'pool name')
-    .requiredOption('--image <ref>', 'the new image list (repeatable; the first is the build image); replaces the pool\'s images', (v: string, prev: string[] = []) => [...prev, v], [])
+    .requiredOption('--image <ref>', 'the new image list (repeatable; the first is the build image); replaces the pool\'s images', (v: string, prev: string[] = []) => [...prev, v])
     .option('--surge <n>', 'new nodes made at a time, beyond the node count', (v) => positiveInt(v, '--surge'), 1)
     .option('--drain-timeout <seconds>', 'how long an old node\'s running builds may take to finish before it is deleted anyway (default: the spec\'s remediation.drainTimeoutSeconds)', (v) => seconds(v, '--drain-timeout'))
     .option('--dry-run', 'print the steps and change nothing', false)
