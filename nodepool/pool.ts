@@ -44,6 +44,8 @@ export type ManagerOptions = {
   log?: (line: string) => void;
   /** Which provider a pool's `provider` names (default: the providers this build has). */
   providers?: ProviderResolver;
+  /** How often a roll reads node states while it waits (default 500 ms; tests with an in-memory provider go faster). */
+  pollMs?: number;
 };
 
 export type ApplyOptions = {
@@ -220,6 +222,7 @@ export class PoolManager {
       ...(options.timeoutMs !== undefined && { readyTimeoutMs: options.timeoutMs }),
       ...(options.drainTimeoutSeconds !== undefined && { drainTimeoutSeconds: options.drainTimeoutSeconds }),
       log: this.log,
+      ...(this.options.pollMs !== undefined && { pollMs: this.options.pollMs }),
     };
   }
 

@@ -60,7 +60,7 @@ const digestOf = (reference: string) => `sha256:${createHash('sha256').update(re
 before(async () => {
   stateDir = await mkdtemp('/tmp/bf-roll-');
   memory = new WatchedProvider(16);
-  manager = new PoolManager(new StateStore(stateDir), { providers: () => memory, log: (line) => lines.push(line) });
+  manager = new PoolManager(new StateStore(stateDir), { providers: () => memory, log: (line) => lines.push(line), pollMs: 50 });
   // Pinning asks a registry; here each tag has a digest of its own.
   manager.pinImages = async (spec: PoolSpec) => spec.images.map((reference) => ({ reference, pinned: `${reference.replace(/:[^:/]+$/, '')}@${digestOf(reference)}`, digest: digestOf(reference) }));
 });
