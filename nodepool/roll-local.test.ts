@@ -23,17 +23,18 @@ after(async () => {
 
 const pinnedDigest = (view: PoolView, id: string) => view.nodes.find((node) => node.id === id)?.images.map((image) => [image.pinned.split('@')[1], image.present]);
 
-test('pool roll: a build running on an old node finishes; both nodes end on the new digest; an unpullable image stops the roll with the old nodes serving', { timeout: 300_000 }, async () => {
+test('pool roll: a build running on an old node finishes; both nodes end on the new digest; an unpullable image stops the roll with the old nodes serving', { timeout: 600_000 }, async () => {
   const provider = fixture.manager.providerFor('local');
-  await fixture.manager.apply(parsePoolSpec({ name: 'roll', nodes: 2, disks: { runtime: '256M', workload: '256M' }, images: [fixture.image] }));
+  // Every wait is bounded below the test's timeout, so a node that never comes up is named in the failure.
+  await fixture.manager.apply(parsePoolSpec({ name: 'roll', nodes: 2, disks: { runtime: '256M', workload: '256M' }, images: [fixture.image] }), { timeoutMs: 120_000 });
   const next = `${fixture.registry.host}/ci/next:1`;
   const nextDigest = (await writeRunnableImage(await openDestination(next), { dataLayers: 1, layerBytes: 64 * 1024, seed: 'next' })).manifestDigest;
 
   // The build lands on n1 (the least busy, lowest id) and runs until the roll has cordoned n1
-  // and is draining it (then the test lets it finish): the roll must wait for it.
-  const build = fixture.cli(['--json', 'pool', 'exec', 'roll', '--', 'sh', '-c', 'echo started; while [ ! -e /workspace/go ]; do sleep 0.1; done; sleep 1; echo done']);
+  // and is draining it (then the test lets it finish; 90 s at most): the roll must wait for it.
+  const build = fixture.cli(['--json', 'pool', 'exec', 'roll', '--', 'sh', '-c', 'echo started; i=0; while [ ! -e /workspace/go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; sleep 1; echo done']);
   await waitFor('the build on roll-n1', 60_000, async () => (await provider.describeNode('roll', 'n1')).runningJobs === 1);
-  const rolling = fixture.cli(['pool', 'roll', 'roll', '--image', next]);
+  const rolling = fixture.cli(['pool', 'roll', 'roll', '--image', next, '--timeout', '120']);
   await waitFor('roll-n1 cordoned', 120_000, async () => (await provider.describeNode('roll', 'n1')).cordoned);
   assert.equal((await provider.describeNode('roll', 'n1')).runningJobs, 1, 'the build still runs on the cordoned node');
   const jobs = join(fixture.manager.store.paths('roll', 'n1').workloadMount, 'jobs');
@@ -65,7 +66,7 @@ test('pool roll: a build running on an old node finishes; both nodes end on the 
   const layers = (await writeRunnableImage(await openDestination(broken), { dataLayers: 1, layerBytes: 64 * 1024, seed: 'broken' })).layers;
   const hex = layers.at(-1)!.digest.slice('sha256:'.length);
   await rm(join(fixture.registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true });
-  const failed = await fixture.cli(['pool', 'roll', 'roll', '--image', broken]);
+  const failed = await fixture.cli(['pool', 'roll', 'roll', '--image', broken, '--timeout', '120']);
   assert.equal(failed.exitCode, 8, failed.stderr);
   const errorLines = failed.stderr.trim().split('\n').filter((line) => !line.startsWith('roll:'));
   assert.equal(errorLines.length, 1, failed.stderr);
