@@ -93,7 +93,7 @@ async function stop(provider: Provider, pool: string, batch: string[], plan: Rol
   const serving = plan.remove.filter((id) => !removed.includes(id));
   throw new BuildfleetError(
     'environment',
-    `roll of pool ${pool} stopped: ${why}; removed the new node(s) ${batch.map((id) => `${pool}-${id}`).join(', ')}; ${serving.length} old node(s) still serving${removed.length ? `, ${removed.length} already replaced` : ''}`,
+    `roll of pool ${pool} stopped: ${why}; ${batch.length ? `removed the new node(s) ${batch.map((id) => `${pool}-${id}`).join(', ')}` : 'no new node made yet'}; ${serving.length} old node(s) still serving${removed.length ? `, ${removed.length} already replaced` : ''}`,
   );
 }
 
