@@ -4,9 +4,10 @@ import type { PoolSpec } from '../nodepool/pool-spec/pool-spec.js';
 import { DEFAULT_DISK_SIZES } from '../nodepool/pool-spec/defaults.js';
 import type { PoolView } from '../nodepool/pool.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
+import { describeRoll } from '../nodepool/roll-plan.js';
 import type { GlobalOptions } from './global-options.js';
 import { printJson, table } from './output.js';
-import { nonNegativeInt, transportOptions } from './options.js';
+import { nonNegativeInt, positiveInt, transportOptions } from './options.js';
 
 type PoolFlags = { stateDir?: string };
 
@@ -79,16 +80,17 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
 
   pool
     .command('apply')
-    .description('create or change a pool to match a spec file (YAML or JSON): adds, updates, drains and removes nodes')
+    .description('create or change a pool to match a spec file (YAML or JSON): adds, updates, drains and removes nodes; new images roll the nodes surge first, as pool roll')
     .requiredOption('-f, --file <path>', 'pool spec (see nodepool/README.md)')
     .option('--dry-run', 'print the plan and change nothing', false)
     .option('--no-wait', 'return once new nodes are provisioned, before they are Ready')
     .option('--timeout <seconds>', 'how long to wait for new nodes to be Ready', (v) => seconds(v, '--timeout'), 600)
-    .action(async (flags: { file: string; dryRun: boolean; wait: boolean; timeout: number }) => {
+    .option('--surge <n>', 'new images roll the nodes (as pool roll): new nodes made at a time, beyond the node count', (v) => positiveInt(v, '--surge'), 1)
+    .action(async (flags: { file: string; dryRun: boolean; wait: boolean; timeout: number; surge: number }) => {
       const { options, manager: m } = await manager();
       const { loadPoolSpec } = await poolSpecs();
       const spec = await loadPoolSpec(flags.file);
-      const { plan, pool: view } = await m.apply(spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
+      const { plan, pool: view } = await m.apply(spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000, surge: flags.surge });
       report(options, plan, spec, view, flags.dryRun);
     });
 
@@ -127,6 +129,32 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
       const record = await m.store.requirePool(name);
       const { plan, pool: view } = await m.resize(name, flags.nodes, { wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       report(options, plan, { ...record.spec, nodes: flags.nodes }, view, false);
+    });
+
+  pool
+    .command('roll')
+    .description('roll a pool to new images, surge first: new nodes pre-pull the images by digest and are Ready before old nodes are cordoned, drained (running builds finish, up to the drain timeout) and deleted; never fewer Ready nodes than the spec asks. A new node that fails (e.g. its image cannot be pulled) stops the roll: it is removed, the old nodes keep serving, exit 8')
+    .argument('<name>', 'pool name')
+    .requiredOption('--image <ref>', 'the new image list (repeatable; the first is the build image); replaces the pool\'s images', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--surge <n>', 'new nodes made at a time, beyond the node count', (v) => positiveInt(v, '--surge'), 1)
+    .option('--drain-timeout <seconds>', 'how long an old node\'s running builds may take to finish before it is deleted anyway (default: the spec\'s remediation.drainTimeoutSeconds)', (v) => seconds(v, '--drain-timeout'))
+    .option('--dry-run', 'print the steps and change nothing', false)
+    .option('--timeout <seconds>', 'how long new nodes have to become Ready', (v) => seconds(v, '--timeout'), 600)
+    .action(async (name: string, flags: { image: string[]; surge: number; drainTimeout?: number; dryRun: boolean; timeout: number }) => {
+      const { options, manager: m } = await manager();
+      const rolled = await m.roll(name, flags.image, {
+        surge: flags.surge,
+        dryRun: flags.dryRun,
+        timeoutMs: flags.timeout * 1000,
+        ...(flags.drainTimeout !== undefined && { drainTimeoutSeconds: flags.drainTimeout }),
+      });
+      if (options.json) return printJson({ dryRun: flags.dryRun, pool: name, images: rolled.images, plan: rolled.plan, ...(rolled.result && { result: rolled.result }), ...(rolled.pool && { status: rolled.pool }) });
+      if (options.quiet) return;
+      const steps = describeRoll(rolled.plan, name).map((line) => `  ${line}`).join('\n');
+      if (flags.dryRun) return void process.stdout.write(`roll plan (dry run, nothing changed), to ${rolled.images.map((image) => image.pinned).join(', ')}:\n${steps}\n`);
+      const result = rolled.result!;
+      process.stdout.write(`rolled pool ${name} to ${result.images.join(', ')} in ${result.seconds.toFixed(1)} s: created ${result.created.length}, removed ${result.removed.length} node(s)\n`);
+      if (rolled.pool) process.stdout.write(formatPoolStatus(rolled.pool));
     });
 
   pool

@@ -102,6 +102,7 @@ test('no pool command acts outside the state dir, whatever the name', { timeout:
     ['pool', 'status', name],
     ['pool', 'exec', name, '--wait', '1', '--', 'true'],
     ['pool', 'resize', name, '--nodes', '1'],
+    ['pool', 'roll', name, '--image', fixture.image],
     ['pool', 'create', name, '--nodes', '1', '--image', fixture.image],
     ['pool', 'apply', '-f', specs[i]!],
     ['pool', 'apply', '--dry-run', '-f', specs[i]!],

@@ -11,6 +11,7 @@ const node = (id: string, phase: ExistingNode['phase'] = 'Ready', over: Partial<
   runtimeDiskBytes: 1024 ** 3,
   workloadDiskBytes: 2 * 1024 ** 3,
   settingsKey: settingsKey(spec(1), images),
+  images,
   ...over,
 });
 
@@ -41,12 +42,17 @@ test('a spec that matches is a plan with nothing to do', () => {
   assert.deepEqual(describePlan(plan, spec(2)), ['pool ci matches its spec: nothing to do']);
 });
 
-test('new images or thresholds update nodes in place; new disk sizes replace them', () => {
+test('new thresholds update nodes in place; new images roll them; new disk sizes replace them', () => {
   const changed = planPool(spec(2, { probe: { failureThreshold: 5 } }), [node('n1'), node('n2')], images);
   assert.deepEqual(changed.update, ['n1', 'n2']);
+  assert.deepEqual(changed.roll, []);
   assert.deepEqual(changed.add, []);
-  const newImage = planPool(spec(1), [node('n1')], ['127.0.0.1:5000/build@sha256:bb']);
-  assert.deepEqual(newImage.update, ['n1']);
+  const newImage = planPool(spec(2), [node('n1'), node('n2')], ['127.0.0.1:5000/build@sha256:bb']);
+  assert.deepEqual(newImage.roll, ['n1', 'n2']);
+  assert.deepEqual(newImage.update, []);
+  assert.deepEqual(newImage.add, [], 'the roll makes the replacements, surge first');
+  assert.ok(!planIsEmpty(newImage));
+  assert.match(describePlan(newImage, spec(2)).join('\n'), /roll node ci-n1 to the new images \(a new node Ready first, then this one drained and deleted\)/);
   const bigger = planPool(spec(2), [node('n1'), node('n2', 'Ready', { runtimeDiskBytes: 512 * 1024 ** 2 })], images);
   assert.deepEqual(bigger.replace, ['n2']);
   assert.deepEqual(bigger.remove, ['n2']);
@@ -66,4 +72,11 @@ test('disks.layout: a single-disk node (no workload disk of its own) is kept by 
   assert.deepEqual(planPool(single, [singleNode], images).keep, ['n1']);
   assert.deepEqual(planPool(spec(1), [singleNode], images).remove, ['n1']);
   assert.deepEqual(planPool(single, [node('n1')], images).remove, ['n1']);
+});
+
+test('scale-down with new images removes nodes on the old images first', () => {
+  const next = ['127.0.0.1:5000/build@sha256:bb'];
+  const plan = planPool(spec(2), [node('n1'), node('n2', 'Ready', { images: next }), node('n3', 'Ready', { images: next })], next);
+  assert.deepEqual(plan.remove, ['n1']);
+  assert.deepEqual(plan.roll, []);
 });

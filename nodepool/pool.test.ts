@@ -96,7 +96,7 @@ test('jobs run in the build image on a Ready node, with the workload disk as /wo
   await fixture.manager.delete('jobs');
 });
 
-test('apply: --dry-run prints the plan and changes nothing; a new image is verified before the node takes jobs again', { timeout: 300_000 }, async () => {
+test('apply: --dry-run prints the plan and changes nothing; a new image rolls the node: its replacement holds the image before the old node goes', { timeout: 300_000 }, async () => {
   const spec = { name: 'apply', nodes: 1, disks: { runtime: '256M', workload: '256M' }, images: [fixture.image] };
   const dry = await fixture.cli(['pool', 'apply', '-f', await fixture.writeSpec('apply', spec), '--dry-run']);
   assert.equal(dry.exitCode, 0, dry.stderr);
@@ -107,16 +107,12 @@ test('apply: --dry-run prints the plan and changes nothing; a new image is verif
   const next = await fixture.pushImage('ci/next', { dataLayers: 1, layerBytes: 1024 * 1024, seed: 'next' });
   const changed = await fixture.writeSpec('apply', { ...spec, images: [next] });
   const plan = await fixture.cli(['pool', 'apply', '-f', changed, '--dry-run']);
-  assert.match(plan.stdout, /update node apply-n1 \(images or thresholds changed\)/);
-  const applied = await fixture.cli(['pool', 'apply', '-f', changed]);
+  assert.match(plan.stdout, /roll node apply-n1 to the new images \(a new node Ready first, then this one drained and deleted\)/);
+  const applied = await fixture.cli(['--json', 'pool', 'apply', '-f', changed]);
   assert.equal(applied.exitCode, 0, applied.stderr);
-  const updatedAt = Date.now();
-  // The agent takes the new settings at its next probe and verifies the new image before Ready.
-  for (let i = 0; i < 300; i++) {
-    const status = await fixture.manager.store.readStatus('apply', 'n1');
-    if (status?.phase === 'Ready' && status.transitions.some((t) => t.phase === 'Pulling' && Date.parse(t.at) >= updatedAt - 1000)) break;
-    await sleep(100);
-  }
+  const view = (JSON.parse(applied.stdout) as { pool: PoolView }).pool;
+  assert.deepEqual(view.nodes.map((node) => [node.id, node.phase, node.images.map((image) => image.present)]), [['n2', 'Ready', [true]]]);
+  assert.deepEqual(await leftovers(fixture.manager.store.nodeDir('apply', 'n1')), { processes: [], mounts: [], loopDevices: [], cgroups: [] });
   const job = await fixture.cli(['pool', 'exec', 'apply', '--', 'ls', '/data']);
   assert.equal(job.exitCode, 0, job.stderr);
   assert.equal(job.stdout.trim(), 'blob0.bin', 'the job ran in the new image');

@@ -8,9 +8,11 @@ import { openSource } from '../imagebuilder/transports/index.js';
 import { type PoolSpec } from './pool-spec/pool-spec.js';
 import { phaseTimes, type NodePhase, type PhaseTimes } from './state/lifecycle.js';
 import { StateStore, type NodeRecord, type NodeStatus, type PinnedImage } from './state/store.js';
-import { planIsEmpty, planPool, settingsKey, type ExistingNode, type PoolPlan } from './plan.js';
+import { nodeNumber, planIsEmpty, planPool, settingsKey, type ExistingNode, type PoolPlan } from './plan.js';
 import type { NodeDescription, Provider, Released } from './provider.js';
 import { builtInProviders, type ProviderName, type ProviderResolver } from './providers.js';
+import { planRoll, type RollPlan } from './roll-plan.js';
+import { drain, executeRoll, rollNodes, type RollOptions, type RollResult } from './roll.js';
 
 /**
  * The pool manager: converges a pool on its spec (apply), and the imperative verbs on top of it
@@ -42,9 +44,24 @@ export type ManagerOptions = {
   log?: (line: string) => void;
   /** Which provider a pool's `provider` names (default: the providers this build has). */
   providers?: ProviderResolver;
+  /** How often a roll reads node states while it waits (default 500 ms; tests with an in-memory provider go faster). */
+  pollMs?: number;
+  /** After a drained node's builds end, how long their `pool exec` clients get to collect the output before it is deleted (default 5 s). */
+  collectGraceMs?: number;
 };
 
-export type ApplyOptions = { dryRun?: boolean; wait?: boolean; timeoutMs?: number; mustBeNew?: boolean };
+export type ApplyOptions = {
+  dryRun?: boolean;
+  wait?: boolean;
+  timeoutMs?: number;
+  mustBeNew?: boolean;
+  /** Nodes on other images are rolled this many new nodes at a time (default 1). */
+  surge?: number;
+  /** Overrides the spec's remediation.drainTimeoutSeconds for nodes this run drains. */
+  drainTimeoutSeconds?: number;
+};
+
+export type RollRequest = Omit<ApplyOptions, 'mustBeNew' | 'wait'>;
 
 export class PoolManager {
   private readonly log: (line: string) => void;
@@ -100,6 +117,7 @@ export class PoolManager {
         runtimeDiskBytes: node.disks.runtime.sizeBytes,
         workloadDiskBytes: node.disks.workload.sizeBytes,
         settingsKey: node.assigned ? settingsKey({ ...node.assigned.settings } as PoolSpec, node.assigned.images.map((image) => image.pinned)) : '',
+        ...(node.assigned && { images: node.assigned.images.map((image) => image.pinned) }),
       });
     }
     return nodes;
@@ -167,8 +185,53 @@ export class PoolManager {
     }
     if (options.wait !== false && plan.add.length > 0) await this.waitReady(spec.name, plan.add, options.timeoutMs ?? 600_000);
     // Removed last: the replacements take jobs before the old nodes go.
-    await Promise.all(plan.remove.map((id) => limit(() => this.drainAndDelete(spec, id))));
+    await Promise.all(plan.remove.map((id) => limit(() => this.drainAndDelete(spec, id, options.drainTimeoutSeconds))));
+    // A new image is a roll, not an update in place: running builds finish on the old nodes.
+    if (plan.roll.length > 0) await this.executeRollOf(spec, pinned, options);
     return { plan, pool: await this.status(spec.name) };
+  }
+
+  /**
+   * Rolls a pool to new images (`pool roll`), surge first: new nodes pre-pull the images and are
+   * Ready before old ones are cordoned, drained and deleted (see roll-plan.ts). The pool's
+   * record takes the new images once every node has them; a failed new node stops the roll
+   * with the old nodes serving, and the record keeps the old images.
+   */
+  async roll(pool: string, images: string[], options: RollRequest = {}): Promise<{ plan: RollPlan; images: PinnedImage[]; result?: RollResult; pool?: PoolView }> {
+    const record = await this.store.requirePool(pool);
+    if (images.length === 0) throw new BuildfleetError('usage', 'pool roll: give the new image with --image REF');
+    const spec: PoolSpec = { ...record.spec, images };
+    const provider = this.providerFor(spec.provider);
+    provider.requireAccess('apply');
+    const pinned = await this.pinImages(spec);
+    const plan = await this.rollPlan(provider, spec, pinned, options.surge);
+    await provider.checkNewNodes(spec, plan.add.slice(0, plan.surge));
+    if (options.dryRun) return { plan, images: pinned };
+    const result = await executeRoll(provider, spec, pinned, plan, this.rollOptions(options));
+    await this.store.writePool({ ...(await this.store.requirePool(pool)), spec, updatedAt: new Date().toISOString() });
+    return { plan, images: pinned, result, pool: await this.status(pool) };
+  }
+
+  private async rollPlan(provider: Provider, spec: PoolSpec, pinned: PinnedImage[], surge = 1): Promise<RollPlan> {
+    if (!Number.isInteger(surge) || surge < 1) throw new BuildfleetError('usage', `--surge must be a whole number >= 1, got ${surge}`);
+    const nodes = await rollNodes(provider, spec.name, pinned);
+    const nextNumber = Math.max(0, ...nodes.map((node) => nodeNumber(node.id))) + 1;
+    return planRoll({ desired: spec.nodes, nodes, surge, nextNumber });
+  }
+
+  private rollOptions(options: RollRequest): RollOptions {
+    return {
+      ...(options.timeoutMs !== undefined && { readyTimeoutMs: options.timeoutMs }),
+      ...(options.drainTimeoutSeconds !== undefined && { drainTimeoutSeconds: options.drainTimeoutSeconds }),
+      log: this.log,
+      ...(this.options.pollMs !== undefined && { pollMs: this.options.pollMs }),
+      ...(this.options.collectGraceMs !== undefined && { collectGraceMs: this.options.collectGraceMs }),
+    };
+  }
+
+  private async executeRollOf(spec: PoolSpec, pinned: PinnedImage[], options: ApplyOptions): Promise<RollResult> {
+    const provider = this.providerFor(spec.provider);
+    return executeRoll(provider, spec, pinned, await this.rollPlan(provider, spec, pinned, options.surge), this.rollOptions(options));
   }
 
   async resize(pool: string, nodes: number, options: ApplyOptions = {}): Promise<{ plan: PoolPlan; pool?: PoolView }> {
@@ -177,15 +240,11 @@ export class PoolManager {
   }
 
   /** Cordons the node, lets its running builds finish (up to the drain timeout), then removes it. */
-  async drainAndDelete(spec: PoolSpec, id: string): Promise<void> {
+  async drainAndDelete(spec: PoolSpec, id: string, drainTimeoutSeconds = spec.remediation.drainTimeoutSeconds): Promise<void> {
     const provider = this.providerFor(spec.provider);
     // Best effort: a half-made node takes no jobs anyway, and goes all the same.
     await provider.cordon(spec.name, id, 'scale-down').catch(() => {});
-    const deadline = Date.now() + spec.remediation.drainTimeoutSeconds * 1000;
-    while ((await provider.describeNode(spec.name, id)).runningJobs > 0 && Date.now() < deadline) {
-      this.log(`waiting for builds on ${spec.name}-${id} to finish`);
-      await sleep(1000);
-    }
+    await drain(provider, spec.name, [id], Date.now() + drainTimeoutSeconds * 1000, this.log, 1000, this.options.collectGraceMs);
     this.log(`deleting node ${spec.name}-${id}`);
     await provider.deleteNode(spec.name, id);
   }

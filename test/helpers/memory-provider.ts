@@ -22,6 +22,7 @@ type MemoryNode = {
   transitions: Transition[];
   cordoned: boolean;
   runningJobs: number;
+  conditions: NodeStatus['conditions'];
 };
 
 /** Phase offsets from a node's creation, in ms: its phase times are runtime 1.5 s, pull 2.5 s, ready 4 s. */
@@ -36,6 +37,7 @@ export class MemoryProvider implements Provider {
   readonly status: NodeStatusSource;
   private readonly nodes = new Map<string, MemoryNode>();
   private readonly gates = new Map<string, { promise: Promise<void>; open: () => void }>();
+  private readonly unpullable = new Set<string>();
 
   /** capacity: how many nodes a pool may have (checkNewNodes refuses more). */
   constructor(private readonly capacity = 8) {
@@ -63,10 +65,18 @@ export class MemoryProvider implements Provider {
       transitions: transition([], 'Provisioning', created, 'node created'),
       cordoned: false,
       runningJobs: 0,
+      conditions: {},
     };
     this.nodes.set(key(spec.name, id), node);
+    const missing = images.find((image) => this.unpullable.has(image.digest));
     // The "agent" takes the node to Ready shortly after: the manager has to wait for it.
     setTimeout(() => {
+      if (missing) {
+        // As the real agent's pre-pull: the node stays Pulling, PrePullFailed says why, retries go on.
+        node.transitions = transition(transition(node.transitions, 'RuntimeReady', created), 'Pulling', created);
+        node.conditions.PrePullFailed = { status: 'True', reason: 'PullFailed', message: `${missing.pinned}: manifest unknown (attempt 1; retrying)`, lastTransitionTime: created.toISOString() };
+        return;
+      }
       for (const phase of ['RuntimeReady', 'Pulling', 'Ready'] as const) {
         node.transitions = transition(node.transitions, phase, new Date(created.getTime() + MEMORY_PHASE_OFFSETS[phase]));
       }
@@ -130,6 +140,11 @@ export class MemoryProvider implements Provider {
     }
   }
 
+  /** Nodes made from now on with an image of this digest cannot pull it (PrePullFailed, never Ready). */
+  failPulls(digest: string): void {
+    this.unpullable.add(digest);
+  }
+
   /** Ends the jobs waiting for key. */
   release(key: string): void {
     this.gate(key).open();
@@ -153,7 +168,7 @@ export class MemoryProvider implements Provider {
     return {
       phase,
       transitions: node.transitions,
-      conditions: {},
+      conditions: node.conditions,
       images: node.assigned.images.map((image) => ({ pinned: image.pinned, present: phase === 'Ready' })),
       metricsUrl: `memory://${pool}/${id}/metrics`,
       updatedAt: new Date().toISOString(),
