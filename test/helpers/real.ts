@@ -11,7 +11,7 @@ import { tempDir } from '../../bench/harness.js';
  */
 export const repoRoot = packageRoot;
 
-export { cliCommand, tempDir } from '../../bench/harness.js';
+export { tempDir } from '../../bench/harness.js';
 
 export const BASE_IMAGE = 'buildfleet/busybox:latest';
 
@@ -67,9 +67,18 @@ export async function dockerBuild(engine: DockerEngine, tag: string, dockerfile:
 
 export type CliResult = { exitCode: number; stdout: string; stderr: string };
 
-/** Runs the real CLI in its own process, as a user would, through tsx. */
+/**
+ * How tests start the CLI: through tsx from the sources, or with BUILDFLEET_TEST_CLI=dist the
+ * built CLI that users run (`.ci/run` builds first and sets it: a start-up costs a third of tsx's,
+ * and some tests start the CLI dozens of times).
+ */
+export function cliCommand(): string[] {
+  return process.env.BUILDFLEET_TEST_CLI === 'dist' ? [join(repoRoot, 'dist', 'cli', 'main.cjs')] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts')];
+}
+
+/** Runs the real CLI in its own process, as a user would. */
 export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const result = await execa(process.execPath, ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts'), ...args], {
+  const result = await execa(process.execPath, [...cliCommand(), ...args], {
     cwd: repoRoot,
     env: { ...env, CI: 'true' },
     reject: false,
