@@ -72,4 +72,20 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
       if (options.json) printJson(report);
       else process.stdout.write(markdown(report));
     });
+  bench
+    .command('cache')
+    .description(
+      'the toolchain cache with a real toolchain (this machine\'s Node.js, copied in by an installer command): install + pack + push, ' +
+        'local hit (in-process, and through the CLI beside a bare node start), remote hit beside the floor (curl | gunzip | tar -x of the same blob); ' +
+        'a Markdown table, or the result with --json',
+    )
+    .option('--runs <n>', 'runs of each measurement (medians)', (v) => positiveInt(v, '--runs'), 3)
+    .action(async (flags: { runs: number }) => {
+      const options = globals();
+      const { benchCache } = await import('../bench/cache.js');
+      const log = options.quiet || options.json ? undefined : (line: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+      const result = await benchCache({ runs: flags.runs, ...(log && { log }) });
+      if (options.json) printJson(result);
+      else process.stdout.write(`${result.table}\n`);
+    });
 }

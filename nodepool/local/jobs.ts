@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -50,7 +51,7 @@ export async function runContainerJob(target: LocalJobTarget, job: JobRequest, i
       // A runtime that dies mid-request may still have started the job: only an answer is final.
       if ((err as { statusCode?: number }).statusCode !== undefined) throw runtimeError(target.node, err);
     }
-    const { exitCode, finishedAt } = await relayOutputUntilExit(container, io, io.log);
+    const { exitCode, finishedAt } = await relayOutputUntilExit(container, io, io.log, () => !existsSync(target.nodeDir) && `${target.node} was deleted before the end of its job could be read`);
     return { exitCode, startedAt, finishedAt };
   } finally {
     await container.remove({ force: true }).catch(() => {});
@@ -67,7 +68,7 @@ type Sinks = { stdout: Writable; stderr: Writable };
  * read that began after the job had exited can be the last one: a stream that ended cleanly
  * may also be a runtime shutting down.
  */
-async function relayOutputUntilExit(container: Docker.Container, sinks: Sinks, log: (line: string) => void, startTimeoutMs = 60_000): Promise<{ exitCode: number; finishedAt: Date }> {
+async function relayOutputUntilExit(container: Docker.Container, sinks: Sinks, log: (line: string) => void, nodeGone: GoneCheck, startTimeoutMs = 60_000): Promise<{ exitCode: number; finishedAt: Date }> {
   const startDeadline = Date.now() + startTimeoutMs;
   const cursor = new LogCursor();
   let exited: { exitCode: number; finishedAt: Date } | undefined;
@@ -78,7 +79,7 @@ async function relayOutputUntilExit(container: Docker.Container, sinks: Sinks, l
       return false;
     });
     if (complete && exited) return exited;
-    const state = await jobState(container);
+    const state = await jobState(container, nodeGone);
     if (state.Status === 'created' && Date.now() > startDeadline) {
       throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} never started`);
     }
@@ -121,7 +122,7 @@ async function relayLogOnce(container: Docker.Container, cursor: LogCursor, sink
  * The job container's state, by asking until the runtime answers: a hung runtime never answers
  * and a killed one drops the question, so each look has its own timeout.
  */
-async function jobState(container: Docker.Container): Promise<Docker.ContainerInspectInfo['State']> {
+async function jobState(container: Docker.Container, nodeGone: GoneCheck): Promise<Docker.ContainerInspectInfo['State']> {
   for (;;) {
     try {
       return (await container.inspect({ abortSignal: AbortSignal.timeout(5000) } as object)).State;
@@ -129,10 +130,16 @@ async function jobState(container: Docker.Container): Promise<Docker.ContainerIn
       if ((err as { statusCode?: number }).statusCode === 404) {
         throw new BuildfleetError('environment', `job container ${container.id.slice(0, 12)} is gone: the node's runtime restarted without live-restore and took it`);
       }
+      // A runtime that restarts comes back; one whose node was deleted never does.
+      const gone = nodeGone();
+      if (gone) throw new BuildfleetError('environment', gone);
     }
     await sleep(250);
   }
 }
+
+/** Why the node cannot answer any more (false while it may). */
+type GoneCheck = () => string | false;
 
 /** The runtime's FinishedAt, or now when it gives none (its zero time is year 1). */
 function endedAt(finishedAt: string): Date {
