@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { buildImage, writeBuildReport, type ImageBuildProgress, type ImageBuildReport } from '../imagebuilder/pipeline/build-and-push.js';
+import type { ImageBuildProgress, ImageBuildReport } from '../imagebuilder/pipeline/build-and-push.js';
 import { parseBuildArgs, parseLabels } from '../imagebuilder/build/options.js';
 import { squashOptionsFrom } from '../imagebuilder/squash/index.js';
-import { dockerFromEnvironment } from '../imagebuilder/transports/docker-daemon.js';
 import { parsePlatform } from '../imagebuilder/oci/platform.js';
 import { BuildfleetError, formatBytes, printJson } from './output.js';
 import { positiveInt, transportOptions } from './options.js';
@@ -55,6 +54,9 @@ export function registerBuild(image: Command, globals: () => GlobalOptions): voi
         throw new BuildfleetError('usage', '--layers and --from-layer need --squash');
       }
       const squash = flags.squash ? squashOptionsFrom({ layers: flags.layers ?? 1, fromLayer: flags.fromLayer ?? 1, compression: 'gzip' }, process.env) : undefined;
+      // Loaded here: dockerode and the pipeline cost every other command start-up time.
+      const { dockerFromEnvironment } = await import('../imagebuilder/transports/docker-daemon.js');
+      const { buildImage, writeBuildReport } = await import('../imagebuilder/pipeline/build-and-push.js');
       const docker = dockerFromEnvironment(flags.dockerHost !== undefined ? { ...process.env, DOCKER_HOST: flags.dockerHost } : process.env);
       const say = (line: string) => {
         if (!options.quiet) process.stderr.write(line + '\n');
