@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { request } from 'undici';
 import { DockerEngine, freePort, type RegistryServer } from '../nodepool/daemons/index.js';
-import { ensureMachineSetup, repoRoot, runCli, startEngine, startRegistry, tempDir, type CliResult } from '../test/helpers/real.js';
+import { ensureMachineSetup, repoRoot, runCli, startEngine, startRegistry, tempDir } from '../test/helpers/real.js';
 import { htpasswdAuth, writeHtpasswd } from '../test/helpers/registry-fakes.js';
+import { oneClearLine } from '../test/helpers/assertions.js';
 import type { ImageBuildReport } from '../imagebuilder/pipeline/build-and-push.js';
 
 // `image build` and the scripts the Jenkinsfile and the workflow call, on real components
@@ -51,14 +52,6 @@ after(async () => {
 const buildfleet = `${process.execPath} --import file://${join(repoRoot, 'node_modules', 'tsx', 'dist', 'loader.mjs')} ${join(repoRoot, 'cli', 'main.cts')}`;
 
 const build = (args: string[]) => runCli(['-q', 'image', 'build', '--network', 'none', ...args], { DOCKER_HOST: builder.host });
-
-function oneClearLine(result: CliResult, exitCode: number, pattern: RegExp): void {
-  const lines = result.stderr.split('\n').filter((line) => line.trim() !== '');
-  assert.equal(result.exitCode, exitCode, `exit code (stderr: ${result.stderr})`);
-  assert.equal(lines.length, 1, `exactly one line on stderr, got: ${result.stderr}`);
-  assert.match(lines[0]!, /^buildfleet: error: /);
-  assert.match(lines[0]!, pattern);
-}
 
 async function tagsOf(server: RegistryServer, repository: string, auth?: string): Promise<string[]> {
   const res = await request(`${server.url}/v2/${repository}/tags/list`, auth ? { headers: { authorization: `Basic ${Buffer.from(auth).toString('base64')}` } } : {});
