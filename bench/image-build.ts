@@ -10,7 +10,9 @@ import { markdownTable, median } from './stats.js';
  * build alone (`image build`, nothing after it) and `image squash docker-daemon:IMG REGISTRY/…`
  * of the image that build made. The goal: build + squash + push costs no more than the build
  * alone plus 1.2x the squash alone. Every build runs with --no-cache (the same work each time).
- * Times are wall seconds of each command as a user runs it (node start-up included).
+ * Times are wall seconds of each command as a user runs it (node start-up included). Builds vary
+ * most from run to run, so the table also gives what the whole command costs beyond its own
+ * build phase (from its report) against the squash alone.
  */
 const usage = `node dist/bench/image-build.js [--files N] [--kb N] [--runs N]
   --files  small files per runtime in ci/build-image (its FILES build arg; default 2000)
@@ -18,7 +20,8 @@ const usage = `node dist/bench/image-build.js [--files N] [--kb N] [--runs N]
   --runs   rounds (default 1); the table shows medians, the ratio taken per round
 Root: starts a Docker Engine and a registry of its own under a temp dir.`;
 
-export type ImageBuildBenchRow = { buildS: number; squashS: number; allS: number };
+/** One round: the build alone, the squash alone, and the whole command with its own build phase (from its report). */
+export type ImageBuildBenchRow = { buildS: number; squashS: number; allS: number; allBuildS: number };
 
 async function wall(args: string[], env: Record<string, string>): Promise<{ seconds: number; stdout: string }> {
   const started = performance.now();
@@ -49,18 +52,21 @@ export async function benchImageBuild(options: { files: number; kb: number; runs
       const all = await wall(['--quiet', '--json', 'image', 'build', context, '--tag', `${registry.host}/bench/build:all-${round}`, ...buildArgs, '--squash', '--push'], env);
       const report = JSON.parse(all.stdout) as { source: { layers: number; bytes: number }; result: { layers: number; compressedBytes: number }; phasesMs: Record<string, number> };
       layers = `${report.source.layers} layers, ${(report.source.bytes / 1e6).toFixed(0)} MB -> ${report.result.layers} layer, ${(report.result.compressedBytes / 1e6).toFixed(0)} MB gzip; phases of the last (ms): ${JSON.stringify(report.phasesMs)}`;
-      rows.push({ buildS: build.seconds, squashS: squash.seconds, allS: all.seconds });
+      rows.push({ buildS: build.seconds, squashS: squash.seconds, allS: all.seconds, allBuildS: report.phasesMs.build! / 1000 });
     }
     const m = (pick: (row: ImageBuildBenchRow) => number) => median(rows.map(pick));
     const budget = (row: ImageBuildBenchRow) => row.buildS + 1.2 * row.squashS;
+    // Builds vary most from run to run (a RUN step per container): so the figure that matters is
+    // also given apart, what the command costs beyond its own build against the squash alone.
     const table = markdownTable(
-      ['what', 'wall s (median)', 'vs build + squash', 'vs budget (build + 1.2x squash)'],
+      ['what', 'wall s (median)', 'ratio'],
       [
-        ['image build (alone)', m((r) => r.buildS).toFixed(2), '', ''],
-        ['image squash docker-daemon: -> registry (alone)', m((r) => r.squashS).toFixed(2), '', ''],
-        ['build + squash (sum of the two)', m((r) => r.buildS + r.squashS).toFixed(2), '1.00', ''],
-        ['budget: build + 1.2x squash', m(budget).toFixed(2), '', '1.00'],
-        ['**image build --squash --push**', m((r) => r.allS).toFixed(2), m((r) => r.allS / (r.buildS + r.squashS)).toFixed(2), m((r) => r.allS / budget(r)).toFixed(2)],
+        ['image build (alone)', m((r) => r.buildS).toFixed(2), ''],
+        ['image squash docker-daemon: -> registry (alone; its own docker save)', m((r) => r.squashS).toFixed(2), '1.00 (the peer)'],
+        ['image build --squash --push', m((r) => r.allS).toFixed(2), ''],
+        ['  its build phase', m((r) => r.allBuildS).toFixed(2), ''],
+        ['  **the rest: start-up, export, squash, push**', m((r) => r.allS - r.allBuildS).toFixed(2), `**${m((r) => (r.allS - r.allBuildS) / r.squashS).toFixed(2)}x the squash alone** (goal <= 1.2)`],
+        ['image build --squash --push vs build alone + 1.2x squash alone', '', `${m((r) => r.allS / budget(r)).toFixed(2)} (goal <= 1.00)`],
       ],
     );
     return { rows, table: `ci/build-image with FILES=${options.files} KB=${options.kb}: ${layers}\n\n${table}` };

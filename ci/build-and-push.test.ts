@@ -161,14 +161,17 @@ describe('image build', { concurrency: true }, () => {
     assert.equal(await engineHas(`${host}/bad/ok:v1`), false, 'nothing was built');
   });
 
-  test('wrong credentials: exit 4, one line, nothing built or pushed; the right ones push', { timeout: 120_000 }, async () => {
+  test('wrong credentials: exit 4, one line, nothing built or pushed; the right ones push (the layers as built, no --squash)', { timeout: 120_000 }, async () => {
     const tag = `${locked.host}/team/image:v1`;
     oneClearLine(await runCli(['-q', '--creds', 'alice:wrong', 'image', 'build', join(work.path, 'ok'), '--tag', tag, '--network', 'none', '--squash', '--push'], { DOCKER_HOST: builder.host }), 4, /credentials|unauthorized|denied/i);
     assert.equal(await engineHas(tag), false, 'nothing was built');
     assert.deepEqual(await tagsOf(locked, 'team/image', 'alice:s3cret'), []);
 
-    const ok = await runCli(['--json', '--creds', 'alice:s3cret', 'image', 'build', join(work.path, 'ok'), '--tag', tag, '--network', 'none', '--squash', '--push'], { DOCKER_HOST: builder.host });
+    // Without --squash: the layers go as built (copied from the engine, compressed on the way).
+    const ok = await runCli(['--json', '--creds', 'alice:s3cret', 'image', 'build', join(work.path, 'ok'), '--tag', tag, '--network', 'none', '--push'], { DOCKER_HOST: builder.host });
     assert.equal(ok.exitCode, 0, ok.stderr);
+    const report = JSON.parse(ok.stdout) as ImageBuildReport;
+    assert.deepEqual([report.source.layers, report.result!.layers, report.result!.squashed, report.result!.pushed], [2, 2, false, true]);
     assert.deepEqual(await tagsOf(locked, 'team/image', 'alice:s3cret'), ['v1']);
   });
 

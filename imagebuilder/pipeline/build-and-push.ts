@@ -79,17 +79,17 @@ export async function buildImage(options: ImageBuildOptions): Promise<ImageBuild
       ...pick(options, ['buildArgs', 'labels', 'target', 'network', 'noCache', 'pull']),
     }, { ...(options.log && { log: options.log }), ...(options.signal && { signal: options.signal }) }),
   );
-  const report: ImageBuildReport = {
+  // The phases are added at the end, so that they read last in the JSON.
+  const report: Omit<ImageBuildReport, 'phasesMs'> = {
     tag: options.tag,
     source: { engineTag: target.engineTag, imageId: built.imageId, layers: 0, steps: built.steps, contextBytes: built.contextBytes },
-    phasesMs,
   };
   if (!options.squash && !options.push) {
     const inspected = (await options.docker.getImage(built.imageId).inspect()) as { RootFS?: { Layers?: string[] }; Size?: number };
     report.source.layers = inspected.RootFS?.Layers?.length ?? 0;
     if (inspected.Size !== undefined) report.source.bytes = inspected.Size;
     phasesMs.total = Math.round(performance.now() - started);
-    return report;
+    return { ...report, phasesMs };
   }
 
   // One `docker save`, spooled once; squash and copy both read their layers from that spool.
@@ -145,7 +145,7 @@ export async function buildImage(options: ImageBuildOptions): Promise<ImageBuild
     await source.close();
   }
   phasesMs.total = Math.round(performance.now() - started);
-  return report;
+  return { ...report, phasesMs };
 }
 
 /** The report as pretty JSON, written to a temp file beside PATH and renamed: a CI never archives half a report. */
