@@ -32,7 +32,7 @@ export function registerBuild(image: Command, globals: () => GlobalOptions): voi
     .argument('<context>', 'build context directory (.dockerignore honoured, as docker build does)')
     .description(
       'build an image on a Docker Engine, then (--squash) squash it and (--push) push it to a registry, reading it from the engine once; ' +
-        'the build log goes to stderr (-q: none); exit 10 when a build step fails, 2 bad input or no Dockerfile, 4 registry credentials refused, 5 registry unreachable (checked before the build)',
+        'the build log goes to stderr (-q or --json: none; --report FILE keeps it and writes the JSON); exit 10 when a build step fails, 2 bad input or no Dockerfile, 4 registry credentials refused, 5 registry unreachable (checked before the build)',
     )
     .requiredOption('-t, --tag <dst>', 'HOST/REPO:TAG to tag (and with --push, push); docker-daemon:NAME:TAG keeps it in the engine')
     .option('-f, --file <path>', 'Dockerfile, relative to the current directory (default: CONTEXT/Dockerfile)')
@@ -58,8 +58,10 @@ export function registerBuild(image: Command, globals: () => GlobalOptions): voi
       const { dockerFromEnvironment } = await import('../imagebuilder/transports/docker-daemon.js');
       const { buildImage, writeBuildReport } = await import('../imagebuilder/pipeline/build-and-push.js');
       const docker = dockerFromEnvironment(flags.dockerHost !== undefined ? { ...process.env, DOCKER_HOST: flags.dockerHost } : process.env);
+      // --json keeps stderr for the one JSON error object, as every command does; --report keeps the log.
+      const logs = !options.quiet && !options.json;
       const say = (line: string) => {
-        if (!options.quiet) process.stderr.write(line + '\n');
+        if (logs) process.stderr.write(line + '\n');
       };
       const report = await buildImage({
         context,
@@ -76,7 +78,7 @@ export function registerBuild(image: Command, globals: () => GlobalOptions): voi
         docker,
         transports: transportOptions(options),
         ...(options.platform && { platform: parsePlatform(options.platform) }),
-        ...(!options.quiet && { log: (text: string) => process.stderr.write(text) }),
+        ...(logs && { log: (text: string) => process.stderr.write(text) }),
         onProgress: phaseLines(say, flags),
       });
       if (flags.report !== undefined) await writeBuildReport(flags.report, report);
