@@ -8,10 +8,12 @@ import type { GlobalOptions } from './global-options.js';
 import { formatBytes, printJson, progressBar, table } from './output.js';
 import { positiveInt, transportOptions } from './options.js';
 import { registerSquash } from './squash.js';
+import { registerBuild } from './image-build.js';
 
 export function registerImageCommands(program: Command, globals: () => GlobalOptions): void {
   const image = program.command('image').description('inspect, copy and squash container images across registries, daemons, archives and OCI layouts');
   registerSquash(image, globals);
+  registerBuild(image, globals);
   // Exiting (not dying of the signal) lets the library remove the temp files it owns.
   image.hook('preAction', () => {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(128 + constants.signals[signal]));

@@ -13,7 +13,9 @@ export type ErrorKind =
   | 'format'
   | 'unsupported'
   | 'environment'
-  | 'conflict';
+  | 'conflict'
+  /** The image build itself failed: a Dockerfile step exited non-zero, or the engine refused the Dockerfile. */
+  | 'build';
 
 export class BuildfleetError extends Error {
   readonly kind: ErrorKind;
@@ -40,4 +42,5 @@ export const exitCodeFor: Record<ErrorKind, number> = {
   unsupported: 7,
   environment: 8,
   conflict: 9,
+  build: 10,
 };

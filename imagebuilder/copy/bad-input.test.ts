@@ -7,8 +7,9 @@ import { request } from 'undici';
 import bcrypt from 'bcryptjs';
 import type { RegistryServer } from '../../nodepool/daemons/index.js';
 import { freePort } from '../../nodepool/daemons/index.js';
-import { runCli, startRegistry, tempDir, type CliResult } from '../../test/helpers/real.js';
+import { runCli, startRegistry, tempDir } from '../../test/helpers/real.js';
 import { htpasswdAuth } from '../../test/helpers/registry-fakes.js';
+import { oneClearLine } from '../../test/helpers/assertions.js';
 import { openDestination } from '../transports/index.js';
 import { generateImage } from '../../bench/image-generator.js';
 import { digestHex } from '../oci/digest.js';
@@ -35,14 +36,6 @@ before(async () => {
 after(async () => {
   await Promise.allSettled([registry?.stop(), locked?.stop(), work?.remove()]);
 });
-
-function oneClearLine(result: CliResult, exitCode: number, pattern: RegExp): void {
-  const lines = result.stderr.split('\n').filter((line) => line.trim() !== '');
-  assert.equal(result.exitCode, exitCode, `exit code (stderr: ${result.stderr})`);
-  assert.equal(lines.length, 1, `exactly one line on stderr, got: ${result.stderr}`);
-  assert.match(lines[0]!, /^buildfleet: error: /);
-  assert.match(lines[0]!, pattern);
-}
 
 async function tagsOf(server: RegistryServer, repository: string): Promise<string[]> {
   const res = await request(`${server.url}/v2/${repository}/tags/list`);

@@ -14,3 +14,15 @@ export function errorOf(kind: BuildfleetError['kind'], pattern: RegExp) {
     return true;
   };
 }
+
+/**
+ * A CLI run that failed as a user should see it: the exit code, and exactly one line on stderr,
+ * `buildfleet: error: ...`, matching `pattern`.
+ */
+export function oneClearLine(result: { exitCode: number; stderr: string }, exitCode: number, pattern: RegExp): void {
+  const lines = result.stderr.split('\n').filter((line) => line.trim() !== '');
+  assert.equal(result.exitCode, exitCode, `exit code (stderr: ${result.stderr})`);
+  assert.equal(lines.length, 1, `exactly one line on stderr, got: ${result.stderr}`);
+  assert.match(lines[0]!, /^buildfleet: error: /);
+  assert.match(lines[0]!, pattern);
+}
