@@ -1,11 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { request } from 'undici';
-import { DockerEngine, freePort, type RegistryServer } from '../nodepool/daemons/index.js';
+import { freePort, type DockerEngine, type RegistryServer } from '../nodepool/daemons/index.js';
+import { PoolManager } from '../nodepool/pool.js';
+import { parsePoolSpec } from '../nodepool/pool-spec/pool-spec.js';
+import { StateStore } from '../nodepool/state/store.js';
 import { ensureMachineSetup, repoRoot, runCli, startEngine, startRegistry, tempDir } from '../test/helpers/real.js';
 import { htpasswdAuth, writeHtpasswd } from '../test/helpers/registry-fakes.js';
 import { oneClearLine } from '../test/helpers/assertions.js';
@@ -13,12 +16,11 @@ import type { ImageBuildReport } from '../imagebuilder/pipeline/build-and-push.j
 
 // `image build` and the scripts the Jenkinsfile and the workflow call, on real components
 // (Docker Engines, registries; root). End to end: build ci/build-image on an engine -> squash ->
-// push -> a cold engine pulls the image by digest and a container sees the files the Dockerfile
-// made. Then what a CI job gets back when its build cannot succeed (one line, the exit code,
+// push -> a cold local node pre-pulls the image by digest and a build job on it sees the files the
+// Dockerfile made. Then what a CI job gets back when its build cannot succeed (one line, the exit code,
 // nothing pushed), and the paths around the push. One file so that the cases share the daemons
 // and run side by side (they mostly wait on the engine).
 let builder: DockerEngine;
-let cold: DockerEngine;
 let registry: RegistryServer;
 let locked: RegistryServer;
 let work: { path: string; remove(): Promise<void> };
@@ -40,11 +42,11 @@ before(async () => {
     for (const [file, content] of Object.entries(files)) await writeFile(join(work.path, name, file), content);
   }
   const htpasswd = await writeHtpasswd(join(work.path, 'htpasswd'), { alice: 's3cret' });
-  [builder, cold, registry, locked] = await Promise.all([startEngine(), DockerEngine.start(), startRegistry(), startRegistry({ auth: htpasswdAuth(htpasswd) })]);
+  [builder, registry, locked] = await Promise.all([startEngine(), startRegistry(), startRegistry({ auth: htpasswdAuth(htpasswd) })]);
 }, { timeout: 120_000 });
 
 after(async () => {
-  await Promise.allSettled([builder?.stop(), cold?.stop(), registry?.stop(), locked?.stop()]);
+  await Promise.allSettled([builder?.stop(), registry?.stop(), locked?.stop()]);
   await work?.remove();
 });
 
@@ -65,7 +67,7 @@ async function engineHas(name: string): Promise<boolean> {
 }
 
 describe('image build', { concurrency: true }, () => {
-  test('ci/build-and-push.sh builds, squashes and pushes ci/build-image; a cold engine runs it and sees the Dockerfile\'s files', { timeout: 240_000 }, async () => {
+  test('ci/build-and-push.sh builds, squashes and pushes ci/build-image; a cold local node pre-pulls it and a job there sees the Dockerfile\'s files', { timeout: 240_000 }, async () => {
     const image = `${registry.host}/ci/build-image:42`;
     const result = await execa('bash', [join(repoRoot, 'ci', 'build-and-push.sh'), image, join(repoRoot, 'ci', 'build-image')], {
       cwd: work.path,
@@ -90,9 +92,7 @@ describe('image build', { concurrency: true }, () => {
     const head = await request(`${registry.url}/v2/ci/build-image/manifests/42`, { method: 'HEAD', headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' } });
     assert.equal(head.headers['docker-content-digest'], report.result!.manifestDigest);
 
-    // A fresh engine pulls it by digest and runs it.
-    const pullStarted = Date.now();
-    await cold.cli(['pull', ref]);
+    // A cold node of a local pool pre-pulls it by digest (the default direct pre-pull), and a build job runs in it.
     const check = [
       'cat /etc/build-image-release',
       'ls /opt',
@@ -105,8 +105,19 @@ describe('image build', { concurrency: true }, () => {
       'ls /opt/ci',
       'pwd',
     ].join('; ');
-    process.stderr.write(`pull + run: ${Date.now() - pullStarted} ms\n`);
-    const run = await cold.cli(['run', '--rm', '--network', 'none', ref, 'sh', '-c', check]);
+    const stateDir = await mkdtemp('/tmp/bf-ci-'); // short: node sockets live under it
+    const pools = new PoolManager(new StateStore(stateDir));
+    let run: { exitCode: number; stdout: string; stderr: string };
+    try {
+      const readyStarted = Date.now();
+      await pools.apply(parsePoolSpec({ name: 'ci-cold', nodes: 1, disks: { runtime: '2G', workload: '512M' }, images: [ref] }));
+      process.stderr.write(`cold node Ready with the image: ${Date.now() - readyStarted} ms\n`);
+      run = await runCli(['pool', 'exec', 'ci-cold', '--', 'sh', '-c', check], { BUILDFLEET_STATE_DIR: stateDir });
+    } finally {
+      await pools.delete('ci-cold').catch(() => {});
+      await rm(stateDir, { recursive: true, force: true });
+    }
+    assert.equal(run.exitCode, 0, run.stderr);
     assert.deepEqual(run.stdout.trim().split('\n'), [
       'runtimes: ci go java node python ruby',
       'ci', 'go', 'java', 'node', 'python', 'ruby',
@@ -118,7 +129,7 @@ describe('image build', { concurrency: true }, () => {
       '40',
       // COPY . /opt/ci: the context minus what .dockerignore leaves out (README.md).
       '.dockerignore', 'Dockerfile', 'bin',
-      '/work',
+      '/workspace', // a pool job works in the node's workload disk, whatever the image's WORKDIR
     ].filter((line) => line !== '.dockerignore'), run.stdout);
   });
 
