@@ -83,9 +83,10 @@ test('a job keeps every line it prints before, during and after a runtime restar
 });
 
 test('a job whose node is deleted under it ends with one clear line instead of waiting for a runtime that never comes back', { timeout: 300_000 }, async () => {
-  const job = fixture.cli(['pool', 'exec', POOL, '--', 'sh', '-c', 'touch /workspace/started; echo going; sleep 600']);
+  // A marker of its own: the jobs before it left their own `started` files in the workload dir.
+  const job = fixture.cli(['pool', 'exec', POOL, '--', 'sh', '-c', 'touch /workspace/started-before-delete; echo going; sleep 600']);
   const jobs = join(fixture.manager.store.paths(POOL, 'n1').workloadMount, 'jobs');
-  await waitFor('the job to start', 30_000, async () => (await execa('find', [jobs, '-name', 'started'])).stdout.trim() !== '');
+  await waitFor('the job to start', 30_000, async () => (await execa('find', [jobs, '-name', 'started-before-delete'])).stdout.trim() !== '');
   // Straight through the provider, as a crash of the manager mid-drain would leave it: no drain, no wait.
   await (await fixture.manager.providerOf(POOL)).deleteNode(POOL, 'n1');
   const result = await job;

@@ -157,9 +157,10 @@ export async function killCgroup(name: string): Promise<number> {
 }
 
 /**
- * rmdir of an emptied cgroup: EBUSY for a moment after its last process died (the kernel lets go
- * of a killed task only once it is reaped, and PID 1 here may be slow to reap an orphan), so it is
- * tried again for a while rather than left behind.
+ * rmdir of an emptied cgroup. The kernel may still answer EBUSY for a moment after the last member
+ * left, so an empty one is tried again for up to a second. One that still lists members (a killed
+ * process nobody reaped: PID 1 here does not reap orphans) cannot go now: it is left at once for
+ * the pool's sweep (sweepNodeCgroups) rather than waited for.
  */
 async function removeCgroupDir(dir: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
@@ -167,8 +168,9 @@ async function removeCgroupDir(dir: string): Promise<void> {
       await rmdir(dir);
       return;
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EBUSY' || attempt >= 30) return;
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || attempt >= 10) return;
+      const members = await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+      if (members.trim() !== '') return;
       await sleep(100);
     }
   }
