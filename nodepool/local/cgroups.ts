@@ -176,8 +176,8 @@ async function removeCgroupDir(dir: string): Promise<void> {
   }
 }
 
-/** Every cgroup dir on the host, under any controller, whose name starts with prefix (a leak check for tests and sweeps). */
-export async function cgroupsNamed(prefix: string): Promise<string[]> {
+/** Every cgroup dir on the host, under any controller, whose name starts with prefix. */
+async function cgroupsNamed(prefix: string): Promise<string[]> {
   const found: string[] = [];
   for (const controller of await readdir(CGROUP_ROOT).catch(() => [] as string[])) {
     for (const name of await readdir(join(CGROUP_ROOT, controller)).catch(() => [] as string[])) {
