@@ -23,17 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "native.h"
+
 #define MAX_LEVEL 12
 
-typedef struct {
-  napi_async_work work;
-  napi_ref keep; /* the input (or array of inputs), alive until the job is done */
-  napi_ref callback;
-  const char *error;
-} Job;
 
 /* Takes the job's references and work down, then calls back with argc values. */
-static void finish_job(napi_env env, Job *job, size_t argc, napi_value *argv) {
+void finish_job(napi_env env, Job *job, size_t argc, napi_value *argv) {
   napi_value callback, global;
   napi_get_reference_value(env, job->callback, &callback);
   napi_get_global(env, &global);
@@ -43,7 +39,7 @@ static void finish_job(napi_env env, Job *job, size_t argc, napi_value *argv) {
   napi_call_function(env, global, callback, argc, argv, NULL);
 }
 
-static napi_value error_value(napi_env env, const char *text) {
+napi_value error_value(napi_env env, const char *text) {
   napi_value message, error;
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
   napi_create_error(env, NULL, message, &error);
@@ -51,12 +47,12 @@ static napi_value error_value(napi_env env, const char *text) {
 }
 
 /* The error a finished job reports, or NULL when it succeeded. */
-static napi_value job_error(napi_env env, napi_status status, const Job *job, const char *cancelled) {
+napi_value job_error(napi_env env, napi_status status, const Job *job, const char *cancelled) {
   if (status == napi_ok && job->error == NULL) return NULL;
   return error_value(env, job->error != NULL ? job->error : cancelled);
 }
 
-static bool queue_job(napi_env env, Job *job, napi_value keep, napi_value callback, const char *name,
+bool queue_job(napi_env env, Job *job, napi_value keep, napi_value callback, const char *name,
                       napi_async_execute_callback execute, napi_async_complete_callback complete) {
   napi_value resource_name;
   napi_create_reference(env, keep, 1, &job->keep);
@@ -71,20 +67,14 @@ static __thread struct libdeflate_compressor *compressors[MAX_LEVEL + 1];
 
 /* ---- arrays of buffers ---- */
 
-typedef struct {
-  size_t count;
-  const void **data;
-  size_t *lengths;
-  size_t total;
-} Pieces;
 
-static void pieces_free(Pieces *p) {
+void pieces_free(Pieces *p) {
   free(p->data);
   free(p->lengths);
 }
 
 /* Reads the data pointers of a Buffer[] (on the main thread, where N-API may be called). */
-static bool pieces_from(napi_env env, napi_value array, Pieces *p) {
+bool pieces_from(napi_env env, napi_value array, Pieces *p) {
   bool is_array = false;
   uint32_t count = 0;
   memset(p, 0, sizeof(*p));
@@ -276,6 +266,8 @@ static void crc64_make_tables(void) {
   }
 }
 
+void crc64_ready(void) { pthread_once(&crc64_once, crc64_make_tables); }
+
 /* Feeds bytes into an already inverted register. */
 static uint64_t crc64_feed(uint64_t crc, const unsigned char *p, size_t n) {
   while (n >= 8) {
@@ -347,14 +339,14 @@ __attribute__((target("pclmul,sse4.1"))) static uint64_t crc64_fold(uint64_t crc
 #endif
 
 /* The fastest way this CPU has. */
-static uint64_t crc64_update_bytes(uint64_t crc, const unsigned char *p, size_t n) {
+uint64_t crc64_update_bytes(uint64_t crc, const unsigned char *p, size_t n) {
 #if defined(__x86_64__)
   if (crc64_has_clmul && n >= 64) return crc64_fold(crc, p, n);
 #endif
   return crc64_feed(crc, p, n);
 }
 
-static void hex_digest(EVP_MD_CTX *ctx, char out[65]) {
+void hex_digest(EVP_MD_CTX *ctx, char out[65]) {
   unsigned char digest[32];
   unsigned int length = 0;
   EVP_DigestFinal_ex(ctx, digest, &length);
@@ -558,6 +550,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_function(env, exports, "crc64Update", crc64_update);
   export_function(env, exports, "crc64UpdateSync", crc64_update_sync);
   export_function(env, exports, "crc64Final", crc64_final);
+  register_layer_extract(env, exports);
   napi_value version;
   napi_create_string_utf8(env, LIBDEFLATE_VERSION_STRING, NAPI_AUTO_LENGTH, &version);
   napi_set_named_property(env, exports, "libdeflateVersion", version);

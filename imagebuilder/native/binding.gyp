@@ -2,9 +2,9 @@
   "targets": [
     {
       "target_name": "buildfleet_native",
-      "sources": ["addon.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra"],
-      "libraries": ["-ldeflate"]
+      "sources": ["addon.c", "layer_extract.c", "layer_fields.c", "layer_tree.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
+      "libraries": ["-ldeflate", "-lz"]
     }
   ]
 }

@@ -18,7 +18,23 @@ export type Native = {
   sha256(): NativeHash;
   /** A CRC-64/ISO (Go's hash/crc64 with the ISO table, what tar-split keeps) fed on the thread pool. */
   crc64(): NativeCrc64;
+  /**
+   * One layer's files written from its compressed bytes on the thread pool (layer_extract.c):
+   * gunzip, diff_id, tar walk, CRC-64s and the tree under `diffDir`, as Docker's overlay2 applier
+   * leaves it. Undefined where the addon predates it.
+   */
+  layerExtract?(diffDir: string, gzip: boolean): NativeLayerExtract;
   libdeflateVersion: string;
+};
+
+/** Errors are `kind\tmessage` (format, unsupported, layer, environment, aborted), without the layer's name. */
+export type NativeLayerExtract = {
+  /** The next compressed bytes, in order, one call at a time; resolves with the tar-split records they made. */
+  push(buffers: Buffer[]): Promise<Buffer>;
+  /** The input has ended: resolves once every file and directory is whole and closed. */
+  finish(): Promise<{ diffId: string; entries: number; sizeOnDisk: number; records: Buffer }>;
+  /** The running or next call fails with kind `aborted`, and the extractor lets go of the tree. */
+  abort(): void;
 };
 
 export type NativeCrc64 = {
@@ -47,6 +63,10 @@ type Addon = {
   crc64Update(hasher: object, buffers: Buffer[], callback: Callback<[]>): void;
   crc64UpdateSync(hasher: object, buffers: Buffer[]): void;
   crc64Final(hasher: object): Buffer;
+  layerExtractNew?(diffDir: string, gzip: boolean): object;
+  layerExtractPush(handle: object, buffers: Buffer[], callback: Callback<[Buffer]>): void;
+  layerExtractFinish(handle: object, callback: Callback<[{ diffId: string; entries: number; sizeOnDisk: number; records: Buffer }]>): void;
+  layerExtractAbort(handle: object): void;
   libdeflateVersion: string;
 };
 
@@ -86,6 +106,16 @@ export function native(): Native | undefined {
         final: () => addon.crc64Final(hasher),
       };
     },
+    ...(addon.layerExtractNew && {
+      layerExtract: (diffDir: string, gzip: boolean): NativeLayerExtract => {
+        const handle = addon.layerExtractNew!(diffDir, gzip);
+        return {
+          push: (buffers) => new Promise((resolve, reject) => addon.layerExtractPush(handle, buffers, (err, records) => (err ? reject(err) : resolve(records)))),
+          finish: () => new Promise((resolve, reject) => addon.layerExtractFinish(handle, (err, result) => (err ? reject(err) : resolve(result)))),
+          abort: () => addon.layerExtractAbort(handle),
+        };
+      },
+    }),
   };
   return loaded;
 }

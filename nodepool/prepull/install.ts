@@ -15,6 +15,7 @@ import { DockerImageStore, type CommitLayer } from './docker-store.js';
 import { extractInChild } from './extract-child.js';
 import { extractLayer } from './layer-extract.js';
 import { UnsupportedLayer } from './layer-walk.js';
+import { extractLayerNatively, nativeExtraction } from './native-extract.js';
 
 /**
  * The direct pre-pull: buildfleet fetches an image's blobs itself (all layers at once, each
@@ -42,6 +43,12 @@ export type InstallOptions = {
    * on 2); smaller ones in this process.
    */
   childProcessMinBytes?: number;
+  /**
+   * How layers are written: `native` (the addon's extractor, where it is built: no GNU tar, no
+   * pipe, nothing per entry on the main thread but tar-split's JSON) or `tar` (the JS walk feeding
+   * GNU tar, big layers in child processes per `childProcessMinBytes`). Default: native where built.
+   */
+  extractWith?: 'native' | 'tar';
   /** Called as bytes arrive (blob bytes, all layers together). */
   onProgress?: (progress: { downloadedBytes: number; totalBytes: number }) => void;
 };
@@ -123,8 +130,8 @@ async function installPlan(client: RegistryClient, plan: Plan, pinned: string, o
       if (from === 'cache') fromCacheBytes += layer.size;
     });
     const request = { compression: layerCompression(layer.mediaType), diffDir: target.diffDir, what };
-    const inChild = layer.size >= (options.childProcessMinBytes ?? CHILD_PROCESS_MIN_BYTES);
-    const extracted = await (inChild ? extractInChild : extractLayer)([blob, verified], request, signal);
+    const extract = options.extractWith !== 'tar' && nativeExtraction(request.compression) ? extractLayerNatively : layer.size >= (options.childProcessMinBytes ?? CHILD_PROCESS_MIN_BYTES) ? extractInChild : extractLayer;
+    const extracted = await extract([blob, verified], request, signal);
     if (extracted.diffId !== plan.diffIds[i]) throw new BuildfleetError('integrity', `${what}: uncompressed digest ${extracted.diffId} does not match the config's diff_id ${plan.diffIds[i]}`);
     return { cacheId: target.cacheId, size: extracted.sizeOnDisk, tarSplit: extracted.tarSplit };
   };

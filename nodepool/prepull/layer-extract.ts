@@ -55,7 +55,7 @@ export async function extractLayer(compressed: CompressedInput, request: Extract
  * Docker picks a layer's decompression by its first bytes, not by its media type: a layer whose
  * bytes say otherwise than its type is left to the runtime (UnsupportedLayer) rather than failed.
  */
-class MagicCheck extends Transform {
+export class MagicCheck extends Transform {
   private checked = false;
 
   constructor(
@@ -76,7 +76,7 @@ class MagicCheck extends Transform {
 }
 
 /** A zlib failure that explainStreamError made one line of, with the layer it happened in. */
-function namingLayer(explained: Error, original: Error, what: string): Error {
+export function namingLayer(explained: Error, original: Error, what: string): Error {
   return explained !== original && explained instanceof BuildfleetError ? new BuildfleetError(explained.kind, `${what}: ${explained.message}`, { cause: original }) : explained;
 }
 

@@ -12,6 +12,7 @@ import { BLOCK, encodePaxRecord } from '../../imagebuilder/tar/fields.js';
 import { END_OF_ARCHIVE, padded, rawHeader } from '../../test/helpers/raw-tar.js';
 import { TarSplitRecorder } from './tar-split.js';
 import { splitTar } from './split-tar.js';
+import { extractLayerNatively, nativeExtraction } from './native-extract.js';
 
 /**
  * The oracle: Docker Engine 20.10's own tar-split.json.gz. For every layer of images built with
@@ -176,11 +177,24 @@ function withTailJoined(document: string): string[] {
   return [...lines.slice(0, lastFile + 2), `tail ${bytes.toString('base64')}`];
 }
 
+/** The same document from the native extractor (imagebuilder/native/layer_extract.c), which also writes the files. */
+async function nativeTarSplit(tarPath: string, n: number): Promise<Buffer> {
+  const diffDir = join(work.path, `native-${n}`);
+  await mkdir(diffDir);
+  try {
+    const extracted = await extractLayerNatively([createReadStream(tarPath)], { compression: 'none', diffDir, what: tarPath }, new AbortController().signal);
+    return extracted.tarSplit;
+  } finally {
+    await rm(diffDir, { recursive: true, force: true });
+  }
+}
+
 const ours = new Map<string, Buffer>(); // chain id -> our tar-split.json.gz
 
 test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for line (byte for byte for docker build\'s layers)', { timeout: 300_000 }, async () => {
   assert.ok(engine);
   let compared = 0;
+  let nativeCompared = 0;
   let fileEntries = 0;
   let rawNames = 0;
   const allLines: string[] = [];
@@ -198,6 +212,11 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
       }
       // Byte for byte where nothing trails the archive (every layer docker build makes).
       if (!image.tar) assert.equal(mineText, theirs, `${image.ref} layer ${layer.diffId}: the whole document`);
+      if (nativeExtraction('none')) {
+        const nativeLines = withTailJoined(gunzipSync(await nativeTarSplit(tarPath, compared)).toString('utf8'));
+        assert.deepEqual(nativeLines, theirLines, `${image.ref} layer ${layer.diffId}: the native extractor's document`);
+        nativeCompared++;
+      }
       fileEntries += theirLines.filter((line) => line.startsWith('{"type":1')).length;
       rawNames += theirLines.filter((line) => line.includes('"name_raw"')).length;
       allLines.push(...theirLines);
@@ -207,6 +226,8 @@ test('our tar-split.json.gz equals Docker 20.10\'s for every layer, line for lin
   }
   // The images hold what the comparison is meant to cover.
   assert.ok(compared >= images.length + 3, `compared ${compared} layers`);
+  // CI builds the addon (ci/setup-machine.sh installs libdeflate-dev): there the native path is compared too.
+  if (process.env.CI) assert.equal(nativeCompared, compared, 'the native extractor is built and compared');
   assert.ok(fileEntries > 50, `${fileEntries} file entries`);
   assert.ok(rawNames >= 3, `${rawNames} names that are not UTF-8`);
   for (const name of ['hard-with-size', 'pax_global_header', 'legacy/', 'x/with-a-pax-path', 'prefixed/dir/name', 'd/q\\u003cb\\u003e\\u0026c\\"d\\\\e', 'd/sep\\u2028', 'opaque/.wh..wh..opq', 'd/.wh.gone']) {
