@@ -67,7 +67,7 @@ async function engineHas(name: string): Promise<boolean> {
 }
 
 describe('image build', { concurrency: true }, () => {
-  test('ci/build-and-push.sh builds, squashes and pushes ci/build-image; a cold local node pre-pulls it and a job there sees the Dockerfile\'s files', { timeout: 240_000 }, async () => {
+  test('ci/build-and-push.sh builds, squashes and pushes ci/build-image; a cold local node pre-pulls it and a job there sees the Dockerfile\'s files and Node.js from the node\'s toolchain cache', { timeout: 240_000 }, async () => {
     const image = `${registry.host}/ci/build-image:42`;
     const result = await execa('bash', [join(repoRoot, 'ci', 'build-and-push.sh'), image, join(repoRoot, 'ci', 'build-image')], {
       cwd: work.path,
@@ -101,7 +101,10 @@ describe('image build', { concurrency: true }, () => {
       'test ! -e /var/cache/pkg && echo cache-removed',
       'stat -c "%u %a" /opt/python/3.12/bin/main',
       'ls /opt/go/1.22/lib',
-      'ls /opt/node/20/lib/d0 | wc -l',
+      // Node.js is not in the image: the node's toolchain cache gives it, first on PATH.
+      'cat /etc/buildfleet/toolchains',
+      'version',
+      'ls "$RUNNER_TOOL_CACHE/node/20.11.0/x64/lib/d0" | wc -l',
       'ls /opt/ci',
       'pwd',
     ].join('; ');
@@ -110,7 +113,11 @@ describe('image build', { concurrency: true }, () => {
     let run: { exitCode: number; stdout: string; stderr: string };
     try {
       const readyStarted = Date.now();
-      await pools.apply(parsePoolSpec({ name: 'ci-cold', nodes: 1, disks: { runtime: '2G', workload: '512M' }, images: [ref] }));
+      // The toolchains the image expects come from the node's cache: here made by the image's own
+      // make-tree.sh as the installer (the first job installs and pushes; other nodes would pull).
+      const installer = `sh ${join(repoRoot, 'ci', 'build-image', 'bin', 'make-tree.sh')} "$PREFIX" 40 128 "$TOOL $VERSION"`;
+      const cache = { registry: `${registry.host}/ci/toolchains`, maxSize: '256M', toolchains: ['node@20.11.0'], installer };
+      await pools.apply(parsePoolSpec({ name: 'ci-cold', nodes: 1, disks: { runtime: '2G', workload: '512M' }, images: [ref], cache }));
       process.stderr.write(`cold node Ready with the image: ${Date.now() - readyStarted} ms\n`);
       run = await runCli(['pool', 'exec', 'ci-cold', '--', 'sh', '-c', check], { BUILDFLEET_STATE_DIR: stateDir });
     } finally {
@@ -119,13 +126,15 @@ describe('image build', { concurrency: true }, () => {
     }
     assert.equal(run.exitCode, 0, run.stderr);
     assert.deepEqual(run.stdout.trim().split('\n'), [
-      'runtimes: ci go java node python ruby',
-      'ci', 'go', 'java', 'node', 'python', 'ruby',
+      'runtimes: ci go java python ruby',
+      'ci', 'go', 'hostedtoolcache', 'java', 'python', 'ruby', // hostedtoolcache: the node's toolchain cache, mounted read-only
       'java17-removed',
       'ruby-share-removed',
       'cache-removed',
       '1000 755',
       'STAMP',
+      'node@20.11.0',
+      'node 20.11.0',
       '40',
       // COPY . /opt/ci: the context minus what .dockerignore leaves out (README.md).
       '.dockerignore', 'Dockerfile', 'bin',

@@ -84,7 +84,7 @@ test('buildfleet kube manifests: from a spec to a file; a tag is refused in one 
     await writeFile(join(dir, 'tagged.yaml'), 'name: gpu\nnodes: 2\nimages: [reg.example/ci/build:1]\n');
     // The success in this process (it writes a file), the refusal as a user sees it (exit code, stderr).
     const refusal = runCli(['kube', 'manifests', '-f', join(dir, 'tagged.yaml')]);
-    await buildProgram().parseAsync(['node', 'buildfleet', '--quiet', 'kube', 'manifests', '-f', join(dir, 'pool.yaml'), '--namespace', 'ci-agents', '--agent-image', 'a/agent:1', '-o', join(dir, 'out.yaml')]);
+    await (await buildProgram()).parseAsync(['node', 'buildfleet', '--quiet', 'kube', 'manifests', '-f', join(dir, 'pool.yaml'), '--namespace', 'ci-agents', '--agent-image', 'a/agent:1', '-o', join(dir, 'out.yaml')]);
     const refused = await refusal;
     const objects = parseAllDocuments(await readFile(join(dir, 'out.yaml'), 'utf8')).map((d) => d.toJS());
     validate(objects);

@@ -80,3 +80,12 @@ test('scale-down with new images removes nodes on the old images first', () => {
   assert.deepEqual(plan.remove, ['n1']);
   assert.deepEqual(plan.roll, []);
 });
+
+test('a new toolchain cache block (or a changed one) updates nodes in place; none keeps the key nodes had', () => {
+  const cache = { maxSize: '1G', toolchains: ['node@20.11.0'] };
+  assert.equal(settingsKey(spec(1), images), node('n1').settingsKey);
+  assert.deepEqual(planPool(spec(1, { cache }), [node('n1')], images).update, ['n1']);
+  const cached = node('n1', 'Ready', { settingsKey: settingsKey(spec(1, { cache }), images) });
+  assert.deepEqual(planPool(spec(1, { cache }), [cached], images).keep, ['n1']);
+  assert.deepEqual(planPool(spec(1, { cache: { ...cache, toolchains: ['node@22.1.0'] } }), [cached], images).update, ['n1']);
+});

@@ -39,8 +39,9 @@ export type PoolPlan = {
 
 /** The node settings that an update (not a replacement) changes: compare with ExistingNode.settingsKey. */
 export function settingsKey(spec: PoolSpec, pinnedImages: string[]): string {
-  const { probe, saturation, remediation, liveRestore, insecureRegistries } = spec;
-  return JSON.stringify({ images: pinnedImages, probe, saturation, remediation, liveRestore, insecureRegistries });
+  const { probe, saturation, remediation, liveRestore, insecureRegistries, cache } = spec;
+  // `cache` only when set: nodes of pools without one keep the key they had.
+  return JSON.stringify({ images: pinnedImages, probe, saturation, remediation, liveRestore, insecureRegistries, ...(cache && { cache }) });
 }
 
 export function nodeNumber(id: string): number {

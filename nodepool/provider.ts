@@ -14,7 +14,7 @@ import type { NodeRecord, NodeStatus, PinnedImage } from './state/store.js';
 export type NodeSettings = NodeRecord['spec'];
 
 export function nodeSettings(spec: PoolSpec): NodeSettings {
-  return { probe: spec.probe, saturation: spec.saturation, remediation: spec.remediation, liveRestore: spec.liveRestore, insecureRegistries: spec.insecureRegistries, prepull: spec.prepull };
+  return { probe: spec.probe, saturation: spec.saturation, remediation: spec.remediation, liveRestore: spec.liveRestore, insecureRegistries: spec.insecureRegistries, prepull: spec.prepull, ...(spec.cache && { cache: spec.cache }) };
 }
 
 export type NodeDescription = {

@@ -7,6 +7,7 @@ import { SharedBlobCache } from '../prepull/blob-cache.js';
 import { StatusFileExporter } from './exporters/status-file.js';
 import { EventLogExporter } from './exporters/event-log.js';
 import { PrometheusExporter } from './exporters/prometheus.js';
+import { ToolcacheGc } from './toolcache-gc.js';
 
 /**
  * The agent of a local node (`buildfleet agent run --node-dir DIR`, or `main.ts` as the local
@@ -43,7 +44,8 @@ export async function runAgent(given: string): Promise<void> {
     agent = new NodeAgent({
       nodeDir: dir,
       host: new NodeRuntime(paths, node),
-      exporters: [statusFile, events, metrics],
+      // The toolchain cache's gc when the workload disk runs low (spec `cache:`); it logs to the event log.
+      exporters: [statusFile, events, metrics, new ToolcacheGc({ nodeDir: dir, workloadMount: node.disks.workload.mountPoint, event: (name, fields) => events.event(name, fields) })],
       ...(status && { status }),
       pid: process.pid,
       metricsUrl: server.url,

@@ -10,6 +10,7 @@ import type { JobIO, JobRequest, JobRun } from '../provider.js';
 import { readNodeRecord } from '../state/store.js';
 import { LogCursor, LogFrameDecoder, parseLogEntry } from './job-logs.js';
 import { containerBlkioLimits, newContainerShare, nodeDiskBudgets } from './io-budget.js';
+import { imagePathOf, prepareToolcache } from './toolcache.js';
 
 /**
  * A job on a local node: a container of the job's image on the node's own dockerd, with a
@@ -28,7 +29,18 @@ export async function runContainerJob(target: LocalJobTarget, job: JobRequest, i
   const docker = new Docker({ socketPath: target.dockerSocket });
   // Held to the node's disk budgets from its first write: its part beside the jobs already running
   // (the agent's BudgetKeeper, sole writer of the parts from then on, adjusts all of them within 200 ms).
-  const budgets = await nodeDiskBudgets(await readNodeRecord(target.nodeDir));
+  const record = await readNodeRecord(target.nodeDir);
+  // The node's toolchain cache (spec `cache:`): the declared toolchains fetched before the job, the cache mounted read-only.
+  const toolcache = record.spec.cache
+    ? await prepareToolcache(record.spec.cache, {
+        node: target.node,
+        workloadMount: target.workloadMount,
+        insecureRegistries: record.spec.insecureRegistries,
+        imagePath: async () => imagePathOf((await docker.getImage(job.image).inspect()).Config?.Env),
+        log: io.log,
+      })
+    : undefined;
+  const budgets = await nodeDiskBudgets(record);
   const blkio = containerBlkioLimits(await newContainerShare(target.nodeDir, budgets));
   const container = await docker
     .createContainer({
@@ -38,7 +50,8 @@ export async function runContainerJob(target: LocalJobTarget, job: JobRequest, i
       Labels: { [JOB_LABEL]: job.id, 'io.buildfleet.pool': target.pool },
       // The job's output is its container's log: json-file keeps it on the runtime disk across a
       // runtime restart, whatever log driver the daemon defaults to, so none of it is lost.
-      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`], NetworkMode: 'host', LogConfig: { Type: 'json-file', Config: {} }, ...blkio },
+      ...(toolcache && { Env: toolcache.env }),
+      HostConfig: { Binds: [`${workdir}:${WORKSPACE}`, ...(toolcache?.binds ?? [])], NetworkMode: 'host', LogConfig: { Type: 'json-file', Config: {} }, ...blkio },
     })
     .catch((err: unknown) => {
       throw runtimeError(target.node, err);

@@ -99,3 +99,17 @@ test('pool names that could reach a path are refused, each in one line', () => {
     });
   }
 });
+
+test('cache: a registry repository, a size limit, declared toolchains; bad values name the field', () => {
+  const spec = parsePoolSpec({ name: 'ci', nodes: 1, images, cache: { registry: '127.0.0.1:5000/ci/toolchains', maxSize: '20G', toolchains: ['node@20.11.0'] } });
+  assert.deepEqual(spec.cache, { registry: '127.0.0.1:5000/ci/toolchains', maxSize: 20 * 1024 ** 3, minFreeRatio: 0.1, dir: 'toolcache', toolchains: ['node@20.11.0'] });
+  assert.equal(parsePoolSpec({ name: 'ci', nodes: 1, images }).cache, undefined);
+  const cases: Array<[object, RegExp]> = [
+    [{ maxSize: '1G', toolchains: ['node 20'] }, /^pool spec: cache\.toolchains\.0: TOOL@VERSION/],
+    [{ maxSize: 'big' }, /^pool spec: cache\.maxSize: not a size/],
+    [{}, /^pool spec: cache\.maxSize: /],
+    [{ maxSize: '1G', registry: 'no-repo' }, /^pool spec: cache\.registry: HOST\/REPOSITORY/],
+    [{ maxSize: '1G', dir: '../x' }, /^pool spec: cache\.dir: /],
+  ];
+  for (const [cache, message] of cases) assert.throws(() => parsePoolSpec({ name: 'ci', nodes: 1, images, cache }), (err: Error) => message.test(err.message));
+});

@@ -149,6 +149,35 @@ const gkeBlock = z
   })
   .strict();
 
+/** `TOOL@VERSION`, as `buildfleet cache get TOOL VERSION` names a toolchain (same rules as cache/key.ts). */
+export const TOOLCHAIN_REF = /^[a-z0-9][a-z0-9._-]{0,63}@[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+
+/**
+ * `cache:`: the node's toolchain cache (`cache/`), a directory on its workload disk. Jobs see it
+ * read-only at /opt/hostedtoolcache ($RUNNER_TOOL_CACHE), with the declared toolchains fetched
+ * before the job starts (registry, else installer) and their `bin` first on PATH. The agent
+ * evicts least recently used entries when the workload disk runs low on space.
+ */
+const cacheBlock = z
+  .object({
+    /** HOST/REPO the entries are shared through (OCI artifacts); without it each node's cache is its own. */
+    registry: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, 'HOST/REPOSITORY, e.g. registry.example.com/ci/toolchains')
+      .optional(),
+    /** The cache's size limit: entries beyond it go, least recently used first. */
+    maxSize: size,
+    /** The agent evicts entries (LRU) while the workload disk has less than this share free. */
+    minFreeRatio: z.number().gt(0).lt(1).default(0.1),
+    /** Its directory on the workload disk. */
+    dir: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'a directory name (a-z, 0-9, ".", "_", "-")').default('toolcache'),
+    /** Toolchains every job gets on its PATH, `TOOL@VERSION` (node@20.11.0), fetched before the job starts. */
+    toolchains: z.array(z.string().regex(TOOLCHAIN_REF, 'TOOL@VERSION, e.g. node@20.11.0')).default([]),
+    /** Installer for toolchains the registry does not have (sh -c CMD with TOOL, VERSION, PREFIX; see cache/README.md). */
+    installer: z.string().min(1).optional(),
+  })
+  .strict();
+
 export const poolSpecSchema = z
   .object({
     name: z.string().regex(POOL_NAME, POOL_NAME_RULE),
@@ -216,6 +245,8 @@ export const poolSpecSchema = z
       .prefault({}),
     /** dockerd --live-restore: containers survive a runtime restart. Off only to show what the field's monitor does. */
     liveRestore: z.boolean().default(true),
+    /** The node's toolchain cache on its workload disk; none without this block. */
+    cache: cacheBlock.optional(),
     /** Where and how a `provider: gke` pool is made; required for gke, refused for local. */
     gke: gkeBlock.optional(),
   })
@@ -223,6 +254,7 @@ export const poolSpecSchema = z
   .superRefine((spec, ctx) => {
     if (spec.provider === 'gke' && !spec.gke) ctx.addIssue({ code: 'custom', path: ['gke'], message: 'required when provider is gke (give at least project, location and cluster)' });
     if (spec.provider !== 'gke' && spec.gke) ctx.addIssue({ code: 'custom', path: ['gke'], message: `only for provider: gke (this spec says provider: ${spec.provider})` });
+    if (spec.provider === 'gke' && spec.cache) ctx.addIssue({ code: 'custom', path: ['cache'], message: 'only for provider: local so far (GKE nodes do not mount the toolchain cache yet)' });
     const bounds = spec.gke?.autoscaling;
     if (bounds && (spec.nodes < bounds.min || spec.nodes > bounds.max)) ctx.addIssue({ code: 'custom', path: ['nodes'], message: `must be within gke.autoscaling (${bounds.min}-${bounds.max})` });
   });
@@ -231,6 +263,7 @@ export type PoolSpecInput = z.input<typeof poolSpecSchema>;
 export type PoolSpec = z.output<typeof poolSpecSchema>;
 export type DiskSpec = PoolSpec['disks']['runtime'];
 export type GkeSpec = NonNullable<PoolSpec['gke']>;
+export type CacheSpec = NonNullable<PoolSpec['cache']>;
 
 /** Validates a spec; a bad one fails with one line naming the field (`disks.runtime.size: ...`). */
 export function parsePoolSpec(input: unknown, source = 'pool spec'): PoolSpec {

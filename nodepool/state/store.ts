@@ -48,7 +48,7 @@ export type NodeRecord = {
   /** The images the node must hold by digest before it is Ready. */
   images: PinnedImage[];
   /** `prepull` is absent in records written before it existed. */
-  spec: Pick<PoolSpec, 'probe' | 'saturation' | 'remediation' | 'liveRestore' | 'insecureRegistries'> & { prepull?: PoolSpec['prepull'] };
+  spec: Pick<PoolSpec, 'probe' | 'saturation' | 'remediation' | 'liveRestore' | 'insecureRegistries'> & { prepull?: PoolSpec['prepull']; cache?: PoolSpec['cache'] };
 };
 
 /**
