@@ -5,6 +5,7 @@ import { DEFAULT_DISK_SIZES } from '../nodepool/pool-spec/defaults.js';
 import type { PoolManager, PoolView } from '../nodepool/pool.js';
 import type { GkeApplyOptions } from '../nodepool/gke/apply.js';
 import type { GkeProvider } from '../nodepool/gke/provider.js';
+import { gkeStatusRows } from '../nodepool/gke/node-status.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
 import { describeRoll } from '../nodepool/roll-plan.js';
 import type { GlobalOptions } from './global-options.js';
@@ -26,8 +27,9 @@ function seconds(value: string, flag: string): number {
 const secs = (ms: number | undefined) => (ms === undefined ? '-' : (ms / 1000).toFixed(2));
 
 export function formatPoolStatus(view: PoolView): string {
-  const rows = [['NODE', 'PHASE', 'JOBS', 'RUNTIME s', 'PULL s', 'READY s', 'RUNTIME DISK', 'WORKLOAD DISK', 'PROBE']];
-  for (const node of view.nodes) {
+  // GKE pools: Kubernetes' view of each node (Ready, cordoned, taints) beside buildfleet's conditions.
+  const rows = view.provider === 'gke' ? gkeStatusRows(view.nodes) : [['NODE', 'PHASE', 'JOBS', 'RUNTIME s', 'PULL s', 'READY s', 'RUNTIME DISK', 'WORKLOAD DISK', 'PROBE']];
+  for (const node of view.provider === 'gke' ? [] : view.nodes) {
     // Problem conditions, True while the problem exists (as node-problem-detector's).
     const disk = (type: string) => (node.conditions[type]?.status === 'True' ? 'Saturated' : 'ok');
     const runtime = node.conditions.RuntimeUnhealthy;

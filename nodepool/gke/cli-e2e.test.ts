@@ -94,6 +94,8 @@ test('pool apply (create) -> status -> resize -> a disk change rotates with neve
   assert.deepEqual(fake.mutations().slice(1).map((r) => [r.path, r.body]), [[`${cluster}/nodePools/${gkePoolName(first)}:setSize`, { nodeCount: 3 }]]);
   assert.match(table, /resize node pool ci-[0-9a-f]{6} from 2 to 3 node\(s\)/);
   assert.match(table, /3\/3 nodes Ready/);
+  assert.match(table, /NODE +PHASE +K8S READY +SCHEDULING +TAINTS +RUNTIME +RUNTIME DISK +WORKLOAD DISK/);
+  assert.match(table, /gke-builds-ci-[0-9a-f]{6}-0001 +Ready +True +schedulable +- +- +- +Saturated \(IoUtilisation\)/);
 
   // A bigger boot disk: GKE cannot change it in place, so a rotation. Never fewer than 3 serving.
   const since = Date.now();
