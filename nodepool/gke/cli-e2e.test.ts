@@ -3,12 +3,13 @@ import { after, before, test } from 'node:test';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { stringify } from 'yaml';
 import { ClusterLink } from '../../test/fakes/gke/cluster-link.js';
 import { FakeGke } from '../../test/fakes/gke/server.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../../test/fakes/kube-api/server.js';
 import { RESOURCES } from '../../test/fakes/kube-api/store.js';
-import { runCli, type CliResult } from '../../test/helpers/real.js';
+import { cliCommand, repoRoot, runCli, type CliResult } from '../../test/helpers/real.js';
 import { gkeSpec } from '../../test/fakes/gke/connect.js';
 import { gkePoolName } from './requests.js';
 
@@ -59,6 +60,23 @@ async function cli(...args: string[]): Promise<CliResult> {
   assert.equal(result.exitCode, 0, `buildfleet ${args.join(' ')} failed: ${result.stderr}`);
   return result;
 }
+/**
+ * `--dry-run` in a process that may open no socket (test/fakes/gke/no-network.mjs), with no
+ * credentials, no kubeconfig and no endpoint: only the state dir.
+ */
+async function dryRun(file: string): Promise<{ requests: { httpMethod: string; path: string; body?: unknown }[]; steps: string[] }> {
+  const nowhere = join(dir, 'nowhere');
+  const result = await execa(process.execPath, ['--import', join(repoRoot, 'test/fakes/gke/no-network.mjs'), ...cliCommand(), '--json', 'pool', 'apply', '-f', file, '--dry-run'], {
+    cwd: repoRoot,
+    env: { CI: 'true', BUILDFLEET_STATE_DIR: env.BUILDFLEET_STATE_DIR!, HOME: nowhere, KUBECONFIG: join(nowhere, 'kubeconfig'), GOOGLE_APPLICATION_CREDENTIALS: join(nowhere, 'adc.json'), METADATA_SERVER_DETECTION: 'none', BUILDFLEET_GKE_ENDPOINT: '' },
+    reject: false,
+    timeout: 60_000,
+  });
+  assert.doesNotMatch(result.stderr, /NETWORK ATTEMPT/);
+  assert.equal(result.exitCode, 0, result.stderr);
+  return JSON.parse(result.stdout);
+}
+
 type NodeJson = { name: string; phase: string; cordoned: boolean; conditions: Record<string, { status: string; reason: string }>; details: { ready: boolean; unschedulable: boolean; taints: { key: string }[]; gkeNodePool: string } };
 const json = (result: CliResult) => JSON.parse(result.stdout) as { pool?: { nodes: NodeJson[] }; nodes?: NodeJson[] };
 
@@ -98,12 +116,18 @@ test('pool apply (create) -> status -> resize -> a disk change rotates with neve
   assert.match(table, /gke-builds-ci-[0-9a-f]{6}-0001 +Ready +True +schedulable +- +- +- +Saturated \(IoUtilisation\)/);
 
   // A bigger boot disk: GKE cannot change it in place, so a rotation. Never fewer than 3 serving.
+  // The dry run first: it sends nothing, and prints exactly what the apply then sends.
+  const requestsBefore = fake.requests.length;
+  const dry = await dryRun(join(dir, 'pool-bigger-disk.yaml'));
+  assert.equal(fake.requests.length, requestsBefore);
+  assert.match(dry.steps.join('\n'), /create node pool ci-[0-9a-f]{6} with 3 nodes/);
   const since = Date.now();
   nodes = json(await cli('--json', 'pool', 'apply', '-f', join(dir, 'pool-bigger-disk.yaml'))).pool!.nodes;
   assert.deepEqual(fake.mutations().slice(2).map((r) => [r.httpMethod, r.path]), [
     ['POST', `${cluster}/nodePools`],
     ['DELETE', `${cluster}/nodePools/${gkePoolName(first)}`],
   ]);
+  assert.deepEqual(fake.mutations().slice(2).map((r) => ({ httpMethod: r.httpMethod, path: r.path, ...(r.body === undefined ? {} : { body: r.body }) })), dry.requests, 'the dry run printed exactly what was sent');
   const created = fake.mutations()[2]!.body as { nodePool: { name: string; initialNodeCount: number; config: { diskSizeGb?: number; bootDisk: { sizeGb: string | number } } } };
   assert.equal(created.nodePool.name, gkePoolName(rotated));
   assert.equal(created.nodePool.initialNodeCount, 3);
