@@ -161,6 +161,9 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--timeout <seconds>', 'how long new nodes have to become Ready', (v) => seconds(v, '--timeout'), 600)
     .action(async (name: string, flags: { image: string[]; surge: number; drainTimeout?: number; dryRun: boolean; timeout: number }) => {
       const { options, manager: m } = await manager();
+      if ((await m.store.requirePool(name)).spec.provider === 'gke') {
+        throw new BuildfleetError('unsupported', `pool roll: on GKE the nodes pull the images through the pre-pull DaemonSet: change images in the spec and run "buildfleet kube manifests -f SPEC | kubectl apply -f -"; a new secondary boot disk is "pool apply" (a rotation)`);
+      }
       const rolled = await m.roll(name, flags.image, {
         surge: flags.surge,
         dryRun: flags.dryRun,
