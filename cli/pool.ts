@@ -2,7 +2,10 @@ import type { Command } from 'commander';
 import { BuildfleetError } from '../imagebuilder/errors.js';
 import type { PoolSpec } from '../nodepool/pool-spec/pool-spec.js';
 import { DEFAULT_DISK_SIZES } from '../nodepool/pool-spec/defaults.js';
-import type { PoolView } from '../nodepool/pool.js';
+import type { PoolManager, PoolView } from '../nodepool/pool.js';
+import type { GkeApplyOptions } from '../nodepool/gke/apply.js';
+import type { GkeProvider } from '../nodepool/gke/provider.js';
+import { gkeStatusRows } from '../nodepool/gke/node-status.js';
 import { describePlan, type PoolPlan } from '../nodepool/plan.js';
 import { describeRoll } from '../nodepool/roll-plan.js';
 import type { GlobalOptions } from './global-options.js';
@@ -24,8 +27,9 @@ function seconds(value: string, flag: string): number {
 const secs = (ms: number | undefined) => (ms === undefined ? '-' : (ms / 1000).toFixed(2));
 
 export function formatPoolStatus(view: PoolView): string {
-  const rows = [['NODE', 'PHASE', 'JOBS', 'RUNTIME s', 'PULL s', 'READY s', 'RUNTIME DISK', 'WORKLOAD DISK', 'PROBE']];
-  for (const node of view.nodes) {
+  // GKE pools: Kubernetes' view of each node (Ready, cordoned, taints) beside buildfleet's conditions.
+  const rows = view.provider === 'gke' ? gkeStatusRows(view.nodes) : [['NODE', 'PHASE', 'JOBS', 'RUNTIME s', 'PULL s', 'READY s', 'RUNTIME DISK', 'WORKLOAD DISK', 'PROBE']];
+  for (const node of view.provider === 'gke' ? [] : view.nodes) {
     // Problem conditions, True while the problem exists (as node-problem-detector's).
     const disk = (type: string) => (node.conditions[type]?.status === 'True' ? 'Saturated' : 'ok');
     const runtime = node.conditions.RuntimeUnhealthy;
@@ -44,6 +48,18 @@ export function formatPoolStatus(view: PoolView): string {
   }
   const ready = view.nodes.filter((node) => node.phase === 'Ready').length;
   return `pool ${view.name} (${view.provider}): ${ready}/${view.desiredNodes} nodes Ready; images: ${view.images.join(', ') || 'none'}\n` + (view.nodes.length ? table(rows) + '\n' : '');
+}
+
+/** GKE pools converge per node pool (nodepool/gke/apply.ts): no per-node plan, no registry call; --dry-run prints the API requests. */
+async function applyGke(m: PoolManager, options: GlobalOptions, spec: PoolSpec, flags: GkeApplyOptions): Promise<void> {
+  const [{ applyGkePool }, { formatWireRequests }] = await Promise.all([import('../nodepool/gke/apply.js'), import('../nodepool/gke/dry-run.js')]);
+  const { plan, lines, requests } = await applyGkePool(m.store, m.providerFor('gke') as GkeProvider, spec, flags);
+  const view = flags.dryRun ? undefined : await m.status(spec.name);
+  if (options.json) return printJson({ dryRun: flags.dryRun === true, plan, steps: lines, ...(requests && { requests }), ...(view && { pool: view }) });
+  if (options.quiet) return;
+  process.stdout.write((flags.dryRun ? 'plan (dry run, nothing sent):\n' : 'applied:\n') + lines.map((line) => `  ${line}`).join('\n') + '\n');
+  if (requests) process.stdout.write(requests.length ? `GKE API requests it would send, in order:\n${formatWireRequests(requests)}\n` : 'no GKE API request to send\n');
+  if (view) process.stdout.write(formatPoolStatus(view));
 }
 
 export function registerPoolCommands(program: Command, globals: () => GlobalOptions): void {
@@ -90,6 +106,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
       const { options, manager: m } = await manager();
       const { loadPoolSpec } = await poolSpecs();
       const spec = await loadPoolSpec(flags.file);
+      if (spec.provider === 'gke') return applyGke(m, options, spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       const { plan, pool: view } = await m.apply(spec, { dryRun: flags.dryRun, wait: flags.wait, timeoutMs: flags.timeout * 1000, surge: flags.surge });
       report(options, plan, spec, view, flags.dryRun);
     });
@@ -113,6 +130,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
       const spec = flags.file
         ? await loadPoolSpec(flags.file)
         : parsePoolSpec({ name, nodes: flags.nodes, disks: { runtime: flags.runtimeDisk, workload: flags.workloadDisk }, images: flags.image }, 'flags');
+      if (spec.provider === 'gke') return applyGke(m, options, spec, { mustBeNew: true, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       const { plan, pool: view } = await m.apply(spec, { mustBeNew: true, wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       report(options, plan, spec, view, false);
     });
@@ -127,6 +145,7 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .action(async (name: string, flags: { nodes: number; wait: boolean; timeout: number }) => {
       const { options, manager: m } = await manager();
       const record = await m.store.requirePool(name);
+      if (record.spec.provider === 'gke') return applyGke(m, options, { ...record.spec, nodes: flags.nodes }, { wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       const { plan, pool: view } = await m.resize(name, flags.nodes, { wait: flags.wait, timeoutMs: flags.timeout * 1000 });
       report(options, plan, { ...record.spec, nodes: flags.nodes }, view, false);
     });
@@ -142,6 +161,9 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .option('--timeout <seconds>', 'how long new nodes have to become Ready', (v) => seconds(v, '--timeout'), 600)
     .action(async (name: string, flags: { image: string[]; surge: number; drainTimeout?: number; dryRun: boolean; timeout: number }) => {
       const { options, manager: m } = await manager();
+      if ((await m.store.requirePool(name)).spec.provider === 'gke') {
+        throw new BuildfleetError('unsupported', `pool roll: on GKE the nodes pull the images through the pre-pull DaemonSet: change images in the spec and run "buildfleet kube manifests -f SPEC | kubectl apply -f -"; a new secondary boot disk is "pool apply" (a rotation)`);
+      }
       const rolled = await m.roll(name, flags.image, {
         surge: flags.surge,
         dryRun: flags.dryRun,
@@ -176,7 +198,8 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
     .argument('<name>', 'pool name')
     .action(async (name: string) => {
       const { options, manager: m } = await manager();
-      const result = await m.delete(name);
+      const gke = (await m.store.readPool(name).catch(() => undefined))?.spec.provider === 'gke';
+      const result = gke ? await (await import('../nodepool/gke/apply.js')).deleteGkePool(m.store, m.providerFor('gke') as GkeProvider, name) : await m.delete(name);
       if (options.json) return printJson({ pool: name, ...result });
       if (!options.quiet) process.stdout.write(`deleted pool ${name}: ${result.nodes} node(s); stopped ${result.processes} process(es), unmounted ${result.mounts} mount(s), detached ${result.loopDevices} loop device(s)\n`);
     });

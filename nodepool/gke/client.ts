@@ -1,4 +1,5 @@
 import type { AuthClient } from 'google-auth-library';
+import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { GkeRequest, NodePool, Operation } from './requests.js';
 
 /**
@@ -15,7 +16,33 @@ export type GkeConnection = {
   protocol?: 'http' | 'https';
   /** Tests pass an OAuth2Client with a fixed token; unset, the library finds Application Default Credentials. */
   authClient?: AuthClient;
+  /** An emulator on loopback: send no credentials at all (none are looked up). */
+  noCredentials?: boolean;
 };
+
+export const ENDPOINT_VARIABLE = 'BUILDFLEET_GKE_ENDPOINT';
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+
+/**
+ * Where the CLI sends container.v1 calls: `BUILDFLEET_GKE_ENDPOINT=https://HOST[:PORT]` (another
+ * endpoint, with Application Default Credentials as usual), or `http://127.0.0.1:PORT` (an
+ * emulator on this machine: plain HTTP and no credentials, so a token never travels unencrypted
+ * or to a stand-in). Plain HTTP anywhere but loopback is refused. Unset: container.googleapis.com.
+ */
+export function connectionFromEnv(env: NodeJS.ProcessEnv = process.env): GkeConnection {
+  const value = env[ENDPOINT_VARIABLE];
+  if (!value) return {};
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new BuildfleetError('usage', `${ENDPOINT_VARIABLE}: "${value}" is not a URL; give https://HOST[:PORT], or http://127.0.0.1:PORT for an emulator`);
+  }
+  const port = url.port ? Number(url.port) : undefined;
+  if (url.protocol === 'https:') return { apiEndpoint: url.hostname, ...(port && { port }), protocol: 'https' };
+  if (url.protocol === 'http:' && LOOPBACK.has(url.hostname)) return { apiEndpoint: url.hostname.replace(/^\[|\]$/g, ''), ...(port && { port }), protocol: 'http', noCredentials: true };
+  throw new BuildfleetError('usage', `${ENDPOINT_VARIABLE}: plain http only to an emulator on loopback (127.0.0.1, ::1, localhost), got "${value}"; use https://`);
+}
 
 export type GkeResponse = Operation | NodePool | { nodePools?: NodePool[] | null };
 
@@ -29,9 +56,11 @@ type Client = InstanceType<(typeof import('@google-cloud/container'))['v1']['Clu
 
 export async function clusterManagerClient(connection: GkeConnection): Promise<Client> {
   const { v1 } = await import('@google-cloud/container');
+  const { noCredentials, ...options } = connection;
+  if (noCredentials) options.authClient = new (await import('google-auth-library')).PassThroughClient();
   // fallback: REST. Its HTTP errors never match the library's gRPC retry codes, so it sends each
   // call once: a retry after FAILED_PRECONDITION must wait for the other operation (operations.ts).
-  return new v1.ClusterManagerClient({ fallback: true, ...connection } as ConstructorParameters<typeof v1.ClusterManagerClient>[0]);
+  return new v1.ClusterManagerClient({ fallback: true, ...options } as ConstructorParameters<typeof v1.ClusterManagerClient>[0]);
 }
 
 export function transportOver(client: Client): GkeTransport {

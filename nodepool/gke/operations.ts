@@ -38,7 +38,7 @@ export type GkeOperationsOptions = {
 const DEFAULTS: Required<Omit<GkeOperationsOptions, 'log'>> = {
   callTimeoutMs: 60_000,
   operationTimeoutMs: 45 * 60_000,
-  pollInitialMs: 2_000,
+  pollInitialMs: 1_000,
   pollMaxMs: 20_000,
   retryInitialMs: 5_000,
   retryMaxMs: 60_000,

@@ -7,7 +7,7 @@ import type { ClusterNodes, KubeNodeView } from './cluster-nodes.js';
 import { clusterManagerTransport, type GkeConnection, type GkeTransport } from './client.js';
 import { GkeOperations, type GkeOperationsOptions } from './operations.js';
 import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, requireGke, setNodePoolSizeRequest } from './requests.js';
-import { planRotation, rotate, serving, type RotationPlan } from './rotation.js';
+import { planRotation, rotate, serving, waitServing, type RotationPlan } from './rotation.js';
 
 /**
  * The GKE provider. The seam (`provider.ts`) is per node; GKE is per node pool. A buildfleet
@@ -22,6 +22,15 @@ import { planRotation, rotate, serving, type RotationPlan } from './rotation.js'
 const ZERO: Released = { processes: 0, mounts: 0, loopDevices: 0 };
 /** Machine families without local SSDs: a spec asking them for a workload device is refused before any call. */
 const NO_LOCAL_SSD = /^(e2|t2d|t2a|n4|c4a?|n1-(micro|small))(-|$)/;
+
+/** What GKE would refuse, known from the spec alone (no call, no credentials): one line each. */
+export function checkGkeSpec(spec: PoolSpec, nodes: number): void {
+  const gke = requireGke(spec);
+  if (NO_LOCAL_SSD.test(gke.machineType)) {
+    throw new BuildfleetError('unsupported', `gke.machineType: ${gke.machineType} has no local SSDs, but builds need one (gke.workloadDevice); pick e.g. n2-standard-8 or c3-standard-8-lssd`);
+  }
+  if (gke.autoscaling && nodes > gke.autoscaling.max) throw new BuildfleetError('usage', `gke.autoscaling.max ${gke.autoscaling.max} is below the ${nodes} new nodes asked`);
+}
 
 export type GkeProviderOptions = {
   connection?: GkeConnection;
@@ -53,13 +62,9 @@ export class GkeProvider implements Provider {
   requireAccess(_command: 'apply' | 'delete'): void {}
 
   async checkNewNodes(spec: PoolSpec, ids: string[]): Promise<void> {
-    const gke = requireGke(spec);
     // Without Kubernetes no new node can be seen to register: refuse before making anything.
     await this.nodesFor(spec);
-    if (NO_LOCAL_SSD.test(gke.machineType)) {
-      throw new BuildfleetError('unsupported', `gke.machineType: ${gke.machineType} has no local SSDs, but builds need one (gke.workloadDevice); pick e.g. n2-standard-8 or c3-standard-8-lssd`);
-    }
-    if (gke.autoscaling && ids.length > gke.autoscaling.max) throw new BuildfleetError('usage', `gke.autoscaling.max ${gke.autoscaling.max} is below the ${ids.length} new nodes asked`);
+    checkGkeSpec(spec, ids.length);
   }
 
   async operationsFor(spec: PoolSpec): Promise<GkeOperations> {
@@ -165,7 +170,7 @@ export class GkeProvider implements Provider {
       cordoned: node.unschedulable,
       agentAlive: node.ready,
       runningJobs: 0,
-      details: { gkeNodePool: gkePoolName(spec), taints: node.taints, conditions: node.conditions },
+      details: { gkeNodePool: gkePoolName(spec), ready: node.ready, unschedulable: node.unschedulable, taints: node.taints, conditions: node.conditions },
     };
   }
 
@@ -188,6 +193,21 @@ export class GkeProvider implements Provider {
       this.sizes.set(name, size);
     });
     return ZERO;
+  }
+
+  /** Until `count` nodes of the spec's node pool are Ready, schedulable and untainted. */
+  async waitServing(spec: PoolSpec, count: number, timeoutMs: number): Promise<void> {
+    await waitServing(await this.nodesFor(spec), gkePoolName(spec), count, requireGke(spec).startupTaint.key, timeoutMs, this.options.pollMs ?? 5_000);
+  }
+
+  /** Cordons every node of the pool, then drains them one by one (Eviction API): before the node pools go. */
+  async drainPool(pool: string, reason: string): Promise<number> {
+    const spec = await this.specOf(pool);
+    const nodes = await this.nodesFor(spec);
+    const views = await this.poolNodes(spec);
+    for (const node of views) await nodes.cordon(node.name, reason);
+    for (const node of views) await nodes.drain(node.name, { deadlineSeconds: spec.remediation.drainTimeoutSeconds });
+    return views.length;
   }
 
   /** Deletes the pool's GKE node pools: its own and any a crashed rotation left (`NAME-xxxxxx`). */

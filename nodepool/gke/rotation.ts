@@ -78,15 +78,18 @@ export type RotationOptions = {
 /** Waits until `count` nodes of the pool serve; fails naming what the nodes still lack. */
 export async function waitServing(nodes: ClusterNodes, pool: string, count: number, startupTaintKey: string, timeoutMs: number, pollMs: number): Promise<KubeNodeView[]> {
   const deadline = Date.now() + timeoutMs;
+  // Quick looks first (a node that is nearly there), then every pollMs.
+  let delay = Math.min(250, pollMs);
   for (;;) {
     const views = await nodes.listPoolNodes(pool);
     const ready = views.filter((node) => serving(node, startupTaintKey));
     if (ready.length >= count) return ready;
-    if (Date.now() + pollMs > deadline) {
+    if (Date.now() + delay > deadline) {
       const waiting = views.filter((node) => !serving(node, startupTaintKey)).map((node) => `${node.name} ${node.ready ? (node.unschedulable ? 'cordoned' : 'still tainted') : 'not Ready'}`);
       throw new BuildfleetError('environment', `node pool ${pool}: ${ready.length} of ${count} nodes Ready and untainted after ${(timeoutMs / 1000).toFixed(timeoutMs < 10_000 ? 1 : 0)} s (${views.length} registered${waiting.length > 0 ? `; ${waiting.join(', ')}` : ''})`);
     }
-    await sleep(pollMs);
+    await sleep(delay);
+    delay = Math.min(delay * 2, pollMs);
   }
 }
 

@@ -26,7 +26,8 @@ const POOL_STATUS = { PROVISIONING: 1, RUNNING: 2, STOPPING: 5 } as const;
 const GRPC_CODE: Record<string, number> = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, UNAUTHENTICATED: 16, UNAVAILABLE: 14 };
 const HTTP_CODE: Record<string, number> = { INVALID_ARGUMENT: 400, FAILED_PRECONDITION: 400, UNAUTHENTICATED: 401, PERMISSION_DENIED: 403, NOT_FOUND: 404, ALREADY_EXISTS: 409, RESOURCE_EXHAUSTED: 429, UNAVAILABLE: 503 };
 
-export type FakeGkeOptions = { project: string; location: string; cluster: string; token: string; pollsToDone?: number };
+/** token null: an emulator, which refuses any request that carries credentials. */
+export type FakeGkeOptions = { project: string; location: string; cluster: string; token: string | null; pollsToDone?: number };
 export type Refusal = { method?: 'createNodePool' | 'setNodePoolSize' | 'deleteNodePool' | 'getOperation' | 'getNodePool'; status: string; message: string; times?: number };
 
 export class FakeGke {
@@ -94,7 +95,8 @@ export class FakeGke {
     };
     const refuse = (status: string, message: string) => send(HTTP_CODE[status] ?? 500, { error: { code: HTTP_CODE[status] ?? 500, status, message } });
     try {
-      if (req.headers.authorization !== `Bearer ${this.options.token}`) return refuse('UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token.');
+      if (this.options.token === null && req.headers.authorization !== undefined) return refuse('INVALID_ARGUMENT', 'fake emulator: credentials were sent to a stand-in');
+      if (this.options.token !== null && req.headers.authorization !== `Bearer ${this.options.token}`) return refuse('UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token.');
       if (url.searchParams.get('$alt') !== 'json;enum-encoding=int') return refuse('INVALID_ARGUMENT', `unexpected query ${url.search}`);
       const route = this.route(recorded.httpMethod, recorded.path);
       if (!route) return refuse('NOT_FOUND', `Not found: ${recorded.path}.`);
