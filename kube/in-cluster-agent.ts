@@ -34,6 +34,12 @@ export type InClusterAgentOptions = {
   restartWaitMs?: number;
   /** Between eviction rounds while budgets refuse. */
   evictionBackoff?: { initialMs: number; maxMs: number };
+  /**
+   * Pins the build image (by its manifest digest) so kubelet's image GC keeps it; returns the
+   * names pinned. Given for containerd (the `io.cri-containerd.pinned` label); called once the
+   * runtime holds the image, retried at each probe until it succeeds.
+   */
+  pinBuildImage?: (digest: string) => Promise<string[]>;
 };
 
 export class InClusterAgent {
@@ -51,6 +57,8 @@ export class InClusterAgent {
   private remediating = false;
   private lastRestartAt: number | undefined;
   private taintRemoved = false;
+  private pinned = false;
+  private pinError: string | undefined;
   private taintChecks: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: InClusterAgentOptions) {
@@ -132,8 +140,26 @@ export class InClusterAgent {
         this.reportedUnhealthy = false;
         this.checkTaint();
       }
+      if (result.ok && !this.remediating) await this.pinIfPresent();
       if (result.hung && !this.remediating) void this.remediate(result.error ?? 'probe failed');
       await sleep(intervalSeconds * 1000, undefined, { signal: this.stopping.signal }).catch(() => {});
+    }
+  }
+
+  /** Pins the build image once the runtime holds it by digest; an error is logged once per distinct message and retried at the next probe. */
+  private async pinIfPresent(): Promise<void> {
+    const { buildImage } = this.settings;
+    const pin = this.options.pinBuildImage;
+    if (this.pinned || !buildImage || !pin) return;
+    try {
+      if (!(await this.options.runtime.hasImage({ pinned: buildImage.reference, digest: buildImage.digest }))) return;
+      const names = await pin(buildImage.digest);
+      this.pinned = true;
+      this.event('image-pinned', { digest: buildImage.digest, names });
+    } catch (err) {
+      const message = (err as Error).message.split('\n')[0];
+      if (message !== this.pinError) this.event('image-pin-failed', { digest: buildImage.digest, error: message });
+      this.pinError = message;
     }
   }
 
