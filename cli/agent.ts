@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { BuildfleetError } from '../imagebuilder/errors.js';
 import { printJson } from './output.js';
+import type { InClusterFlags } from '../kube/in-cluster-settings.js';
 
 /**
  * `buildfleet agent run --in-cluster`: the flags of the agent as a Kubernetes DaemonSet pod
@@ -8,25 +9,8 @@ import { printJson } from './output.js';
  * `buildfleet kube manifests` sets, so its args stay `agent run --in-cluster`.
  */
 
-export type AgentRunFlags = {
-  nodeDir?: string;
-  inCluster?: boolean;
-  dryRun?: boolean;
-  nodeName?: string;
-  runtime?: string;
-  runtimeSocket?: string;
-  buildImage?: string;
-  startupTaint?: string;
-  diskstats?: string;
-  runtimeDisk?: string;
-  workloadDisk?: string;
-  probeInterval?: string;
-  probeTimeout?: string;
-  failureThreshold?: string;
-  drainDeadline?: string;
-  cooldown?: string;
-  restartCommand?: string;
-};
+/** The local agent's flag, --in-cluster and --dry-run, and the in-cluster agent's own. */
+export type AgentRunFlags = InClusterFlags & { nodeDir?: string; inCluster?: boolean; dryRun?: boolean };
 
 export function addInClusterOptions(command: Command): Command {
   return command

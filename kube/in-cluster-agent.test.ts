@@ -125,6 +125,11 @@ test('the agent in a cluster: startup taint off once the image is in node status
     const events = (await core.listNamespacedEvent({ namespace: 'default' })).items.filter((e) => e.involvedObject.name === NODE);
     events.sort((a, b) => Number(a.metadata?.resourceVersion) - Number(b.metadata?.resourceVersion));
     assert.deepEqual(events.map((e) => e.reason), ['StartupTaintRemoved', 'RuntimeHung', 'Cordoned', 'Uncordoned', 'RuntimeRestarted']);
+    // A DaemonSet pod being stopped: SIGTERM ends the agent cleanly.
+    const exited = new Promise<number | null>((resolve) => agent!.once('exit', (code) => resolve(code)));
+    agent.kill('SIGTERM');
+    assert.equal(await exited, 0, agentLog);
+    assert.match(agentLog, /agent-stopped/);
   } finally {
     await workload.remove();
   }
