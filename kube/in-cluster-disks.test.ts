@@ -45,12 +45,13 @@ test('a busy workload disk: WorkloadDiskSaturated True with its reason and an Ev
   const log: string[] = [];
   const agent = new InClusterAgent({ settings: { ...settings, runtime: 'docker', saturation: { ...settings.saturation, windowSeconds: 0.5, sampleSeconds: 0.1 } }, config: api.kubeConfig(), runtime: answering, log: (line) => log.push(line) });
   const running = agent.run();
-  // The disk busy all the time: io_ticks grow as fast as the clock.
+  // The disk busy all the time: io_ticks grow faster than the clock (utilisation is capped at
+  // 100%), so a write that lags the agent's read on a loaded machine still reads as busy.
   let last = Date.now();
   let busy = true;
   const ticker = setInterval(() => {
     const now = Date.now();
-    if (busy) busyMs += now - last;
+    if (busy) busyMs += 4 * (now - last);
     last = now;
     void write();
   }, 50);
