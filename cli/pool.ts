@@ -11,6 +11,7 @@ import { describeRoll } from '../nodepool/roll-plan.js';
 import type { GlobalOptions } from './global-options.js';
 import { printJson, table } from './output.js';
 import { nonNegativeInt, positiveInt, transportOptions } from './options.js';
+import { addInClusterOptions, runAgentCommand, type AgentRunFlags } from './agent.js';
 
 type PoolFlags = { stateDir?: string };
 
@@ -228,12 +229,11 @@ export function registerPoolCommands(program: Command, globals: () => GlobalOpti
 
 export function registerAgentCommand(program: Command): void {
   const agent = program.command('agent').description('the per-node agent: runtime, pre-pull gating, health probe, disk monitor, remediation, /metrics');
-  agent
+  const run = agent
     .command('run')
-    .description('run the agent of one node until SIGTERM (the local provider starts one per node)')
-    .requiredOption('--node-dir <dir>', 'the node\'s directory in the state dir')
-    .action(async (flags: { nodeDir: string }) => {
-      const { runAgent } = await import('../nodepool/agent/agent.js');
-      await runAgent(flags.nodeDir);
-    });
+    .description('run the agent of one node until SIGTERM: a local node (--node-dir; the local provider starts one per node) or, with --in-cluster, the node a Kubernetes DaemonSet pod runs on')
+    .option('--node-dir <dir>', 'the node\'s directory in the state dir');
+  addInClusterOptions(run).action(async (flags: AgentRunFlags) => {
+    await runAgentCommand(flags, program.opts<{ json?: boolean }>().json === true);
+  });
 }
