@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include "native.h"
@@ -36,6 +37,11 @@ typedef struct {
   /* input */
   bool gzip, z_ready, z_member_done, z_trailing_garbage;
   z_stream z;
+  /* Members (what parallel compressors write, 2 MiB each from ours) whole through libdeflate, once the first one turns out small. */
+  bool members, tried_members;
+  struct libdeflate_decompressor *inflater;
+  unsigned char *cbuf, *mout;
+  size_t cbuf_len, cbuf_cap, mout_cap, next_try;
   EVP_MD_CTX *sha;
   unsigned char *out;
   /* output records of the running call */
@@ -71,6 +77,9 @@ typedef struct {
   int root;
   char *parent_path;
   int parent_fd;
+  /* What a new file already has without fchown / fchmod: the creator's ids, the umask's cut. */
+  unsigned euid, egid, umask;
+  bool inherit_gid;
   DelayedDir *dirs;
   size_t dirs_len, dirs_cap;
   uint64_t entries, size_on_disk;

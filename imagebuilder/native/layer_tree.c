@@ -91,8 +91,11 @@ bool close_file(Extractor *x) {
   char path[300];
   shown(x->name, x->name_len, path);
   struct timespec ts[2] = {x->mtime, x->mtime};
-  bool ok = (fchown(fd, x->uid, x->gid) == 0 || sys_fail(x, "cannot change the owner of", path)) &&
-            (fchmod(fd, x->mode) == 0 || sys_fail(x, "cannot change the mode of", path)) && apply_xattrs(x, fd, -1, NULL, path) &&
+  /* Most files of a layer are root's and 0644 or 0755: what openat already made them (two syscalls fewer per file). */
+  bool owned = x->uid == x->euid && x->gid == x->egid && !x->inherit_gid;
+  bool moded = owned && (x->mode & 07000) == 0 && (x->mode & 0777 & ~x->umask) == x->mode;
+  bool ok = (owned || fchown(fd, x->uid, x->gid) == 0 || sys_fail(x, "cannot change the owner of", path)) &&
+            (moded || fchmod(fd, x->mode) == 0 || sys_fail(x, "cannot change the mode of", path)) && apply_xattrs(x, fd, -1, NULL, path) &&
             (futimens(fd, ts) == 0 || sys_fail(x, "cannot set times of", path));
   if (close(fd) != 0 && ok) return sys_fail(x, "cannot write", path);
   return ok;
@@ -232,7 +235,7 @@ bool place_entry(Extractor *x, char type, const unsigned char *link, size_t link
   switch (type) {
     case '0':
     case '7': {
-      x->fd = openat(dir, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      x->fd = openat(dir, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, x->mode & 0777);
       if (x->fd < 0) {
         if (errno == EEXIST) fail(x, "layer", "\"%s\" is made twice in one layer", shown_name);
         else sys_fail(x, "cannot create", full);

@@ -68,6 +68,30 @@ describe('native layer extraction', { skip: nativeExtraction('gzip') ? false : '
     assert.ok(result.tarSplit.length > 0);
   });
 
+  test('many gzip members (as parallel compressors write them) give the same files and diff_id as one; a member cut short or corrupt is an error', async () => {
+    const layer = tarOf(...Array.from({ length: 40 }, (_, i) => file(`dir${i % 4}/file${i}`, `${i}`.repeat(20_000 + i))));
+    const members = (tar: Buffer, size: number) => Buffer.concat(Array.from({ length: Math.ceil(tar.length / size) }, (_, i) => gzipSync(tar.subarray(i * size, (i + 1) * size))));
+    const one = await (await extract(layer)).extracted;
+    for (const [size, chunk] of [[64 * 1024, 7000], [100_000, 300_000], [5_000, 1 << 20]] as const) {
+      const diffDir = join(work.path, `members-${n++}`);
+      await mkdir(diffDir);
+      const bytes = members(layer, size);
+      const chunks = Array.from({ length: Math.ceil(bytes.length / chunk) }, (_, i) => bytes.subarray(i * chunk, (i + 1) * chunk));
+      const result = await extractLayerNatively([Readable.from(chunks)], { compression: 'gzip', diffDir, what: 'test layer' }, new AbortController().signal);
+      assert.equal(result.diffId, one.diffId, `members of ${size} bytes, chunks of ${chunk}`);
+      assert.equal(result.entries, 40);
+      assert.equal(await readFile(join(diffDir, 'dir3/file39'), 'utf8'), '39'.repeat(20_039));
+    }
+    const bytes = members(layer, 64 * 1024);
+    const corrupt = Buffer.from(bytes);
+    corrupt[Math.floor(corrupt.length / 2)]! ^= 0xff;
+    for (const [bad, message] of [[bytes.subarray(0, bytes.length - 100), /unexpected end of file|truncated/], [corrupt, /corrupt|invalid|incorrect|checksum|truncated/]] as const) {
+      const diffDir = join(work.path, `members-${n++}`);
+      await mkdir(diffDir);
+      await assert.rejects(extractLayerNatively([Readable.from([bad])], { compression: 'gzip', diffDir, what: 'test layer' }, new AbortController().signal), (err: Error) => err instanceof BuildfleetError && message.test(err.message));
+    }
+  });
+
   test('a path that leaves the root, or runs through a symlink the layer made, is refused and nothing is written outside', async () => {
     const outside = join(work.path, 'outside');
     await mkdir(outside);
