@@ -37,7 +37,7 @@ function validate(objects: { kind?: string; metadata?: { name?: string } }[]): v
 }
 
 type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
-type PodSpec = { tolerations: { key?: string; operator: string }[]; initContainers?: { securityContext?: { privileged?: boolean } }[]; containers: { image: string; securityContext?: { privileged?: boolean }; volumeMounts?: { name: string }[] }[]; volumes?: { name: string; hostPath: { path: string } }[]; nodeSelector: Record<string, string> };
+type PodSpec = { hostPID?: boolean; tolerations: { key?: string; operator: string }[]; initContainers?: { securityContext?: { privileged?: boolean } }[]; containers: { image: string; securityContext?: { privileged?: boolean }; volumeMounts?: { name: string }[] }[]; volumes?: { name: string; hostPath: { path: string } }[]; nodeSelector: Record<string, string> };
 const podSpec = (objects: ReturnType<typeof kubeManifests>, name: string) => ((objects.find((o) => o.metadata.name === name)?.spec as { template: { spec: PodSpec } }).template.spec);
 
 test('every generated object validates against the Kubernetes schemas, and an invalid one would not', () => {
@@ -58,15 +58,18 @@ test('RBAC is least privilege: no wildcards, exactly the calls the agent makes',
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'buildfleet-agent', namespace: 'buildfleet' }]);
 });
 
-test('the agent gets the socket, diskstats and both disks; only its disk set-up is privileged; the pre-pull tolerates the startup taint only', () => {
+test('the agent gets the socket, diskstats and both disks, the host PID namespace and privilege to restart the runtime; the pre-pull is unprivileged and tolerates the startup taint only', () => {
   const objects = kubeManifests(settings);
   const agent = podSpec(objects, 'buildfleet-agent-ci');
   assert.deepEqual(agent.volumes?.map((v) => v.hostPath.path), ['/run/containerd/containerd.sock', '/proc/diskstats', '/var/lib/containerd', '/mnt/buildfleet/workload', '/dev']);
   assert.equal(agent.initContainers?.[0]?.securityContext?.privileged, true);
-  assert.notEqual(agent.containers[0]?.securityContext?.privileged, true);
+  assert.equal(agent.containers[0]?.securityContext?.privileged, true);
+  assert.equal(agent.hostPID, true);
   assert.deepEqual(agent.nodeSelector, { 'buildfleet.io/pool': 'ci' });
   const prepull = podSpec(objects, 'buildfleet-prepull-ci');
   assert.equal(prepull.containers[0]?.image, settings.buildImage);
+  assert.notEqual(prepull.containers[0]?.securityContext?.privileged, true);
+  assert.notEqual(prepull.hostPID, true);
   assert.deepEqual(prepull.tolerations, [{ key: DEFAULT_STARTUP_TAINT, operator: 'Exists', effect: 'NoSchedule' }]);
   // The YAML is the same objects.
   assert.deepEqual(parseAllDocuments(manifestsYaml(objects)).map((d) => d.toJS()), objects);

@@ -99,6 +99,9 @@ export function kubeManifests(settings: ManifestSettings): Manifest[] {
         spec: {
           serviceAccountName: account,
           nodeSelector: onPool,
+          // Restarting a hung runtime is `nsenter --target 1 ... systemctl restart containerd`: the
+          // host's PID namespace and a privileged agent, as node-problem-detector's remedies need.
+          hostPID: true,
           // The agent must run where nothing else may: on tainted (starting) and cordoned nodes.
           tolerations: [{ operator: 'Exists' }],
           initContainers: [
@@ -127,7 +130,7 @@ export function kubeManifests(settings: ManifestSettings): Manifest[] {
                 { name: 'BUILDFLEET_DISKSTATS', value: '/host/proc/diskstats' },
               ],
               resources: { requests: { cpu: '20m', memory: '64Mi' }, limits: { memory: '256Mi' } },
-              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true },
+              securityContext: { privileged: true, readOnlyRootFilesystem: true },
               volumeMounts: [
                 { name: 'runtime-socket', mountPath: '/host/run/runtime.sock' },
                 { name: 'diskstats', mountPath: '/host/proc/diskstats', readOnly: true },

@@ -46,8 +46,6 @@ export type ManagerOptions = {
   providers?: ProviderResolver;
   /** How often a roll reads node states while it waits (default 500 ms; tests with an in-memory provider go faster). */
   pollMs?: number;
-  /** After a drained node's builds end, how long their `pool exec` clients get to collect the output before it is deleted (default 5 s). */
-  collectGraceMs?: number;
 };
 
 export type ApplyOptions = {
@@ -225,7 +223,6 @@ export class PoolManager {
       ...(options.drainTimeoutSeconds !== undefined && { drainTimeoutSeconds: options.drainTimeoutSeconds }),
       log: this.log,
       ...(this.options.pollMs !== undefined && { pollMs: this.options.pollMs }),
-      ...(this.options.collectGraceMs !== undefined && { collectGraceMs: this.options.collectGraceMs }),
     };
   }
 
@@ -244,7 +241,7 @@ export class PoolManager {
     const provider = this.providerFor(spec.provider);
     // Best effort: a half-made node takes no jobs anyway, and goes all the same.
     await provider.cordon(spec.name, id, 'scale-down').catch(() => {});
-    await drain(provider, spec.name, [id], Date.now() + drainTimeoutSeconds * 1000, this.log, 1000, this.options.collectGraceMs);
+    await drain(provider, spec.name, [id], Date.now() + drainTimeoutSeconds * 1000, this.log, 1000);
     this.log(`deleting node ${spec.name}-${id}`);
     await provider.deleteNode(spec.name, id);
   }

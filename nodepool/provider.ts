@@ -26,7 +26,7 @@ export type NodeDescription = {
   cordoned: boolean;
   /** The node's agent is there to report (local: its process is alive). */
   agentAlive: boolean;
-  /** Jobs running on the node, counted without asking its runtime (which may hang). */
+  /** Jobs on the node that have not ended for their clients (running, or ended with their exit code and output not read yet), counted without asking its runtime (which may hang). */
   runningJobs: number;
   /** Provider-specific facts, shown only in JSON output (local: loop devices, the runtime socket). */
   details: Record<string, unknown>;

@@ -22,8 +22,6 @@ export type RollOptions = {
   log?: (line: string) => void;
   /** How often node states are read while waiting (default 500 ms). */
   pollMs?: number;
-  /** After a drained node's builds end, how long their clients get to collect the output (default COLLECT_GRACE_MS). */
-  collectGraceMs?: number;
 };
 
 export type RollResult = { pool: string; images: string[]; created: string[]; removed: string[]; seconds: number };
@@ -76,7 +74,7 @@ export async function executeRoll(provider: Provider, spec: PoolSpec, pinned: Pi
       log(`roll: cordoning ${step.ids.map(name).join(', ')}`);
       await Promise.all(step.ids.map((id) => provider.cordon(pool, id, 'roll')));
     } else if (step.action === 'drain') {
-      await drain(provider, pool, step.ids, Date.now() + (options.drainTimeoutSeconds ?? spec.remediation.drainTimeoutSeconds) * 1000, log, options.pollMs ?? 500, options.collectGraceMs);
+      await drain(provider, pool, step.ids, Date.now() + (options.drainTimeoutSeconds ?? spec.remediation.drainTimeoutSeconds) * 1000, log, options.pollMs ?? 500);
     } else {
       log(`roll: deleting ${step.ids.map(name).join(', ')}`);
       await Promise.all(step.ids.map((id) => provider.deleteNode(pool, id)));
@@ -120,32 +118,21 @@ async function waitNewNodes(provider: Provider, pool: string, ids: string[], tim
   }
 }
 
-/** How long a drain waits, once a node's builds have ended, for their `pool exec` clients to read the exit code and the last output. */
-export const COLLECT_GRACE_MS = 5000;
-
 /**
  * Waits until the (cordoned) nodes run no build, or until the deadline: what is still running
- * then is cut off by the node's deletion, as a cloud's drain timeout does. `runningJobs` drops
- * when a build's processes end, before its client has read the exit code and the end of the
- * log from the node's runtime; the provider interface cannot tell that moment, so a node whose
- * builds ended during the drain is kept `collectGraceMs` longer.
+ * then is cut off by the node's deletion, as a cloud's drain timeout does. A provider counts a
+ * build as running until its client has collected its exit code and output (NodeDescription.
+ * runningJobs), so a node whose builds ended is free to go.
  */
-export async function drain(provider: Provider, pool: string, ids: string[], deadline: number, log: (line: string) => void, pollMs = 1000, collectGraceMs = COLLECT_GRACE_MS): Promise<void> {
+export async function drain(provider: Provider, pool: string, ids: string[], deadline: number, log: (line: string) => void, pollMs = 1000): Promise<void> {
   let said = '';
-  let hadBuilds = false;
   for (;;) {
     const busy: string[] = [];
     for (const id of ids) {
       const jobs = (await provider.describeNode(pool, id)).runningJobs;
       if (jobs > 0) busy.push(`${pool}-${id} (${jobs})`);
     }
-    if (busy.length === 0 && hadBuilds && Date.now() < deadline) {
-      hadBuilds = false;
-      await sleep(Math.min(collectGraceMs, Math.max(0, deadline - Date.now())));
-      continue;
-    }
     if (busy.length === 0) return;
-    hadBuilds = true;
     if (Date.now() >= deadline) {
       log(`drain deadline passed: deleting with builds still running on ${busy.join(', ')}`);
       return;

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
@@ -23,7 +23,52 @@ export const WORKSPACE = '/workspace';
 
 export type LocalJobTarget = { pool: string; node: string; nodeDir: string; dockerSocket: string; workloadMount: string };
 
+/**
+ * A job counts as running on its node (`runningJobs`, what a drain waits for) from its start until
+ * its client has read its exit code and the end of its log and removed its container, not only
+ * while its processes run: a file per job in the node dir with the client's pid. A client that
+ * died no longer holds the node (its pid is gone), its container's processes still do.
+ */
+const IN_FLIGHT = 'jobs-in-flight';
+
+export async function jobsInFlight(nodeDir: string): Promise<number> {
+  const dir = join(nodeDir, IN_FLIGHT);
+  let count = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = Number((await readFile(join(dir, name), 'utf8').catch(() => '')).trim());
+    if (pid > 0 && isAlive(pid)) count++;
+  }
+  return count;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function markInFlight(nodeDir: string, id: string): Promise<() => Promise<void>> {
+  const dir = join(nodeDir, IN_FLIGHT);
+  await mkdir(dir, { recursive: true });
+  const marker = join(dir, id);
+  await writeFile(`${marker}.tmp`, String(process.pid));
+  await rename(`${marker}.tmp`, marker);
+  return () => rm(marker, { force: true });
+}
+
 export async function runContainerJob(target: LocalJobTarget, job: JobRequest, io: JobIO): Promise<JobRun> {
+  const done = await markInFlight(target.nodeDir, job.id);
+  try {
+    return await runMarkedJob(target, job, io);
+  } finally {
+    await done();
+  }
+}
+
+async function runMarkedJob(target: LocalJobTarget, job: JobRequest, io: JobIO): Promise<JobRun> {
   const workdir = join(target.workloadMount, 'jobs', job.id);
   await mkdir(workdir, { recursive: true });
   const docker = new Docker({ socketPath: target.dockerSocket });

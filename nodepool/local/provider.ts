@@ -14,7 +14,7 @@ import { bindWorkloadDir, createDisk, freeBytes } from './disks.js';
 import { cleanupNode, nodeProcessFromPidfile, releaseDisksBelow } from './cleanup.js';
 import { joinCgroup, nodeCgroupName, nodeDaemonsCgroupName, runningContainers, sweepNodeCgroups } from './cgroups.js';
 import { isAlive } from './processes.js';
-import { runContainerJob } from './jobs.js';
+import { jobsInFlight, runContainerJob } from './jobs.js';
 import { bakeKey, DiskStore, removeDiskStoreIfUnused } from './disk-store.js';
 import { SharedBlobCache } from '../prepull/blob-cache.js';
 import { bakeImages } from './bake.js';
@@ -202,8 +202,9 @@ export class LocalProvider implements Provider {
       disks: { runtime: { sizeBytes: node?.disks.runtime.sizeBytes ?? 0 }, workload: { sizeBytes: node?.disks.workload.sizeBytes ?? 0, mountPoint: paths.workloadMount } },
       cordoned: existsSync(paths.cordon),
       agentAlive: agentPid > 0 && isAlive(agentPid),
-      // From the containers' cgroups: a hung dockerd cannot answer, the kernel can.
-      runningJobs: (await runningContainers(nodeCgroupName(paths.dir))).length,
+      // From the containers' cgroups (a hung dockerd cannot answer, the kernel can), and the jobs
+      // whose clients have not read their end yet (jobs.ts): whichever counts more.
+      runningJobs: Math.max((await runningContainers(nodeCgroupName(paths.dir))).length, await jobsInFlight(paths.dir)),
       details: {
         dockerSocket: paths.dockerSocket,
         ...(node?.disks.runtime.loopDevice && { runtimeLoopDevice: node.disks.runtime.loopDevice }),
