@@ -541,7 +541,7 @@ static void export_function(napi_env env, napi_value exports, const char *name, 
   napi_set_named_property(env, exports, name, value);
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+void register_addon(napi_env env, napi_value exports) {
   export_function(env, exports, "gzipMember", gzip_member);
   export_function(env, exports, "sha256New", sha256_new);
   export_function(env, exports, "sha256Update", sha256_update);
@@ -550,11 +550,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_function(env, exports, "crc64Update", crc64_update);
   export_function(env, exports, "crc64UpdateSync", crc64_update_sync);
   export_function(env, exports, "crc64Final", crc64_final);
-  register_layer_extract(env, exports);
   napi_value version;
   napi_create_string_utf8(env, LIBDEFLATE_VERSION_STRING, NAPI_AUTO_LENGTH, &version);
   napi_set_named_property(env, exports, "libdeflateVersion", version);
-  return exports;
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -34,6 +34,7 @@ void crc64_ready(void);
 uint64_t crc64_update_bytes(uint64_t crc, const unsigned char *p, size_t n);
 void hex_digest(EVP_MD_CTX *ctx, char out[65]);
 
-/* layer_extract.c */
+/* What module.c registers: addon.c's gzip and hashes, layer_extract.c's extractor. */
+void register_addon(napi_env env, napi_value exports);
 void register_layer_extract(napi_env env, napi_value exports);
 #endif
