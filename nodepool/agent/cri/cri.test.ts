@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import { execa } from 'execa';
 import { BuildfleetError } from '../../../imagebuilder/errors.js';
 import { RegistryServer } from '../../daemons/index.js';
-import { ensureMachineSetup, tempDir } from '../../../test/helpers/real.js';
+import { ensureMachineSetup, stopProcess, tempDir } from '../../../test/helpers/real.js';
 import { RuntimeProbeDetector } from '../detectors/runtime-probe.js';
 import type { DetectorSink } from '../problems.js';
 import { CriClient } from './client.js';
@@ -63,7 +63,7 @@ test('the CRI probe: a stopped containerd misses the deadline, counted as a hang
   const sink: DetectorSink = { problem: () => {}, event: (name, fields) => events.push(`${name} ${String(fields.error)}`), observe: () => {} };
   const detector = new RuntimeProbeDetector(new CriRuntime(cri), 2, sink);
   assert.equal((await detector.probe(2000)).ok, true);
-  process.kill(containerd.pid!, 'SIGSTOP');
+  await stopProcess(containerd.pid!);
   try {
     const first = await detector.probe(500);
     assert.deepEqual([first.ok, first.hung], [false, false]);
