@@ -83,9 +83,10 @@ function describeInPlace(plan: GkePlan, spec: PoolSpec): string[] {
   const lines: string[] = [];
   const nodeSettings = plan.inPlace.settings.filter((setting) => setting !== 'autoscaling');
   if (nodeSettings.length > 0) {
-    // GKE applies labels and taints to the running nodes; a new kubelet config or image streaming setting it rolls out by re-creating them (surge upgrade).
+    // GKE applies labels and taints to the running nodes without re-creating them (its documented
+    // dynamic update); node system settings it may roll out by re-creating nodes: said, so no one is surprised.
     const recreates = nodeSettings.filter((setting) => setting === 'kubeletConfig' || setting === 'gcfsConfig');
-    lines.push(`update node pool ${plan.nodePool} in place (updateNodePool): ${nodeSettings.join(', ')}${recreates.length > 0 ? `; GKE re-creates the nodes for ${recreates.join(' and ')} (its surge upgrade)` : ''}`);
+    lines.push(`update node pool ${plan.nodePool} in place (updateNodePool): ${nodeSettings.join(', ')}${recreates.length > 0 ? `; GKE may re-create the nodes for ${recreates.join(' and ')} (its node upgrade strategy)` : ''}`);
   }
   if (plan.inPlace.settings.includes('autoscaling')) {
     lines.push(gke.autoscaling ? `set autoscaling of node pool ${plan.nodePool} to ${gke.autoscaling.min}-${gke.autoscaling.max} nodes (setNodePoolAutoscaling)` : `turn autoscaling of node pool ${plan.nodePool} off (setNodePoolAutoscaling)`);

@@ -135,7 +135,7 @@ export function changedUpdatableSettings(current: PoolSpec, wanted: PoolSpec): U
  * One `updateNodePool` carrying the wanted value of each setting named (and nothing else: GKE
  * changes what a request carries). Labels and taints are whole sets (NodeLabels / NodeTaints
  * replace the pool's), so the pool label and the startup taint go along. `nodeVersion` and
- * `imageType`, though marked required in the proto, are left out as gcloud and Terraform do for
+ * `imageType`, though marked required in the proto, are left out as Terraform's provider does for
  * such updates: "-" would upgrade the nodes to the control plane's version, and the image type
  * is fixed at creation here.
  */
