@@ -24,14 +24,57 @@ test('a bigger count is one setNodePoolSize; a smaller one a setNodePoolSize per
   assert.deepEqual(describeGkePlan(same, spec), ['pool ci matches its spec: nothing to do']);
 });
 
-test('a boot disk change is a rotation (create the new pool, delete the old); label changes are named as not applied', () => {
-  const bigger = gkeSpec({ nodes: 3, gke: { bootDisk: { type: 'pd-balanced', sizeGb: 200 } } });
+test('a boot disk change is a rotation (create the new pool with every wanted setting, delete the old); no in-place update beside it', () => {
+  const bigger = gkeSpec({ nodes: 3, gke: { bootDisk: { type: 'pd-balanced', sizeGb: 200 }, labels: { team: 'web' }, autoscaling: { min: 1, max: 4 } } });
   const plan = planGkeApply(spec, bigger);
   assert.deepEqual(plan.requests.map((r) => r.method), ['createNodePool', 'deleteNodePool']);
   assert.equal(plan.rotation?.newPool, gkePoolName(bigger));
-  const relabelled = planGkeApply(spec, gkeSpec({ nodes: 2, gke: { labels: { team: 'web' } } }));
-  assert.deepEqual([relabelled.requests, relabelled.notApplied], [[], ['labels']]);
-  assert.match(describeGkePlan(relabelled, spec).join('\n'), /not applied .*labels/);
+  assert.equal(plan.inPlace, undefined);
+  const nodePool = (plan.requests[0]!.request as { nodePool: { config: { labels: object }; autoscaling: object } }).nodePool;
+  assert.deepEqual(nodePool.config.labels, { team: 'web', 'buildfleet.io/pool': 'ci' });
+  assert.deepEqual(nodePool.autoscaling, { enabled: true, minNodeCount: 1, maxNodeCount: 4 });
+});
+
+test('labels and autoscaling change in place: one updateNodePool with the whole label set, then setNodePoolAutoscaling, then the resize', () => {
+  const wanted = gkeSpec({ nodes: 3, gke: { labels: { team: 'web' }, autoscaling: { min: 1, max: 5 } } });
+  const plan = planGkeApply(spec, wanted);
+  assert.equal(plan.nodePool, gkePoolName(spec), 'the same node pool');
+  assert.equal(plan.rotation, undefined);
+  assert.deepEqual(plan.inPlace?.settings, ['labels', 'autoscaling']);
+  assert.deepEqual(plan.requests, [
+    { method: 'updateNodePool', request: { name: pool, labels: { labels: { team: 'web', 'buildfleet.io/pool': 'ci' } } } },
+    { method: 'setNodePoolAutoscaling', request: { name: pool, autoscaling: { enabled: true, minNodeCount: 1, maxNodeCount: 5 } } },
+    { method: 'setNodePoolSize', request: { name: pool, nodeCount: 3 } },
+  ]);
+  assert.deepEqual(describeGkePlan(plan, wanted), [
+    `update node pool ${gkePoolName(spec)} in place (updateNodePool): labels`,
+    `set autoscaling of node pool ${gkePoolName(spec)} to 1-5 nodes (setNodePoolAutoscaling)`,
+    `resize node pool ${gkePoolName(spec)} from 2 to 3 node(s)`,
+  ]);
+});
+
+test('taints, kubelet config and image streaming go in one updateNodePool; bounds removed turn autoscaling off', () => {
+  const current = gkeSpec({ nodes: 2, gke: { imageStreaming: true, autoscaling: { min: 1, max: 3 } } });
+  const taint = { key: 'startup-taint.cluster-autoscaler.kubernetes.io/other', value: 'x' };
+  const wanted = gkeSpec({ nodes: 2, gke: { startupTaint: taint, kubeletConfig: { imageGcHighThresholdPercent: 70, imageGcLowThresholdPercent: 60 } } });
+  const plan = planGkeApply(current, wanted);
+  assert.deepEqual(plan.inPlace?.settings, ['taints', 'kubeletConfig', 'gcfsConfig', 'autoscaling']);
+  assert.deepEqual(plan.requests, [
+    {
+      method: 'updateNodePool',
+      request: {
+        name: pool,
+        taints: { taints: [{ ...taint, effect: 'NO_SCHEDULE' }] },
+        kubeletConfig: { imageGcHighThresholdPercent: 70, imageGcLowThresholdPercent: 60 },
+        gcfsConfig: { enabled: false },
+      },
+    },
+    { method: 'setNodePoolAutoscaling', request: { name: pool, autoscaling: { enabled: false } } },
+  ]);
+  const lines = describeGkePlan(plan, wanted);
+  assert.match(lines[0]!, /updateNodePool\): taints, kubeletConfig, gcfsConfig; GKE may re-create the nodes for kubeletConfig and gcfsConfig/);
+  assert.match(lines[1]!, /turn autoscaling of node pool ci-[0-9a-f]{6} off/);
+  assert.equal(planGkeApply(wanted, wanted).inPlace, undefined, 'nothing changed: no update');
 });
 
 test('BUILDFLEET_GKE_ENDPOINT: https keeps credentials; plain http only to loopback, and then none are sent', () => {

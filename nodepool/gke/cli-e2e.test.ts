@@ -36,6 +36,7 @@ before(async () => {
   const kubeconfig = { apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'fake', cluster: { server: kube.url, 'insecure-skip-tls-verify': true } }], users: [{ name: 'fake', user: {} }], contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'fake' } }], 'current-context': 'fake' };
   await writeFile(join(dir, 'kubeconfig'), stringify(kubeconfig));
   await writeFile(join(dir, 'pool.yaml'), stringify(specInput));
+  await writeFile(join(dir, 'pool-relabelled.yaml'), stringify({ ...specInput, nodes: 3, gke: { ...specInput.gke, labels: { team: 'web' }, autoscaling: { min: 1, max: 5 } } }));
   await writeFile(join(dir, 'pool-bigger-disk.yaml'), stringify({ ...specInput, nodes: 3, gke: { ...specInput.gke, bootDisk: { type: 'pd-balanced', sizeGb: 200 } } }));
   env = {
     BUILDFLEET_STATE_DIR: join(dir, 'state'),
@@ -83,7 +84,7 @@ const json = (result: CliResult) => JSON.parse(result.stdout) as { pool?: { node
 const first = gkeSpec({ nodes: 2 });
 const rotated = gkeSpec({ nodes: 3, gke: { bootDisk: { type: 'pd-balanced', sizeGb: 200 } } });
 
-test('pool apply (create) -> status -> resize -> a disk change rotates with never fewer serving nodes than asked -> delete, through the real CLI', { timeout: 120_000 }, async () => {
+test('pool apply (create) -> status -> resize -> labels and autoscaling change in place -> a disk change rotates with never fewer serving nodes than asked -> delete, through the real CLI', { timeout: 120_000 }, async () => {
   // Create, not waiting for the agent: the nodes are registered Ready but still carry the startup taint.
   await cli('--json', 'pool', 'apply', '-f', join(dir, 'pool.yaml'), '--no-wait');
   assert.deepEqual(fake.mutations().map((r) => [r.httpMethod, r.path]), [['POST', `${cluster}/nodePools`]]);
@@ -115,20 +116,41 @@ test('pool apply (create) -> status -> resize -> a disk change rotates with neve
   assert.match(table, /NODE +PHASE +K8S READY +SCHEDULING +TAINTS +RUNTIME +RUNTIME DISK +WORKLOAD DISK/);
   assert.match(table, /gke-builds-ci-[0-9a-f]{6}-0001 +Ready +True +schedulable +- +- +- +Saturated \(IoUtilisation\)/);
 
+  // New labels and autoscaling bounds: GKE changes them in place, so no rotation and no node
+  // replaced. The dry run prints exactly what the apply then sends.
+  const poolPath = `${cluster}/nodePools/${gkePoolName(first)}`;
+  const namesBefore = link.nodes(gkePoolName(first)).map((node) => node.metadata.name);
+  let sentBefore = fake.mutations().length;
+  const dryUpdate = await dryRun(join(dir, 'pool-relabelled.yaml'));
+  assert.equal(fake.mutations().length, sentBefore);
+  assert.deepEqual(dryUpdate.steps, [`update node pool ${gkePoolName(first)} in place (updateNodePool): labels`, `set autoscaling of node pool ${gkePoolName(first)} to 1-5 nodes (setNodePoolAutoscaling)`]);
+  nodes = json(await cli('--json', 'pool', 'apply', '-f', join(dir, 'pool-relabelled.yaml'))).pool!.nodes;
+  const updates = fake.mutations().slice(sentBefore).map((r) => ({ httpMethod: r.httpMethod, path: r.path, body: r.body }));
+  assert.deepEqual(updates, [
+    { httpMethod: 'PUT', path: poolPath, body: { labels: { labels: { team: 'web', 'buildfleet.io/pool': 'ci' } } } },
+    { httpMethod: 'POST', path: `${poolPath}:setAutoscaling`, body: { autoscaling: { enabled: true, minNodeCount: 1, maxNodeCount: 5 } } },
+  ]);
+  assert.deepEqual(updates, dryUpdate.requests, 'the dry run printed exactly what was sent');
+  assert.deepEqual(fake.pools.get(gkePoolName(first))?.autoscaling, { enabled: true, minNodeCount: 1, maxNodeCount: 5 });
+  assert.deepEqual(link.nodes(gkePoolName(first)).map((node) => [node.metadata.name, node.metadata.labels?.team]), namesBefore.map((name) => [name, 'web']), 'the same nodes, relabelled');
+  assert.deepEqual(nodes.map((n) => [n.name, n.phase]), namesBefore.map((name) => [name, 'Ready']));
+
   // A bigger boot disk: GKE cannot change it in place, so a rotation. Never fewer than 3 serving.
   // The dry run first: it sends nothing, and prints exactly what the apply then sends.
   const requestsBefore = fake.requests.length;
+  sentBefore = fake.mutations().length;
   const dry = await dryRun(join(dir, 'pool-bigger-disk.yaml'));
   assert.equal(fake.requests.length, requestsBefore);
   assert.match(dry.steps.join('\n'), /create node pool ci-[0-9a-f]{6} with 3 nodes/);
   const since = Date.now();
   nodes = json(await cli('--json', 'pool', 'apply', '-f', join(dir, 'pool-bigger-disk.yaml'))).pool!.nodes;
-  assert.deepEqual(fake.mutations().slice(2).map((r) => [r.httpMethod, r.path]), [
+  const rotation = fake.mutations().slice(sentBefore);
+  assert.deepEqual(rotation.map((r) => [r.httpMethod, r.path]), [
     ['POST', `${cluster}/nodePools`],
     ['DELETE', `${cluster}/nodePools/${gkePoolName(first)}`],
   ]);
-  assert.deepEqual(fake.mutations().slice(2).map((r) => ({ httpMethod: r.httpMethod, path: r.path, ...(r.body === undefined ? {} : { body: r.body }) })), dry.requests, 'the dry run printed exactly what was sent');
-  const created = fake.mutations()[2]!.body as { nodePool: { name: string; initialNodeCount: number; config: { diskSizeGb?: number; bootDisk: { sizeGb: string | number } } } };
+  assert.deepEqual(rotation.map((r) => ({ httpMethod: r.httpMethod, path: r.path, ...(r.body === undefined ? {} : { body: r.body }) })), dry.requests, 'the dry run printed exactly what was sent');
+  const created = rotation[0]!.body as { nodePool: { name: string; initialNodeCount: number; config: { diskSizeGb?: number; bootDisk: { sizeGb: string | number } } } };
   assert.equal(created.nodePool.name, gkePoolName(rotated));
   assert.equal(created.nodePool.initialNodeCount, 3);
   assert.equal(Number(created.nodePool.config.bootDisk.sizeGb), 200);
@@ -139,8 +161,9 @@ test('pool apply (create) -> status -> resize -> a disk change rotates with neve
   assert.equal(link.lowestServing('ci', since), 3, `serving counts during the rotation: ${during.map((s) => s.serving).join(' ')}`);
 
   // Delete: drained, then the node pool goes, and the record.
+  sentBefore = fake.mutations().length;
   await cli('--json', 'pool', 'delete', 'ci');
-  assert.deepEqual(fake.mutations().slice(4).map((r) => [r.httpMethod, r.path]), [['DELETE', `${cluster}/nodePools/${gkePoolName(rotated)}`]]);
+  assert.deepEqual(fake.mutations().slice(sentBefore).map((r) => [r.httpMethod, r.path]), [['DELETE', `${cluster}/nodePools/${gkePoolName(rotated)}`]]);
   assert.equal(fake.pools.size, 0);
   assert.deepEqual(link.nodes(), []);
   assert.deepEqual(await readdir(join(dir, 'state', 'pools')).catch(() => []), []);

@@ -74,6 +74,10 @@ export function transportOver(client: Client): GkeTransport {
           return (await client.setNodePoolSize(request.request, options))[0];
         case 'deleteNodePool':
           return (await client.deleteNodePool(request.request, options))[0];
+        case 'updateNodePool':
+          return (await client.updateNodePool(request.request, options))[0];
+        case 'setNodePoolAutoscaling':
+          return (await client.setNodePoolAutoscaling(request.request, options))[0];
         case 'getOperation':
           return (await client.getOperation(request.request, options))[0];
         case 'getNodePool':

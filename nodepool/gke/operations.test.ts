@@ -5,7 +5,7 @@ import { FAKE_TOKEN, FAST_POLLS, gkeSpec, startFakeGke, type FakeGkeSetup } from
 import { clusterManagerTransport } from './client.js';
 import { gkeDryRun, wireRequests } from './dry-run.js';
 import { GkeOperations } from './operations.js';
-import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, setNodePoolSizeRequest } from './requests.js';
+import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, setNodePoolAutoscalingRequest, setNodePoolSizeRequest, updateNodePoolRequest } from './requests.js';
 
 // The real @google-cloud/container client (REST fallback) against the fake GKE on loopback.
 
@@ -121,6 +121,37 @@ test('a wrong token is refused as UNAUTHENTICATED, naming Application Default Cr
   } finally {
     await transport.close();
   }
+});
+
+test('in place: updateNodePool is a PUT carrying only what changed (NodeLabels, NodeTaints, kubeletConfig, gcfsConfig), setNodePoolAutoscaling a POST :setAutoscaling; the dry run prints the same', async () => {
+  const { fake, operations } = setup;
+  fake.requests.length = 0;
+  const wanted = gkeSpec({ ...spec, gke: { ...gke, labels: { team: 'web' }, imageStreaming: false, kubeletConfig: { imageGcHighThresholdPercent: 70, imageGcLowThresholdPercent: 60 }, autoscaling: { min: 2, max: 6 } } });
+  const requests = [updateNodePoolRequest(wanted, pool, ['labels', 'taints', 'kubeletConfig', 'gcfsConfig']), setNodePoolAutoscalingRequest(wanted.gke!, pool)];
+  for (const request of requests) assert.equal((await operations.run(request)).status, 'DONE');
+  const sent = fake.mutations().map((r) => ({ httpMethod: r.httpMethod, path: r.path, body: r.body }));
+  assert.deepEqual(sent, [
+    {
+      httpMethod: 'PUT',
+      path: `${cluster}/nodePools/${pool}`,
+      body: {
+        labels: { labels: { team: 'web', 'buildfleet.io/pool': 'ci' } },
+        taints: { taints: [{ key: 'startup-taint.cluster-autoscaler.kubernetes.io/buildfleet-prepull', value: 'true', effect: 1 }] },
+        kubeletConfig: { imageGcHighThresholdPercent: 70, imageGcLowThresholdPercent: 60 },
+        gcfsConfig: { enabled: false },
+      },
+    },
+    { httpMethod: 'POST', path: `${cluster}/nodePools/${pool}:setAutoscaling`, body: { autoscaling: { enabled: true, minNodeCount: 2, maxNodeCount: 6 } } },
+  ]);
+  assert.deepEqual(await wireRequests(requests), sent);
+  const stored = fake.pools.get(pool)!;
+  assert.deepEqual((stored.config as { labels: object }).labels, { team: 'web', 'buildfleet.io/pool': 'ci' });
+  assert.deepEqual((stored.config as { gcfsConfig: object }).gcfsConfig, { enabled: false });
+  assert.deepEqual(stored.autoscaling, { enabled: true, minNodeCount: 2, maxNodeCount: 6 });
+  assert.equal(stored.nodeCount, 2, 'no node added or removed');
+  fake.holdBusy(1);
+  await operations.run(setNodePoolAutoscalingRequest(gke, pool));
+  assert.equal(fake.mutations().length, 4, 'refused once (another operation), sent again');
 });
 
 test('delete: DELETE on the pool, polled to DONE, and the pool is gone', async () => {

@@ -6,7 +6,7 @@ import type { NodeCondition, NodeStatus, PinnedImage, StateStore } from '../stat
 import type { ClusterNodes, KubeNodeView } from './cluster-nodes.js';
 import { clusterManagerTransport, type GkeConnection, type GkeTransport } from './client.js';
 import { GkeOperations, type GkeOperationsOptions } from './operations.js';
-import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, requireGke, setNodePoolSizeRequest } from './requests.js';
+import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, requireGke, setNodePoolSizeRequest, type MutatingRequest } from './requests.js';
 import { planRotation, rotate, serving, waitServing, type RotationPlan } from './rotation.js';
 
 /**
@@ -149,6 +149,14 @@ export class GkeProvider implements Provider {
       if (Date.now() > deadline) throw new BuildfleetError('environment', `GKE node pool ${gkePoolName(spec)}: fewer than ${count} nodes registered with Kubernetes in time`);
       await sleep(this.options.pollMs ?? 5_000);
     }
+  }
+
+  /** Settings the node pool changes in place (updateNodePool, setNodePoolAutoscaling: apply.ts plans them), one operation each, in order. */
+  async updateInPlace(spec: PoolSpec, requests: MutatingRequest[]): Promise<void> {
+    await this.locked(gkePoolName(spec), async () => {
+      const operations = await this.operationsFor(spec);
+      for (const request of requests) await operations.run(request);
+    });
   }
 
   /** Images come from the pre-pull DaemonSet (kube/), settings from the node pool: nothing per node. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { KubeClusterNodes } from '../../../kube/cluster-nodes.js';
-import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, setNodePoolSizeRequest } from '../../../nodepool/gke/requests.js';
+import { createNodePoolRequest, deleteNodePoolRequest, gkePoolName, setNodePoolSizeRequest, updateNodePoolRequest } from '../../../nodepool/gke/requests.js';
 import { waitFor } from '../../helpers/wait.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../kube-api/server.js';
 import { ClusterLink } from './cluster-link.js';
@@ -59,6 +59,30 @@ test('a resize registers or removes nodes (cordoned first); a delete removes the
   assert.equal((await nodes.listPoolNodes(pool)).length, 2);
   await setup.operations.run(deleteNodePoolRequest(gke, pool));
   assert.deepEqual(await nodes.listPoolNodes(pool), []);
+});
+
+test('an in-place update replaces the labels and taints the pool gave its nodes; a startup taint the agent removed stays removed', async () => {
+  const first = gkeSpec({ name: 'upd', nodes: 2, gke: { labels: { team: 'ci', tier: 'a' } } });
+  const name = gkePoolName(first);
+  await setup.operations.run(createNodePoolRequest(first));
+  const [one, two] = link.nodes(name).map((node) => node.metadata.name);
+  link.untaintAll();
+  await nodes.cordon(one!, 'test');
+  const extra = { key: 'dedicated', value: 'builds', effect: 'NO_EXECUTE' };
+  const relabelled = gkeSpec({ name: 'upd', nodes: 2, gke: { labels: { team: 'web' } } });
+  const request = updateNodePoolRequest(relabelled, name, ['labels', 'taints']);
+  (request.request as { taints: { taints: object[] } }).taints.taints.push(extra);
+  await setup.operations.run(request);
+  for (const node of link.nodes(name)) {
+    const { 'kubernetes.io/hostname': _, ...labels } = node.metadata.labels!;
+    assert.deepEqual(labels, { team: 'web', 'buildfleet.io/pool': 'upd', 'cloud.google.com/gke-nodepool': name });
+  }
+  const views = await nodes.listPoolNodes(name);
+  assert.deepEqual(views.map((v) => [v.name, v.unschedulable, v.taints]), [
+    [one, true, [{ key: 'dedicated', value: 'builds', effect: 'NoExecute' }]],
+    [two, false, [{ key: 'dedicated', value: 'builds', effect: 'NoExecute' }]],
+  ]);
+  await setup.operations.run(deleteNodePoolRequest(gke, name));
 });
 
 test('playing the agent: the startup taint goes untaintAfterMs after registration', async () => {

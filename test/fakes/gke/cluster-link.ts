@@ -93,6 +93,8 @@ export class ClusterLink {
       for (const node of this.nodes(pool)) this.kube.store.delete(NODES, undefined, node.metadata.name);
       return;
     }
+    if (effect.type === 'UPDATE_NODE_POOL') return this.relabel(pool, (effect.previous ?? {}) as WireConfig, (this.gke.pools.get(pool)?.config ?? {}) as WireConfig);
+    if (effect.type === 'SET_NODE_POOL_AUTOSCALING') return;
     const config = (this.gke.pools.get(pool)?.config ?? {}) as WireConfig;
     const want = effect.nodeCount ?? 0;
     for (let have = this.nodes(pool).length; have < want; have++) this.register(pool, config);
@@ -102,6 +104,28 @@ export class ClusterLink {
     for (const node of surplus) this.kube.store.delete(NODES, undefined, node.metadata.name);
   }
 
+  /**
+   * An in-place update reaches the running nodes as GKE applies it: the labels and taints the
+   * pool's config gave them are replaced by the new ones; anything else on a node (the agent
+   * having removed the startup taint, a cordon, kubelet's own labels) stays.
+   */
+  private relabel(pool: string, before: WireConfig, after: WireConfig): void {
+    const taintId = (taint: { key: string; effect: number | string }) => `${taint.key}:${TAINT_EFFECT[String(taint.effect)] ?? String(taint.effect)}`;
+    for (const node of this.nodes(pool)) {
+      const labels = { ...node.metadata.labels };
+      for (const key of Object.keys(before.labels ?? {})) delete labels[key];
+      Object.assign(labels, after.labels, { [GKE_POOL_LABEL]: pool });
+      const spec = (node.spec ?? {}) as { taints?: WireTaint[] };
+      // Only what the update changed: a taint in both sets that the agent already removed stays removed.
+      const beforeIds = new Set((before.taints ?? []).map(taintId));
+      const afterIds = new Set((after.taints ?? []).map(taintId));
+      const kept = (spec.taints ?? []).filter((taint) => afterIds.has(taintId(taint)) || !beforeIds.has(taintId(taint)));
+      const added = (after.taints ?? []).filter((taint) => !beforeIds.has(taintId(taint)) && !kept.some((t) => taintId(t) === taintId(taint))).map(kubeTaint);
+      const taints = [...kept, ...added];
+      this.kube.store.replace(NODES, undefined, node.metadata.name, { ...node, metadata: { ...node.metadata, labels }, spec: { ...spec, taints } });
+    }
+  }
+
   private register(pool: string, config: WireConfig): void {
     const name = `gke-${this.gke.options.cluster}-${pool}-${String(++this.counter).padStart(4, '0')}`;
     const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
@@ -109,7 +133,7 @@ export class ClusterLink {
       metadata: { name, labels: { ...config.labels, [GKE_POOL_LABEL]: pool, 'kubernetes.io/hostname': name } },
       spec: {
         providerID: `gce://${this.gke.options.project}/${this.gke.options.location}/${name}`,
-        taints: (config.taints ?? []).map((taint) => ({ key: taint.key, ...(taint.value !== undefined && { value: taint.value }), effect: TAINT_EFFECT[String(taint.effect)] ?? String(taint.effect) })),
+        taints: (config.taints ?? []).map(kubeTaint),
       },
       status: {
         conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'kubelet is posting ready status', lastHeartbeatTime: now, lastTransitionTime: now }],
@@ -137,6 +161,11 @@ export class ClusterLink {
     if (taints.length === (spec.taints ?? []).length) return;
     this.kube.store.replace(NODES, undefined, name, { ...node, spec: { ...spec, taints } });
   }
+}
+
+/** A container.v1 NodeTaint as Kubernetes writes it on the Node. */
+function kubeTaint(taint: WireTaint): WireTaint {
+  return { key: taint.key, ...(taint.value !== undefined && { value: taint.value }), effect: TAINT_EFFECT[String(taint.effect)] ?? String(taint.effect) };
 }
 
 function isCordoned(node: KubeObject): boolean {

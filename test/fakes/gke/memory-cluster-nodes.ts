@@ -58,7 +58,7 @@ export class MemoryClusterNodes implements ClusterNodes {
     const mine = () => [...this.nodes.values()].filter((node) => node.pool === pool);
     if (effect.type === 'DELETE_NODE_POOL') {
       for (const node of mine()) this.nodes.delete(node.name);
-    } else {
+    } else if (effect.type === 'CREATE_NODE_POOL' || effect.type === 'SET_NODE_POOL_SIZE') {
       const want = effect.nodeCount ?? 0;
       while (mine().length < want) this.register(pool);
       // GKE picks the VMs to remove; here cordoned ones first, as a drained scale-down would want.

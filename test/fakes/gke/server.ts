@@ -16,11 +16,20 @@ import type { AddressInfo } from 'node:net';
  */
 
 export type RecordedRequest = { httpMethod: string; path: string; query: string; body: unknown; authorization?: string };
-export type OperationEffect = { type: 'CREATE_NODE_POOL' | 'SET_NODE_POOL_SIZE' | 'DELETE_NODE_POOL'; nodePool: string; nodeCount?: number };
-type StoredPool = { name: string; config: unknown; initialNodeCount: number; autoscaling?: unknown; nodeCount: number; status: number };
+/** What updateNodePool may carry here (the settings buildfleet changes in place), as on the wire. */
+export type NodePoolUpdate = { labels?: { labels?: Record<string, string> }; taints?: { taints?: unknown[] }; kubeletConfig?: unknown; gcfsConfig?: unknown };
+export type OperationEffect =
+  | { type: 'CREATE_NODE_POOL' | 'SET_NODE_POOL_SIZE' | 'DELETE_NODE_POOL'; nodePool: string; nodeCount?: number }
+  /** `previous`: the pool's config before the update (what a node's labels and taints came from). */
+  | { type: 'UPDATE_NODE_POOL'; nodePool: string; update: NodePoolUpdate; previous?: Record<string, unknown> }
+  | { type: 'SET_NODE_POOL_AUTOSCALING'; nodePool: string; autoscaling: unknown };
+type StoredPool = { name: string; config: Record<string, unknown>; initialNodeCount: number; autoscaling?: unknown; nodeCount: number; status: number };
 type StoredOperation = { name: string; type: number; target: string; polls: number; done: boolean; effect: OperationEffect; error?: { code: number; message: string } };
 
-const OPERATION_TYPE = { CREATE_NODE_POOL: 7, DELETE_NODE_POOL: 8, SET_NODE_POOL_SIZE: 14 } as const;
+// GKE reports a node pool update as UPGRADE_NODES and an autoscaling change as UPDATE_CLUSTER.
+const OPERATION_TYPE = { UPGRADE_NODES: 4, UPDATE_CLUSTER: 6, CREATE_NODE_POOL: 7, DELETE_NODE_POOL: 8, SET_NODE_POOL_SIZE: 14 } as const;
+/** The fields of an UpdateNodePoolRequest body the fake applies; any other is refused, so a stray field shows up in tests. */
+const UPDATABLE = new Set(['labels', 'taints', 'kubeletConfig', 'gcfsConfig']);
 const OPERATION_STATUS = { RUNNING: 2, DONE: 3 } as const;
 const POOL_STATUS = { PROVISIONING: 1, RUNNING: 2, STOPPING: 5 } as const;
 const GRPC_CODE: Record<string, number> = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, UNAUTHENTICATED: 16, UNAVAILABLE: 14 };
@@ -28,7 +37,7 @@ const HTTP_CODE: Record<string, number> = { INVALID_ARGUMENT: 400, FAILED_PRECON
 
 /** token null: an emulator, which refuses any request that carries credentials. */
 export type FakeGkeOptions = { project: string; location: string; cluster: string; token: string | null; pollsToDone?: number };
-export type Refusal = { method?: 'createNodePool' | 'setNodePoolSize' | 'deleteNodePool' | 'getOperation' | 'getNodePool'; status: string; message: string; times?: number };
+export type Refusal = { method?: 'createNodePool' | 'setNodePoolSize' | 'deleteNodePool' | 'updateNodePool' | 'setNodePoolAutoscaling' | 'getOperation' | 'getNodePool'; status: string; message: string; times?: number };
 
 export class FakeGke {
   readonly requests: RecordedRequest[] = [];
@@ -72,7 +81,7 @@ export class FakeGke {
     this.busyRefusals = refusals;
   }
 
-  /** Mutating requests only (create, setSize, delete), in order. */
+  /** Mutating requests only (create, setSize, update, setAutoscaling, delete), in order. */
   mutations(): RecordedRequest[] {
     return this.requests.filter((r) => r.httpMethod !== 'GET');
   }
@@ -117,14 +126,17 @@ export class FakeGke {
   private route(httpMethod: string, path: string): { method: NonNullable<Refusal['method']> | 'listNodePools'; pool?: string; operation?: string; project: string; cluster?: string } | undefined {
     const op = /^\/v1\/projects\/([^/]+)\/locations\/([^/]+)\/operations\/([^/]+)$/.exec(path);
     if (op && httpMethod === 'GET') return { method: 'getOperation', project: op[1]!, operation: op[3]! };
-    const m = /^\/v1\/projects\/([^/]+)\/locations\/([^/]+)\/clusters\/([^/]+)\/nodePools(?:\/([^/:]+))?(:setSize)?$/.exec(path);
+    const m = /^\/v1\/projects\/([^/]+)\/locations\/([^/]+)\/clusters\/([^/]+)\/nodePools(?:\/([^/:]+))?(:setSize|:setAutoscaling)?$/.exec(path);
     if (!m) return undefined;
-    const [, project, , cluster, pool, setSize] = m;
-    if (!pool && httpMethod === 'POST') return { method: 'createNodePool', project: project!, cluster };
-    if (!pool && httpMethod === 'GET') return { method: 'listNodePools', project: project!, cluster };
-    if (pool && setSize && httpMethod === 'POST') return { method: 'setNodePoolSize', pool, project: project!, cluster };
-    if (pool && !setSize && httpMethod === 'GET') return { method: 'getNodePool', pool, project: project!, cluster };
-    if (pool && !setSize && httpMethod === 'DELETE') return { method: 'deleteNodePool', pool, project: project!, cluster };
+    const [, project, , cluster, pool, verb] = m;
+    const at = { project: project!, cluster };
+    if (!pool && httpMethod === 'POST') return { method: 'createNodePool', ...at };
+    if (!pool && httpMethod === 'GET') return { method: 'listNodePools', ...at };
+    if (pool && verb === ':setSize' && httpMethod === 'POST') return { method: 'setNodePoolSize', pool, ...at };
+    if (pool && verb === ':setAutoscaling' && httpMethod === 'POST') return { method: 'setNodePoolAutoscaling', pool, ...at };
+    if (pool && !verb && httpMethod === 'GET') return { method: 'getNodePool', pool, ...at };
+    if (pool && !verb && httpMethod === 'PUT') return { method: 'updateNodePool', pool, ...at };
+    if (pool && !verb && httpMethod === 'DELETE') return { method: 'deleteNodePool', pool, ...at };
     return undefined;
   }
 
@@ -156,11 +168,11 @@ export class FakeGke {
       return { error: 'FAILED_PRECONDITION', message: `Cluster is running incompatible operation ${running?.name ?? 'operation-upgrade-1'}.` };
     }
     if (route.method === 'createNodePool') {
-      const nodePool = (body?.nodePool ?? {}) as { name?: string; config?: unknown; initialNodeCount?: number; autoscaling?: unknown };
+      const nodePool = (body?.nodePool ?? {}) as { name?: string; config?: Record<string, unknown>; initialNodeCount?: number; autoscaling?: unknown };
       if (!nodePool.name) return { error: 'INVALID_ARGUMENT', message: 'Node pool name must be set.' };
       if (this.pools.has(nodePool.name)) return { error: 'ALREADY_EXISTS', message: `Already exists: ${poolPath(nodePool.name)}.` };
       const count = nodePool.initialNodeCount ?? 0;
-      this.pools.set(nodePool.name, { name: nodePool.name, config: nodePool.config, initialNodeCount: count, autoscaling: nodePool.autoscaling, nodeCount: 0, status: POOL_STATUS.PROVISIONING });
+      this.pools.set(nodePool.name, { name: nodePool.name, config: nodePool.config ?? {}, initialNodeCount: count, autoscaling: nodePool.autoscaling, nodeCount: 0, status: POOL_STATUS.PROVISIONING });
       return { body: this.operationJson(this.begin(OPERATION_TYPE.CREATE_NODE_POOL, { type: 'CREATE_NODE_POOL', nodePool: nodePool.name, nodeCount: count })) };
     }
     const pool = this.pools.get(route.pool!);
@@ -168,6 +180,18 @@ export class FakeGke {
     if (route.method === 'setNodePoolSize') {
       const nodeCount = Number((body as { nodeCount?: number } | undefined)?.nodeCount ?? 0);
       return { body: this.operationJson(this.begin(OPERATION_TYPE.SET_NODE_POOL_SIZE, { type: 'SET_NODE_POOL_SIZE', nodePool: pool.name, nodeCount })) };
+    }
+    if (route.method === 'updateNodePool') {
+      const fields = Object.keys(body ?? {}).filter((field) => field !== 'name');
+      const stray = fields.filter((field) => !UPDATABLE.has(field));
+      if (fields.length === 0 || stray.length > 0) return { error: 'INVALID_ARGUMENT', message: `fake: updateNodePool with ${fields.length === 0 ? 'nothing to update' : `fields it does not apply: ${stray.join(', ')}`}.` };
+      return { body: this.operationJson(this.begin(OPERATION_TYPE.UPGRADE_NODES, { type: 'UPDATE_NODE_POOL', nodePool: pool.name, update: body as NodePoolUpdate })) };
+    }
+    if (route.method === 'setNodePoolAutoscaling') {
+      const autoscaling = (body as { autoscaling?: { enabled?: boolean; minNodeCount?: number; maxNodeCount?: number } } | undefined)?.autoscaling;
+      if (!autoscaling) return { error: 'INVALID_ARGUMENT', message: 'Autoscaling must be set.' };
+      if (autoscaling.enabled && (autoscaling.minNodeCount ?? 0) > (autoscaling.maxNodeCount ?? 0)) return { error: 'INVALID_ARGUMENT', message: 'Autoscaling min_node_count must not exceed max_node_count.' };
+      return { body: this.operationJson(this.begin(OPERATION_TYPE.UPDATE_CLUSTER, { type: 'SET_NODE_POOL_AUTOSCALING', nodePool: pool.name, autoscaling })) };
     }
     pool.status = POOL_STATUS.STOPPING;
     return { body: this.operationJson(this.begin(OPERATION_TYPE.DELETE_NODE_POOL, { type: 'DELETE_NODE_POOL', nodePool: pool.name })) };
@@ -190,8 +214,15 @@ export class FakeGke {
       return;
     }
     if (effect.type === 'DELETE_NODE_POOL') this.pools.delete(effect.nodePool);
-    else if (pool) {
-      pool.nodeCount = effect.nodeCount ?? pool.nodeCount;
+    else if (pool && effect.type === 'UPDATE_NODE_POOL') {
+      // Labels and taints arrive wrapped (NodeLabels, NodeTaints); the pool's config holds them bare, as a create gives them.
+      const { labels, taints, ...rest } = effect.update;
+      effect.previous = pool.config;
+      pool.config = { ...pool.config, ...rest, ...(labels && { labels: labels.labels ?? {} }), ...(taints && { taints: taints.taints ?? [] }) };
+    } else if (pool && effect.type === 'SET_NODE_POOL_AUTOSCALING') {
+      pool.autoscaling = effect.autoscaling;
+    } else if (pool) {
+      pool.nodeCount = ('nodeCount' in effect ? effect.nodeCount : undefined) ?? pool.nodeCount;
       pool.status = POOL_STATUS.RUNNING;
     }
     await this.onDone(effect);
