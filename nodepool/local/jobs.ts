@@ -11,6 +11,7 @@ import { readNodeRecord } from '../state/store.js';
 import { LogCursor, LogFrameDecoder, parseLogEntry } from './job-logs.js';
 import { containerBlkioLimits, newContainerShare, nodeDiskBudgets } from './io-budget.js';
 import { imagePathOf, prepareToolcache } from './toolcache.js';
+import { isAlive } from './processes.js';
 
 /**
  * A job on a local node: a container of the job's image on the node's own dockerd, with a
@@ -39,15 +40,6 @@ export async function jobsInFlight(nodeDir: string): Promise<number> {
     if (pid > 0 && isAlive(pid)) count++;
   }
   return count;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function markInFlight(nodeDir: string, id: string): Promise<() => Promise<void>> {
