@@ -1,4 +1,4 @@
-import Docker from 'dockerode';
+import Modem from 'docker-modem';
 import type { ContainerRuntime } from '../nodepool/runtime/container-runtime.js';
 import { DockerRuntime } from '../nodepool/runtime/docker.js';
 import { CriClient } from '../nodepool/agent/cri/client.js';
@@ -27,7 +27,7 @@ export type InClusterRuntime = {
 export async function inClusterRuntime(settings: Pick<InClusterSettings, 'runtime' | 'runtimeSocket'>): Promise<InClusterRuntime> {
   const socket = settings.runtimeSocket;
   const kind = settings.runtime === 'auto' ? await detectRuntimeKind(socket) : settings.runtime;
-  if (kind === 'docker') return { kind, runtime: new DockerRuntime(new Docker({ socketPath: socket })), close: () => {} };
+  if (kind === 'docker') return { kind, runtime: new DockerRuntime(new Modem({ socketPath: socket })), close: () => {} };
   const cri = new CriClient(socket);
   const images = new ContainerdImages(socket);
   return {

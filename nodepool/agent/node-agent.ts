@@ -10,7 +10,6 @@ import type { DetectorSink, EventFields, Observation, Problem } from './problems
 import { RUNTIME_UNHEALTHY, RuntimeProbeDetector } from './detectors/runtime-probe.js';
 import { DiskSaturationDetector } from './detectors/disk-detector.js';
 import { PrePullDetector } from './detectors/prepull.js';
-import { DirectPrePull } from './detectors/direct-prepull.js';
 import type { RuntimeImageStore } from '../runtime/host.js';
 import type { ResumePolicy } from '../prepull/blob-fetch.js';
 import type { SharedBlobCache } from '../prepull/blob-cache.js';
@@ -180,6 +179,9 @@ export class NodeAgent {
 
   private async installDirect(store: RuntimeImageStore, signal: AbortSignal): Promise<void> {
     try {
+      // Loaded only by nodes that pre-pull directly: the registry client and the extractors are
+      // most of the agent's code, and every node pays its loading in CPU at start-up.
+      const { DirectPrePull } = await import('./detectors/direct-prepull.js');
       const marks = await new DirectPrePull(this.sink, { insecureRegistries: this.node.spec.insecureRegistries, ...(this.options.resume && { resume: this.options.resume }), ...(this.options.blobCache && { blobCache: this.options.blobCache }) }).install(this.node.images, store, signal);
       if (marks && !signal.aborted) {
         this.status.install = marks;

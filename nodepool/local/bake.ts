@@ -14,7 +14,7 @@ export async function bakeImages(mountPoint: string, scratch: string, images: re
   const dataRoot = join(mountPoint, 'docker');
   const engine = await DockerEngine.start({ root: scratch, dataRoot, insecureRegistries });
   try {
-    const runtime = new DockerRuntime(engine.docker);
+    const runtime = new DockerRuntime(engine.docker.modem);
     for (const image of images) await runtime.pullImage(image);
   } finally {
     await engine.stop();

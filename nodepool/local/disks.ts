@@ -1,17 +1,15 @@
-import { open, mkdir, readFile, statfs, symlink } from 'node:fs/promises';
+import { open, mkdir, statfs, symlink } from 'node:fs/promises';
 import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import type { DiskSpec } from '../pool-spec/pool-spec.js';
 import type { DiskRecord } from '../state/store.js';
-import { readBlkioLimits, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
+import { clearThrottle, setThrottle } from './disk-throttle.js';
 
 /**
  * A simulated node disk: a sparse file, attached to its own loop device (direct I/O, so its
  * reads and writes show on that device in /proc/diskstats and under its blkio budget rather
  * than in the host's page cache), formatted ext4 and mounted.
  */
-
-const BLKIO = '/sys/fs/cgroup/blkio';
 
 async function run(command: string, args: string[], what: string): Promise<string> {
   const result = await execa(command, args, { reject: false });
@@ -58,34 +56,6 @@ export async function bindWorkloadDir(runtime: DiskRecord, workload: DiskRecord)
   await mkdir(workload.mountPoint, { recursive: true });
   await run('mount', ['--bind', source, workload.mountPoint], 'workload dir');
   return { ...workload, ...(runtime.loopDevice && { loopDevice: runtime.loopDevice }) };
-}
-
-/** A block device's MAJ:MIN, as blkio names it. */
-export async function deviceNumbers(loopDevice: string): Promise<string> {
-  const name = loopDevice.replace('/dev/', '');
-  return (await readFile(`/sys/block/${name}/dev`, 'utf8')).trim();
-}
-
-/**
- * A disk's own I/O budget, like a cloud disk's limit (all loop files share one real disk
- * otherwise), set in the root blkio cgroup: it binds the host's processes and the kernel's
- * flusher threads (buffered writes are written back by them under cgroup v1). The node's own
- * processes and containers get it in their cgroups (`io-budget.ts`), reading it from here.
- */
-export async function setThrottle(loopDevice: string, spec: Pick<DiskSpec, 'readBytesPerSecond' | 'writeBytesPerSecond' | 'iops'>): Promise<void> {
-  const device = await deviceNumbers(loopDevice);
-  await writeBlkioLimits(BLKIO, { device, readBytesPerSecond: spec.readBytesPerSecond, writeBytesPerSecond: spec.writeBytesPerSecond, iops: spec.iops }).catch((err: Error) => {
-    throw new BuildfleetError('environment', `cannot set the I/O budget of ${loopDevice}: ${err.message}`);
-  });
-}
-
-/** The budget set on a disk's loop device (zeros where none is). */
-export async function diskLimits(loopDevice: string): Promise<DeviceLimits> {
-  return readBlkioLimits(BLKIO, await deviceNumbers(loopDevice));
-}
-
-export async function clearThrottle(loopDevice: string): Promise<void> {
-  await setThrottle(loopDevice, { readBytesPerSecond: 0, writeBytesPerSecond: 0, iops: 0 }).catch(() => {});
 }
 
 /** Loop devices whose backing file lies under dir (found by path, so a crashed run's are found too). */

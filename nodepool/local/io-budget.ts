@@ -1,6 +1,6 @@
 import type { NodeRecord } from '../state/store.js';
 import { joinBlkioCgroup, nodeCgroupName, nodeDaemonsCgroupName, readBlkioLimits, runningContainerBlkioDirs, writeBlkioLimits, type DeviceLimits } from './cgroups.js';
-import { diskLimits } from './disks.js';
+import { diskLimits } from './disk-throttle.js';
 
 /**
  * A node disk's I/O budget binds every writer of the node, not only the host's. Under cgroup v1

@@ -39,8 +39,8 @@ export class NodeRuntime implements RuntimeHost {
   /** Starts containerd (and the pre-start step beside it), then dockerd; returns the Docker API client once dockerd answers. */
   async start(options: RuntimeStartOptions = {}, timeoutMs = 60_000): Promise<ContainerRuntime> {
     await requireCommands(['dockerd', 'containerd'], 'docker.io');
-    // dockerode takes a while to load: let it load while the daemons start in their own processes.
-    const dockerode = import('dockerode');
+    // The Engine API's client loads while the daemons start in their own processes.
+    const modem = import('docker-modem');
     await mkdir(this.paths.run, { recursive: true });
     await mkdir(this.paths.logs, { recursive: true });
     // The disks' budgets bind the daemons (this process's children from here on) and the containers.
@@ -56,8 +56,8 @@ export class NodeRuntime implements RuntimeHost {
     await beforeDockerd;
     await this.startDockerd(timeoutMs);
     this.budgetKeeper.start();
-    const { default: DockerClient } = await dockerode;
-    return new DockerRuntime(new DockerClient({ socketPath: this.paths.dockerSocket }));
+    const { default: Modem } = await modem;
+    return new DockerRuntime(new Modem({ socketPath: this.paths.dockerSocket }));
   }
 
   async startDockerd(timeoutMs = 60_000): Promise<void> {

@@ -3,7 +3,10 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { DEFAULT_DISK_SIZES } from './defaults.js';
+import { POOL_NAME, POOL_NAME_RULE } from './pool-name.js';
 import { describeParseError } from '../../imagebuilder/oci/parse-error.js';
+
+export { checkPoolName, POOL_NAME, POOL_NAME_RULE } from './pool-name.js';
 
 /**
  * The pool spec: what an operator writes (YAML or JSON) and `pool apply` converges to.
@@ -66,15 +69,6 @@ export const PREPULL_MODES = ['pull', 'direct', 'preloaded-disk'] as const;
  * A pool's name is also a directory name in the state dir and part of host-wide cgroup names, so
  * this rule is what keeps a name from ever reaching a path outside the state dir.
  */
-export const POOL_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
-export const POOL_NAME_RULE = 'lowercase letters, digits and "-", 2-32 characters, starting with a letter';
-
-/** Refuses (exit 2) anything that is not a pool name, before it is used as a path. */
-export function checkPoolName(name: string): string {
-  if (!POOL_NAME.test(name)) throw new BuildfleetError('usage', `${JSON.stringify(name)} is not a pool name: ${POOL_NAME_RULE}`);
-  return name;
-}
-
 /** GKE's rule for the startup taint the cluster autoscaler treats as "node still starting". */
 export const STARTUP_TAINT_PREFIX = 'startup-taint.cluster-autoscaler.kubernetes.io/';
 const GKE_LABEL_KEY = /^[a-z]([a-z0-9_.\/-]{0,61}[a-z0-9])?$/;

@@ -4,7 +4,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { ownedTempName, sweepDeadOwners } from '../../imagebuilder/transports/temp-files.js';
-import { checkPoolName, POOL_NAME, type PoolSpec } from '../pool-spec/pool-spec.js';
+import { checkPoolName, POOL_NAME } from '../pool-spec/pool-name.js';
+import type { PoolSpec } from '../pool-spec/pool-spec.js';
 import type { NodePhase, Transition } from './lifecycle.js';
 
 /**
