@@ -6,7 +6,7 @@ import { ToolchainCache } from '../cache/cache.js';
 import { toolchainKey } from '../cache/key.js';
 import { RegistryClient } from '../imagebuilder/registry/index.js';
 import { RegistryServer } from '../nodepool/daemons/index.js';
-import { cliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
+import { userCliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
 import { markdownTable, median } from './stats.js';
 
 /**
@@ -70,7 +70,7 @@ export async function benchCache(options: { runs?: number; log?: (line: string) 
     for (let i = 0; i < 20; i++) local.push(await timed(() => first.get(key)));
 
     log('local hit through the CLI, beside node -e 0');
-    const cliArgs = [...cliCommand(), 'cache', 'get', 'node', version, '--dir', join(work.path, 'node-a')];
+    const cliArgs = [...userCliCommand(), 'cache', 'get', 'node', version, '--dir', join(work.path, 'node-a')];
     const cli: number[] = [];
     const bare: number[] = [];
     for (let i = 0; i < runs; i++) {

@@ -3,7 +3,7 @@ import { RegistryServer } from '../nodepool/daemons/index.js';
 import { openDestination } from '../imagebuilder/transports/index.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable, median, seconds } from './stats.js';
-import { cliCommand, exitOnHelp, numberArg } from './harness.js';
+import { userCliCommand, exitOnHelp, numberArg } from './harness.js';
 
 /**
  * Registry -> registry copy: `buildfleet image copy` against `skopeo copy` (Debian's skopeo),
@@ -40,7 +40,7 @@ export async function benchCopy(options: CopyBenchOptions): Promise<CopyBenchRes
         try {
           const started = performance.now();
           if (tool === 'buildfleet') {
-            await execa(process.execPath, [...cliCommand(), '--quiet', 'image', 'copy', '--concurrency', String(options.concurrency ?? 6), source, target]);
+            await execa(process.execPath, [...userCliCommand(), '--quiet', 'image', 'copy', '--concurrency', String(options.concurrency ?? 6), source, target]);
           } else {
             await execa('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${source}`, `docker://${target}`]);
           }

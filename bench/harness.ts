@@ -11,7 +11,7 @@ import type { PoolManager } from '../nodepool/pool.js';
  */
 
 /** The CLI's node arguments: the tsc build when there is one (as users run it), else the sources through tsx. */
-export function cliCommand(): string[] {
+export function userCliCommand(): string[] {
   const built = join(packageRoot, 'dist', 'cli', 'main.cjs');
   return existsSync(built) ? [built] : ['--import', 'tsx', join(packageRoot, 'cli', 'main.cts')];
 }

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../imagebuilder/package-root.js';
 import { DockerEngine, RegistryServer, importBusyboxBase } from '../nodepool/daemons/index.js';
-import { cliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
+import { userCliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
 import { markdownTable, median } from './stats.js';
 
 /**
@@ -25,7 +25,7 @@ export type ImageBuildBenchRow = { buildS: number; squashS: number; allS: number
 
 async function wall(args: string[], env: Record<string, string>): Promise<{ seconds: number; stdout: string }> {
   const started = performance.now();
-  const result = await execa(process.execPath, [...cliCommand(), ...args], { env, reject: false });
+  const result = await execa(process.execPath, [...userCliCommand(), ...args], { env, reject: false });
   if (result.exitCode !== 0) throw new Error(`buildfleet ${args.join(' ')} failed (exit ${result.exitCode}): ${result.stderr.slice(-800)}`);
   return { seconds: (performance.now() - started) / 1000, stdout: result.stdout };
 }

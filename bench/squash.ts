@@ -6,7 +6,7 @@ import { DockerEngine, RegistryServer, importBusyboxBase } from '../nodepool/dae
 import { openDestination, openSource } from '../imagebuilder/transports/index.js';
 import { copyImage } from '../imagebuilder/copy/copy.js';
 import { digestHex } from '../imagebuilder/oci/digest.js';
-import { cliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
+import { userCliCommand, exitOnHelp, numberArg, tempDir } from './harness.js';
 import { writeSquashBenchContext, type SquashBenchImage } from './squash-image.js';
 import { generateImage } from './image-generator.js';
 import { markdownTable, median } from './stats.js';
@@ -85,7 +85,7 @@ export async function benchSquash(image: SquashBenchImage, log: (line: string) =
     await execa('docker', ['build', '--network', 'none', '-q', '-t', 'bench/image:layered', context], { env });
     const layered = `${registry.host}/bench/image:layered`;
     await copyImage(await openSource('docker-daemon:bench/image:layered', { docker: engine.docker, tmpDir: work.path }), await openDestination(layered));
-    const inspect = JSON.parse((await execa(process.execPath, [...cliCommand(), '--json', 'image', 'inspect', layered])).stdout) as { layers: Array<{ digest: string; size: number }> };
+    const inspect = JSON.parse((await execa(process.execPath, [...userCliCommand(), '--json', 'image', 'inspect', layered])).stdout) as { layers: Array<{ digest: string; size: number }> };
 
     // The floor's inputs, prepared once outside its timing: the registry's blob files, and the
     // squashed tar (a flat squash) cut into one piece per core.
@@ -93,7 +93,7 @@ export async function benchSquash(image: SquashBenchImage, log: (line: string) =
     const blobDir = join(registry.storageDir, 'docker/registry/v2/blobs/sha256');
     const blobPaths = inspect.layers.map((layer) => join(blobDir, digestHex(layer.digest).slice(0, 2), digestHex(layer.digest), 'data'));
     const flat = join(work.path, 'flat');
-    await execa(process.execPath, [...cliCommand(), '--quiet', 'image', 'squash', '--compression', 'none', layered, `oci:${flat}:flat`]);
+    await execa(process.execPath, [...userCliCommand(), '--quiet', 'image', 'squash', '--compression', 'none', layered, `oci:${flat}:flat`]);
     const tarFile = await largestFile(join(flat, 'blobs/sha256'));
     const parts = join(work.path, 'parts');
     await execa('sh', ['-c', `mkdir -p ${parts} && split -n ${cores} ${tarFile} ${parts}/part.`]);
@@ -104,7 +104,7 @@ export async function benchSquash(image: SquashBenchImage, log: (line: string) =
     for (let round = 1; round <= runs; round++) {
       for (const k of outputs) {
         log(`round ${round}/${runs}: buildfleet image squash --layers ${k} (registry -> registry)`);
-        ours.get(k)!.push(await timed(process.execPath, [...cliCommand(), '--json', 'image', 'squash', '--layers', String(k), layered, `${registry.host}/bench/image:squashed-k${k}`]));
+        ours.get(k)!.push(await timed(process.execPath, [...userCliCommand(), '--json', 'image', 'squash', '--layers', String(k), layered, `${registry.host}/bench/image:squashed-k${k}`]));
       }
       log(`round ${round}/${runs}: floor: libdeflate-gunzip of the input layers, libdeflate-gzip -6 of the squashed tar, ${cores} cores`);
       floorRuns.push(sumRows(await timed('sh', ['-c', `printf '%s\\n' ${floors.gunzip} | xargs -P ${cores} -n 1 libdeflate-gunzip -c > /dev/null`]), await timed('sh', ['-c', `ls ${floors.parts} | xargs -P ${cores} -n 1 libdeflate-gzip -6 -c > /dev/null`])));
@@ -198,7 +198,7 @@ export async function benchSquashMemory(shape: { layers: number; filesPerLayer: 
     const rows: SquashRow[] = [];
     for (const k of shape.outputs ?? [1]) {
       log(`buildfleet image squash --layers ${k} (registry -> registry), peak RSS`);
-      const run = await timed(process.execPath, [...cliCommand(), '--quiet', 'image', 'squash', '--layers', String(k), source, `${registry.host}/bench/many:squashed-k${k}`]);
+      const run = await timed(process.execPath, [...userCliCommand(), '--quiet', 'image', 'squash', '--layers', String(k), source, `${registry.host}/bench/many:squashed-k${k}`]);
       rows.push({ what: `buildfleet image squash --layers ${k}, ${files} files in ${shape.layers} layers`, wallS: run.wallS, cpuS: run.cpuS, ...(run.peakRssMb !== undefined && { peakRssMb: run.peakRssMb }) });
     }
     const table = markdownTable(['', 'wall s', 'CPU s', 'peak RSS MB', 'target MB'], rows.map((row) => [row.what, row.wallS.toFixed(1), row.cpuS.toFixed(1), row.peakRssMb?.toFixed(0) ?? '-', '300']));

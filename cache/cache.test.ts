@@ -10,7 +10,7 @@ import { isBuildfleetError } from '../imagebuilder/errors.js';
 import { RegistryClient } from '../imagebuilder/registry/index.js';
 import type { RegistryServer } from '../nodepool/daemons/index.js';
 import { FaultProxy } from '../test/helpers/registry-fakes.js';
-import { cliCommand, runCli, startRegistry, tempDir } from '../test/helpers/real.js';
+import { testCliCommand, runCli, startRegistry, tempDir } from '../test/helpers/real.js';
 import { ToolchainCache, type CacheOptions } from './cache.js';
 import { registryTag, toolchainKey } from './key.js';
 
@@ -181,7 +181,7 @@ test('a `buildfleet cache get` killed mid-install: its lock is broken, its work 
   const dir = newDir();
   const counter = join(root.path, 'crash.count');
   const started = join(root.path, 'crash.started');
-  const args = [...cliCommand(), 'cache', 'get', 'crash', '1.0.0', '--dir', dir, '--registry', repo, '--installer', installer(counter, `touch ${started}; sleep 30`)];
+  const args = [...testCliCommand(), 'cache', 'get', 'crash', '1.0.0', '--dir', dir, '--registry', repo, '--installer', installer(counter, `touch ${started}; sleep 30`)];
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore' });
   try {
     const deadline = Date.now() + 30_000;

@@ -13,7 +13,7 @@ import tar from 'tar-stream';
 import { MediaType } from '../imagebuilder/oci/media-types.js';
 import { DigestStream, sha256Digest } from '../imagebuilder/oci/digest.js';
 import { ownedTempName } from '../imagebuilder/transports/temp-files.js';
-import { cliCommand, repoRoot } from '../test/helpers/real.js';
+import { testCliCommand, repoRoot } from '../test/helpers/real.js';
 
 /**
  * The real CLI interrupted mid-work: SIGTERM / SIGINT exit 143 / 130 and leave no temp files in
@@ -63,7 +63,7 @@ await writeLayout(big, 384);
 await writeLayout(small, 1);
 
 function startCli(args: string[], tmp: string): ResultPromise {
-  const child = execa(process.execPath, [...cliCommand(), ...args], { cwd: repoRoot, env: { TMPDIR: tmp, CI: 'true' }, reject: false, timeout: 300_000 });
+  const child = execa(process.execPath, [...testCliCommand(), ...args], { cwd: repoRoot, env: { TMPDIR: tmp, CI: 'true' }, reject: false, timeout: 300_000 });
   children.add(child);
   void child.finally(() => children.delete(child));
   return child;

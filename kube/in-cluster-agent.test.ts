@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CoreV1Api, PatchStrategy, PolicyV1Api, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { startFakeKubeApi, type FakeKubeApi } from '../test/fakes/kube-api/server.js';
-import { cliCommand, ensureMachineSetup, repoRoot, tempDir } from '../test/helpers/real.js';
+import { testCliCommand, ensureMachineSetup, repoRoot, tempDir } from '../test/helpers/real.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { DockerEngine } from '../nodepool/daemons/index.js';
 import { DEFAULT_STARTUP_TAINT } from './manifests.js';
@@ -66,7 +66,7 @@ test('the agent in a cluster: startup taint off once the image is in node status
   agent = spawn(
     process.execPath,
     [
-      ...cliCommand(),
+      ...testCliCommand(),
       'agent', 'run', '--in-cluster',
       '--runtime', 'docker', '--runtime-socket', docker.socketPath,
       '--probe-interval', '0.5', '--probe-timeout', '1', '--failure-threshold', '2', '--drain-deadline', '30',

@@ -8,7 +8,7 @@ import { waitFor } from '../test/helpers/wait.js';
 import { RegistryServer } from '../nodepool/daemons/index.js';
 import { CriContainerd } from '../nodepool/agent/cri/cri-containerd.js';
 import { ContainerdImages, PINNED_LABEL } from '../nodepool/agent/cri/pin.js';
-import { pushTinyImage } from '../nodepool/agent/cri/test-image.js';
+import { pushRunnableTinyImage } from '../test/helpers/registry-fakes.js';
 import { DEFAULT_STARTUP_TAINT } from './manifests.js';
 import { InClusterAgent } from './in-cluster-agent.js';
 import { inClusterRuntime, type InClusterRuntime } from './in-cluster-run.js';
@@ -50,7 +50,7 @@ after(async () => {
 });
 
 test('the agent on a containerd node: CRI chosen by itself, the build image pinned once pulled, the taint removed once kubelet reports it', { timeout: 60_000 }, async () => {
-  const image = await pushTinyImage(registry.url, 'ci/build', 'v2');
+  const image = await pushRunnableTinyImage(registry.url, 'ci/build', 'v2');
   const core = api.kubeConfig().makeApiClient(CoreV1Api);
   await core.createNode({ body: { metadata: { name: NODE }, spec: { taints: [{ key: DEFAULT_STARTUP_TAINT, value: 'true', effect: 'NoSchedule' }] } } });
   const settings = inClusterSettings(

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { startPoolFixture, type PoolFixture } from '../test/helpers/pools.js';
-import { cliCommand, repoRoot } from '../test/helpers/real.js';
+import { testCliCommand, repoRoot } from '../test/helpers/real.js';
 
 let fixture: PoolFixture;
 before(async () => {
@@ -35,7 +35,7 @@ test('disks larger than the free space are refused before anything is made', { t
 });
 
 test('without root the local provider refuses, and creates nothing', { timeout: 120_000 }, async () => {
-  const result = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...cliCommand(), 'pool', 'create', 'unprivileged', '--nodes', '1', '--image', fixture.image], {
+  const result = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...testCliCommand(), 'pool', 'create', 'unprivileged', '--nodes', '1', '--image', fixture.image], {
     cwd: repoRoot,
     env: { BUILDFLEET_STATE_DIR: fixture.stateDir, HOME: '/tmp', PATH: process.env.PATH },
     reject: false,

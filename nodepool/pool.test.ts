@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { leftovers, startPoolFixture, type PoolFixture } from '../test/helpers/pools.js';
-import { cliCommand, repoRoot } from '../test/helpers/real.js';
+import { testCliCommand, repoRoot } from '../test/helpers/real.js';
 import type { PoolView } from './pool.js';
 
 // Real loop disks and real dockerds: needs root, as CI is.
@@ -62,7 +62,7 @@ test('create 2 nodes, resize to 3 then 1, status with phase times, delete leaves
 
 test('delete cleans up after the manager was killed mid-create', { timeout: 300_000 }, async () => {
   const poolDir = fixture.manager.store.poolDir('crash');
-  const manager = spawn(process.execPath, [...cliCommand(), 'pool', 'create', 'crash', '--nodes', '2', ...disks, '--image', fixture.image], {
+  const manager = spawn(process.execPath, [...testCliCommand(), 'pool', 'create', 'crash', '--nodes', '2', ...disks, '--image', fixture.image], {
     cwd: repoRoot,
     env: { ...process.env, BUILDFLEET_STATE_DIR: fixture.stateDir },
     stdio: 'ignore',

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import { leftovers, startPoolFixture, type PoolFixture } from '../test/helpers/pools.js';
-import { cliCommand, repoRoot } from '../test/helpers/real.js';
+import { testCliCommand, repoRoot } from '../test/helpers/real.js';
 import type { PoolView } from './pool.js';
 import { removeDiskStoreIfUnused } from './local/disk-store.js';
 
@@ -79,7 +79,7 @@ test('a bake killed half-way leaves no disk a node could start from; the next ba
   // Big enough that its pull takes a while: the kill lands while the throwaway engine fills the disk.
   const image = await fixture.pushImage('ci/big', { dataLayers: 4, layerBytes: 24 << 20, seed: 'preloaded-big' });
   const file = await fixture.writeSpec('pre', spec(image, 1));
-  const cli = spawn(process.execPath, [...cliCommand(), 'pool', 'bake', '-f', file], {
+  const cli = spawn(process.execPath, [...testCliCommand(), 'pool', 'bake', '-f', file], {
     cwd: repoRoot,
     env: { ...process.env, BUILDFLEET_STATE_DIR: fixture.stateDir },
     detached: true,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { execa } from 'execa';
-import { cliCommand, repoRoot } from '../../test/helpers/real.js';
+import { testCliCommand, repoRoot } from '../../test/helpers/real.js';
 import { LAYOUTS, LOADS, PERCENTILES, PROBES, type DiskIsolationReport } from './report.js';
 
 // Root: two one-node local pools (loop disks, containerd, dockerd). The registry is the bench's own.
@@ -13,7 +13,7 @@ const out = await mkdtemp(join(tmpdir(), 'bf-diskiso-out-'));
 after(() => rm(out, { recursive: true, force: true }));
 
 test('bench disk-isolation on the small preset: both layouts, every probe and percentile measured, conditions listed, the report files', { timeout: 600_000 }, async () => {
-  const cli = await execa(process.execPath, [...cliCommand(), '--json', 'bench', 'disk-isolation', '--preset', 'small', '--out', out], {
+  const cli = await execa(process.execPath, [...testCliCommand(), '--json', 'bench', 'disk-isolation', '--preset', 'small', '--out', out], {
     cwd: repoRoot,
     reject: false,
     timeout: 540_000,

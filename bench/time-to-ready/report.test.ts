@@ -84,3 +84,13 @@ test('chart: a stacked bar per variant and phase, a bar per floor, rendered to S
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('chart: a direct variant starts its runtime after the pull, and the floors start where the pulls do', () => {
+  const report = summarize(meta, [run('k4', 1, 1, [1, 2, 10, 20, 3]), run('k4-direct', 1, 1, [1, 4, 8, 1, 0.5])], [{ floor: 'stream floor', run: 1, seconds: 12 }]);
+  const bars = (chartSpec(report) as { data: { values: Array<{ row: string; phase: string; order: number; seconds: number }> } }).data.values;
+  const stacked = (row: string) => bars.filter((bar) => bar.row === row).sort((a, b) => a.order - b.order).map((bar) => bar.phase);
+  assert.deepEqual(stacked('k4'), ['provision', 'runtime up', 'download', 'decompress + extract', 'first run']);
+  assert.deepEqual(stacked('k4-direct'), ['provision', 'download', 'decompress + extract', 'runtime up', 'first run']);
+  // Before the pull: 1 + 2 for k4, 1 for k4-direct; the median of the two.
+  assert.equal(bars.find((bar) => bar.row === 'stream floor (pull only)' && bar.order === 0)?.seconds, 2);
+});

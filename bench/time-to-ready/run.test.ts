@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { execa } from 'execa';
-import { cliCommand, repoRoot } from '../../test/helpers/real.js';
+import { testCliCommand, repoRoot } from '../../test/helpers/real.js';
 import { FLOORS, PHASES, type TimeToReadyReport } from './report.js';
 
 // Root: cold local nodes (loop disks, containerd, dockerd). The registry is the bench's own.
@@ -13,7 +13,7 @@ const out = await mkdtemp(join(tmpdir(), 'bf-ttr-out-'));
 after(() => rm(out, { recursive: true, force: true }));
 
 test('bench time-to-ready on the small preset: every variant and phase measured, both floors, the report files', { timeout: 900_000 }, async () => {
-  const cli = await execa(process.execPath, [...cliCommand(), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--concurrent', '2', '--upstream-mbps', '800', '--out', out], {
+  const cli = await execa(process.execPath, [...testCliCommand(), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--concurrent', '2', '--upstream-mbps', '800', '--out', out], {
     cwd: repoRoot,
     reject: false,
     timeout: 840_000,

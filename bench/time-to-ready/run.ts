@@ -16,7 +16,7 @@ import { BUILD_IMAGE_PRESETS, writeBuildImage, type BuildImagePresetName } from 
 import { deleteEveryPool, tempDir } from '../harness.js';
 import { writeReport } from './chart.js';
 import { extractFloor, streamFloor } from './floors.js';
-import { Upstream } from './upstream.js';
+import { openUpstream, type UpstreamLink } from './upstream.js';
 import { summarize, type FloorRun, type NodeRun, type Phase, type TimeToReadyReport } from './report.js';
 
 /**
@@ -85,12 +85,12 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
   const variants = options.variants ?? [...VARIANTS];
   const work = await tempDir('buildfleet-ttr-');
   let registry: RegistryServer | undefined;
-  let upstream: Upstream | undefined;
+  let upstream: UpstreamLink | undefined;
   let manager: PoolManager | undefined;
   try {
     registry = await RegistryServer.start({ root: join(work.path, 'registry') });
     // Nodes and floors reach the registry through the upstream link (counted, capped when asked).
-    upstream = await Upstream.start(registry.port, { ...(options.upstreamMbps && { mbps: options.upstreamMbps }) });
+    upstream = await openUpstream(registry, { ...(options.upstreamMbps && { mbps: options.upstreamMbps }) });
     const ref = (tag: string) => `${registry!.host}/ttr/build:${tag}`;
     const nodeRef = (tag: string) => `${upstream!.host}/ttr/build:${tag}`;
     const layered = ref('layered');
@@ -151,9 +151,9 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
         log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
         // Cold: nothing the host kept from the run before (the blob cache the direct pre-pull shares).
         await new SharedBlobCache(blobCacheDir(stateRoot)).remove();
-        upstream.takeBytes();
+        await upstream.takeBytes();
         await manager.apply(spec(concurrent), { timeoutMs: 3_600_000 });
-        const upstreamBytes = upstream.takeBytes();
+        const upstreamBytes = await upstream.takeBytes();
         nodeRuns.push(...(await measureNodes(manager, pool, variant, run)).map((node) => ({ ...node, upstreamBytes })));
         const slowest = nodeRuns.filter((r) => r.variant === variant && r.run === run).reduce((a, b) => (b.readySeconds > a.readySeconds ? b : a));
         log(`${variant} run ${run}/${runs}: Ready and first container in ${slowest.readySeconds.toFixed(2)} s`);

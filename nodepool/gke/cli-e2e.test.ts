@@ -9,7 +9,7 @@ import { ClusterLink } from '../../test/fakes/gke/cluster-link.js';
 import { FakeGke } from '../../test/fakes/gke/server.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../../test/fakes/kube-api/server.js';
 import { RESOURCES } from '../../test/fakes/kube-api/store.js';
-import { cliCommand, repoRoot, runCli, type CliResult } from '../../test/helpers/real.js';
+import { testCliCommand, repoRoot, runCli, type CliResult } from '../../test/helpers/real.js';
 import { gkeSpec } from '../../test/fakes/gke/connect.js';
 import { gkePoolName } from './requests.js';
 
@@ -67,7 +67,7 @@ async function cli(...args: string[]): Promise<CliResult> {
  */
 async function dryRun(file: string): Promise<{ requests: { httpMethod: string; path: string; body?: unknown }[]; steps: string[] }> {
   const nowhere = join(dir, 'nowhere');
-  const result = await execa(process.execPath, ['--import', join(repoRoot, 'test/fakes/gke/no-network.mjs'), ...cliCommand(), '--json', 'pool', 'apply', '-f', file, '--dry-run'], {
+  const result = await execa(process.execPath, ['--import', join(repoRoot, 'test/fakes/gke/no-network.mjs'), ...testCliCommand(), '--json', 'pool', 'apply', '-f', file, '--dry-run'], {
     cwd: repoRoot,
     env: { CI: 'true', BUILDFLEET_STATE_DIR: env.BUILDFLEET_STATE_DIR!, HOME: nowhere, KUBECONFIG: join(nowhere, 'kubeconfig'), GOOGLE_APPLICATION_CREDENTIALS: join(nowhere, 'adc.json'), METADATA_SERVER_DETECTION: 'none', BUILDFLEET_GKE_ENDPOINT: '' },
     reject: false,

@@ -16,11 +16,16 @@ export async function processesNaming(dir: string): Promise<number[]> {
   return pids;
 }
 
+/** The state letter of a /proc/PID/stat (or task stat) line: R, S, D, T, t, Z... The name before it may hold ")". */
+export function procState(stat: string): string {
+  const end = stat.lastIndexOf(')');
+  return stat.slice(end + 2, end + 3);
+}
+
 /** Alive and not a zombie: a zombie answers kill(0) but is gone in every way that matters. */
 export function isAlive(pid: number): boolean {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    return procState(readFileSync(`/proc/${pid}/stat`, 'utf8')) !== 'Z';
   } catch {
     return false;
   }

@@ -1,10 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { finished } from 'node:stream/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { breakIfStale, tryLock } from '../../imagebuilder/file-lock.js';
+import { VerifyingStream } from '../../imagebuilder/oci/digest.js';
 
 /**
  * Blobs shared by the nodes of one host, so that N nodes started together fetch each blob from
@@ -17,6 +20,11 @@ import { breakIfStale, tryLock } from '../../imagebuilder/file-lock.js';
  * half-written or unverified is ever under a blob's own name.
  */
 
+/**
+ * A blob's bytes. From upstream (through this cache) the stream is verified: it fails instead of
+ * ending when the bytes do not hash to the digest. From the cache it is a file once verified;
+ * whoever reads it checks it again as they would any blob.
+ */
 export type CachedBlob = { stream: Readable; from: 'upstream' | 'cache' };
 
 const POLL_MS = 50;
@@ -65,42 +73,55 @@ export class SharedBlobCache {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  /** The stream passes the fetched bytes on and writes them to the partial file; the blob is named when the digest holds. */
+  /**
+   * The stream passes the fetched bytes on and writes them to the partial file; the blob is named
+   * when the digest holds. The bytes are hashed on the thread pool (VerifyingStream) and written
+   * through a write stream, so neither holds the main thread or waits on the disk per chunk: with
+   * a hash and an awaited write per chunk here, a 4-layer 835 MB pull took 10.5 s instead of 7.7.
+   * The stream fails rather than ends when the digest does not hold: its consumer may take an end
+   * as the digest verified.
+   */
   private async fetchInto(source: Readable, hex: string, final: string, lock: string, partial: string): Promise<Readable> {
-    let file: FileHandle;
+    let file: WriteStream;
     try {
-      file = await open(partial, 'w', 0o600);
+      file = createWriteStream(partial, { mode: 0o600, highWaterMark: 4 << 20 });
+      await once(file, 'open');
     } catch (err) {
       source.destroy();
       await rm(lock, { force: true });
       throw err;
     }
-    const hash = createHash('sha256');
     let settled = false;
-    const release = async (keep: boolean) => {
+    const release = async (verified: boolean) => {
       if (settled) return;
       settled = true;
-      await file.close().catch(() => {});
-      if (keep && hash.digest('hex') === hex) await rename(partial, final).catch(() => rm(partial, { force: true }));
-      else await rm(partial, { force: true });
+      if (verified) await finished(file.end()).then(() => rename(partial, final)).catch(() => rm(partial, { force: true }));
+      else {
+        file.destroy();
+        await rm(partial, { force: true });
+      }
       await rm(lock, { force: true });
     };
+    const verify = new VerifyingStream(`sha256:${hex}`, undefined, `blob sha256:${hex}`);
     const tee = new Transform({
       transform(chunk: Buffer, _encoding, done: TransformCallback) {
-        hash.update(chunk);
-        file.write(chunk).then(() => done(null, chunk), done);
+        if (file.write(chunk)) done(null, chunk);
+        else file.once('drain', () => done(null, chunk));
       },
+      // Reached only when the verifier ended: every byte was there and the digest held.
       flush(done: TransformCallback) {
         release(true).then(() => done(), done);
       },
     });
-    // Ended early (an error, an abort, a consumer gone): nobody may take these bytes as the blob.
+    // Ended early (an error, a wrong digest, an abort, a consumer gone): nobody may take these bytes as the blob.
     tee.once('close', () => {
       source.destroy();
       void release(false);
     });
+    file.once('error', (err) => tee.destroy(err));
     source.once('error', (err) => tee.destroy(err));
-    source.pipe(tee);
+    verify.once('error', (err) => tee.destroy(err));
+    source.pipe(verify).pipe(tee);
     return tee;
   }
 }

@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { packageRoot } from '../../imagebuilder/package-root.js';
 import { DockerEngine, RegistryServer, importBusyboxBase, type DockerEngineOptions, type RegistryServerOptions } from '../../nodepool/daemons/index.js';
 import { tempDir } from '../../bench/harness.js';
+import { procState } from '../../nodepool/local/processes.js';
 
 /**
  * Fixtures for tests that need the real components. Each returns a handle and registers nothing
@@ -73,13 +74,13 @@ export type CliResult = { exitCode: number; stdout: string; stderr: string };
  * built CLI that users run (`.ci/run` builds first and sets it: a start-up costs a third of tsx's,
  * and some tests start the CLI dozens of times).
  */
-export function cliCommand(): string[] {
+export function testCliCommand(): string[] {
   return process.env.BUILDFLEET_TEST_CLI === 'dist' ? [join(repoRoot, 'dist', 'cli', 'main.cjs')] : ['--import', 'tsx', join(repoRoot, 'cli', 'main.cts')];
 }
 
 /** Runs the real CLI in its own process, as a user would. */
 export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const result = await execa(process.execPath, [...cliCommand(), ...args], {
+  const result = await execa(process.execPath, [...testCliCommand(), ...args], {
     cwd: repoRoot,
     env: { ...env, CI: 'true' },
     reject: false,
@@ -97,7 +98,7 @@ export async function stopProcess(pid: number, timeoutMs = 5000): Promise<void> 
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const tasks = await readdir(`/proc/${pid}/task`);
-    const states = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').then((stat) => stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3), () => 'T')));
+    const states = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').then(procState, () => 'T')));
     if (states.every((state) => state === 'T' || state === 't')) return;
     if (Date.now() > deadline) throw new Error(`process ${pid} did not stop within ${timeoutMs} ms (thread states ${states.join('')})`);
     await sleep(5);

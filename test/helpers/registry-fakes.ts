@@ -10,6 +10,7 @@ import { createHash, randomBytes, sign } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import bcrypt from 'bcryptjs';
 import { execa } from 'execa';
+import tar from 'tar-stream';
 import type { RegistryAuthConfig } from '../../nodepool/daemons/index.js';
 import { tempDir } from '../../bench/harness.js';
 
@@ -273,9 +274,11 @@ export class TokenService {
   }
 }
 
-/** A tiny OCI image (config + one layer) as blobs and manifest bytes, for push/pull tests. */
-export function tinyImage(seed: string, platform: { os: string; architecture: string } = { os: 'linux', architecture: 'amd64' }) {
-  const layer = Buffer.from(`layer bytes of ${seed} `.repeat(64));
+/**
+ * A tiny OCI image (config + one layer) as blobs and manifest bytes, for push/pull tests. The
+ * default layer is opaque bytes; give a real tar (`pushRunnableTinyImage`) for a runtime to unpack.
+ */
+export function tinyImage(seed: string, platform: { os: string; architecture: string } = { os: 'linux', architecture: 'amd64' }, layer = Buffer.from(`layer bytes of ${seed} `.repeat(64))) {
   const sha = (data: Buffer) => `sha256:${createHashHex(data)}`;
   const config = Buffer.from(
     JSON.stringify({ ...platform, rootfs: { type: 'layers', diff_ids: [sha(layer)] }, config: { Env: [`SEED=${seed}`] }, history: [{ created_by: seed }] }),
@@ -289,6 +292,30 @@ export function tinyImage(seed: string, platform: { os: string; architecture: st
     }),
   );
   return { layer, config, manifest, layerDigest: sha(layer), configDigest: sha(config), manifestDigest: sha(manifest) };
+}
+
+/**
+ * A tiny image a runtime can pull and unpack (one real tar layer holding hello.txt), pushed to
+ * a registry over the distribution API. Returns its digest reference.
+ */
+export async function pushRunnableTinyImage(registryUrl: string, repository: string, tag: string): Promise<{ reference: string; digest: string }> {
+  const pack = tar.pack();
+  pack.entry({ name: 'hello.txt', mode: 0o644 }, `hello from ${repository}:${tag}\n`);
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of pack) chunks.push(chunk as Buffer);
+  const image = tinyImage(`${repository}:${tag}`, { os: 'linux', architecture: 'amd64' }, Buffer.concat(chunks));
+  for (const [blob, digest] of [[image.layer, image.layerDigest], [image.config, image.configDigest]] as const) {
+    const start = await fetch(`${registryUrl}/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    if (start.status !== 202) throw new Error(`start upload: HTTP ${start.status}`);
+    const location = new URL(start.headers.get('location')!, registryUrl);
+    location.searchParams.set('digest', digest);
+    const put = await fetch(location, { method: 'PUT', body: blob, headers: { 'content-type': 'application/octet-stream' } });
+    if (put.status !== 201) throw new Error(`upload ${digest}: HTTP ${put.status}`);
+  }
+  const put = await fetch(`${registryUrl}/v2/${repository}/manifests/${tag}`, { method: 'PUT', body: image.manifest, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } });
+  if (put.status !== 201) throw new Error(`put manifest: HTTP ${put.status}: ${await put.text()}`);
+  return { reference: `${new URL(registryUrl).host}/${repository}@${image.manifestDigest}`, digest: image.manifestDigest };
 }
 
 function createHashHex(data: Buffer): string {

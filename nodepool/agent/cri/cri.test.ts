@@ -14,7 +14,7 @@ import { CriRuntime, detectRuntimeKind } from './cri-runtime.js';
 import { CRI_API_PROTO } from './api-proto.js';
 import { grpc, serviceConstructor } from './grpc-unix.js';
 import { ContainerdImages, PINNED_LABEL } from './pin.js';
-import { pushTinyImage } from './test-image.js';
+import { pushRunnableTinyImage } from '../../../test/helpers/registry-fakes.js';
 
 /** A real containerd 1.6 with its CRI plugin (own root, state, socket), pulling from a real registry. */
 
@@ -30,7 +30,7 @@ before(async () => {
   dir = await tempDir('cri-test-');
   registry = await RegistryServer.start();
   containerd = await CriContainerd.start({ root: join(dir.path, 'containerd'), plainHttp: [new URL(registry.url).host] });
-  image = await pushTinyImage(registry.url, 'ci/build', 'v1');
+  image = await pushRunnableTinyImage(registry.url, 'ci/build', 'v1');
   cri = new CriClient(containerd.socketPath);
 });
 
