@@ -45,18 +45,23 @@ function elapsedSeconds(stdout: string): { start: number; end: number; seconds: 
 }
 
 /** Records every Saturated condition the agent raises while `during` runs. */
-async function watchSaturation<T>(during: Promise<T>): Promise<{ result: T; raised: Set<string> }> {
+async function watchSaturation<T>(during: Promise<T>): Promise<{ result: T; raised: Set<string>; why: Map<string, string> }> {
   const raised = new Set<string>();
+  // What the agent measured when it raised each one: a failure then says which signal (utilisation, queue, space) and how much.
+  const why = new Map<string, string>();
   let done = false;
   const watcher = (async () => {
     while (!done) {
       const status = (await fixture.manager.store.readStatus(POOL, 'n1')) as NodeStatus | undefined;
-      for (const [type, condition] of Object.entries(status?.conditions ?? {})) if (type.endsWith('DiskSaturated') && condition?.status === 'True') raised.add(type);
+      for (const [type, condition] of Object.entries(status?.conditions ?? {})) if (type.endsWith('DiskSaturated') && condition?.status === 'True') {
+        raised.add(type);
+        if (!why.has(type)) why.set(type, `${condition.reason}: ${condition.message}`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   })();
   try {
-    return { result: await during, raised };
+    return { result: await during, raised, why };
   } finally {
     done = true;
     await watcher;
@@ -65,14 +70,14 @@ async function watchSaturation<T>(during: Promise<T>): Promise<{ result: T; rais
 
 test('a build job writing to /workspace through pool exec is held to the workload disk budget', { timeout: 300_000 }, async (t) => {
   const mib = 200;
-  const { result: job, raised } = await watchSaturation(fixture.cli(['--quiet', 'pool', 'exec', POOL, '--', 'sh', '-c', timedWrite('/workspace/big', mib, 'conv=fsync')]));
+  const { result: job, raised, why } = await watchSaturation(fixture.cli(['--quiet', 'pool', 'exec', POOL, '--', 'sh', '-c', timedWrite('/workspace/big', mib, 'conv=fsync')]));
   assert.equal(job.exitCode, 0, job.stderr.slice(-500));
   const rate = (mib * MiB) / elapsedSeconds(job.stdout).seconds;
   t.diagnostic(`job wrote ${mib} MiB at ${(rate / MiB).toFixed(1)} MiB/s (budget ${BUDGET / MiB}); conditions raised: ${[...raised].join(', ') || 'none'}`);
   assert.ok(rate <= BUDGET * TOLERANCE, `the job wrote at ${(rate / MiB).toFixed(1)} MiB/s, over its disk's budget of ${BUDGET / MiB} MiB/s`);
   // Slower than the budget by far would mean the test measured something else (another writer, a stall).
   assert.ok(rate >= BUDGET / 4, `the job wrote at only ${(rate / MiB).toFixed(1)} MiB/s`);
-  assert.ok(!raised.has('RuntimeDiskSaturated'), 'the runtime disk stayed calm');
+  assert.ok(!raised.has('RuntimeDiskSaturated'), `the runtime disk stayed calm (the agent raised ${why.get('RuntimeDiskSaturated')})`);
   // Held at its budget, the disk's device is mostly idle (the throttle holds the queue): the agent sees the budget in use.
   assert.ok(raised.has('WorkloadDiskSaturated'), 'the agent saw the workload disk at its budget');
 });
