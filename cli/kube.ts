@@ -53,7 +53,7 @@ export function registerKubeCommands(program: Command, globals: () => GlobalOpti
         specTaint = (spec as { gke?: { startupTaint?: { key?: string } } }).gke?.startupTaint?.key;
       }
       if (!pool) throw new BuildfleetError('usage', 'give a pool spec (-f pool.yaml) or --pool NAME');
-      const { checkPoolName } = await import('../nodepool/pool-spec/pool-spec.js');
+      const { checkPoolName } = await import('../nodepool/pool-spec/pool-name.js');
       checkPoolName(pool); // it names the DaemonSets and their node selector
       if (!buildImage) throw new BuildfleetError('usage', 'give the build image by digest: --build-image REPOSITORY@sha256:... (or a spec whose first image is one)');
       if (!KUBE_NAME.test(flags.namespace)) throw new BuildfleetError('usage', `--namespace ${JSON.stringify(flags.namespace)} is not a namespace name (lowercase letters, digits and "-", at most 63)`);

@@ -137,7 +137,12 @@ export function markdown(report: TimeToReadyReport): string {
 export function chartSpec(report: TimeToReadyReport): Record<string, unknown> {
   const bars = report.rows.flatMap((row) => phaseOrder(row.variant).map((phase, order) => ({ row: row.variant, phase, order, seconds: row.phases[phase] })));
   // A floor bar starts where the variants' pulls start (the median of what comes before each one's download), so its end reads against theirs.
-  const before = median(report.rows.map((row) => sum(phaseOrder(row.variant).slice(0, phaseOrder(row.variant).indexOf('download')).map((phase) => row.phases[phase]))));
+  const before = median(
+    report.rows.map((row) => {
+      const order = phaseOrder(row.variant);
+      return sum(order.slice(0, order.indexOf('download')).map((phase) => row.phases[phase]));
+    }),
+  );
   const floorBars = report.floors.flatMap((row) => [
     { row: `${row.floor} (pull only)`, phase: 'before the pull (of the variants)', order: 0, seconds: Number.isFinite(before) ? before : 0 },
     { row: `${row.floor} (pull only)`, phase: row.floor, order: 1, seconds: row.seconds.median },

@@ -19,8 +19,8 @@ after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 const fetchVia = async (upstream: Upstream) => Buffer.from(await (await fetch(`http://${upstream.host}/blob`)).arrayBuffer());
 
-test('counts the bytes it serves, whole and unchanged', async () => {
-  const upstream = await Upstream.start(port);
+test('the capped relay counts the bytes it serves, whole and unchanged', async () => {
+  const upstream = await Upstream.start(port, { mbps: 8000 }); // 1 GB/s: the 1 MiB body in about a millisecond
   try {
     assert.ok((await fetchVia(upstream)).equals(body));
     const served = await upstream.takeBytes();

@@ -16,7 +16,7 @@ export interface UpstreamLink {
  * node on the same 2 cores then lacks, which the stream floor (one core busy) feels far less.
  */
 export async function openUpstream(registry: { port: number; host: string; logFile: string }, options: { mbps?: number } = {}): Promise<UpstreamLink> {
-  return options.mbps ? Upstream.start(registry.port, options) : RegistryServedBytes.open(registry.host, registry.logFile);
+  return options.mbps ? Upstream.start(registry.port, { mbps: options.mbps }) : RegistryServedBytes.open(registry.host, registry.logFile);
 }
 
 /** The registry's word on what it served: the sum of `http.response.written` in its access log. */
@@ -68,10 +68,10 @@ export function servedBy(line: string): number {
 }
 
 /**
- * The upstream registry as nodes see it in the benchmark: a TCP proxy on loopback in front of the
- * bench's registry that counts every byte it sends to the nodes (what a run took from upstream)
- * and, with a cap, shares one link of `mbps` megabits per second among all connections, as a
- * remote registry behind one uplink is. Without a cap loopback would hide what fleet pulls save.
+ * The upstream registry as nodes see it in a capped benchmark: a TCP relay on loopback in front
+ * of the bench's registry that shares one link of `mbps` megabits per second among all
+ * connections, as a remote registry behind one uplink is (loopback would hide what fleet pulls
+ * save), and counts every byte it sends to the nodes (what a run took from upstream).
  */
 export class Upstream implements UpstreamLink {
   /** Bytes sent from the registry to its clients since the last reset. */
@@ -81,11 +81,11 @@ export class Upstream implements UpstreamLink {
   private constructor(
     private readonly server: Server,
     readonly port: number,
-    private readonly link: SharedLink | undefined,
+    private readonly link: SharedLink,
   ) {}
 
-  static async start(targetPort: number, options: { mbps?: number } = {}): Promise<Upstream> {
-    const link = options.mbps ? new SharedLink((options.mbps * 1e6) / 8) : undefined;
+  static async start(targetPort: number, options: { mbps: number }): Promise<Upstream> {
+    const link = new SharedLink((options.mbps * 1e6) / 8);
     let upstream: Upstream | undefined;
     const server = createServer((client) => upstream!.relay(client, targetPort));
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
@@ -123,13 +123,6 @@ export class Upstream implements UpstreamLink {
     client.pipe(registry);
     registry.on('data', (chunk: Buffer) => {
       this.bytesServed += chunk.length;
-      if (!this.link) {
-        if (!client.write(chunk)) {
-          registry.pause();
-          client.once('drain', () => registry.resume());
-        }
-        return;
-      }
       // Through the shared link: the registry waits while this chunk is on the wire.
       registry.pause();
       this.link.pass(chunk.length).then(() => {
