@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+
 /** Small statistics and table helpers shared by the benchmarks. */
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -12,4 +14,22 @@ export function markdownTable(header: string[], rows: string[][]): string {
 
 export function seconds(ms: number): string {
   return (ms / 1000).toFixed(2);
+}
+
+/**
+ * CPU seconds the whole host spent busy (user, nice, system, irq, softirq: not idle, iowait or
+ * what a hypervisor stole), from /proc/stat: read it before and after, and the difference is what a run cost
+ * every process together, ours and the daemons'. Undefined where /proc/stat is not Linux's.
+ */
+export async function hostBusyCpuSeconds(): Promise<number | undefined> {
+  const text = await readFile('/proc/stat', 'utf8').catch(() => '');
+  return busyCpuSeconds(text);
+}
+
+/** The busy seconds in /proc/stat's first line (clock ticks of 1/100 s, as on every Linux we run). */
+export function busyCpuSeconds(procStat: string): number | undefined {
+  const fields = /^cpu\s+(.*)$/m.exec(procStat)?.[1]?.trim().split(/\s+/).map(Number);
+  if (!fields || fields.length < 7 || fields.some((n) => !Number.isFinite(n))) return undefined;
+  const [user, nice, system, , , irq, softirq] = fields as [number, number, number, number, number, number, number];
+  return (user + nice + system + irq + softirq) / 100;
 }

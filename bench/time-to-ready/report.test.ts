@@ -64,6 +64,20 @@ test('markdown: every phase a column, every variant and floor a row', () => {
   assert.match(text, /- layered: 68 layers, docker pull/);
 });
 
+test('host CPU: the slowest node\'s run, median over runs, and over the cores (the shortest a CPU-bound run could be)', () => {
+  const withCpu = runs.map((node) => ({ ...node, hostCpuSeconds: node.run * 2 }));
+  const report = summarize(meta, withCpu, [{ floor: 'stream floor', run: 1, seconds: 18 }]);
+  assert.deepEqual(report.rows[0]!.hostCpuSeconds, { median: 4, min: 2, max: 6 });
+  const text = markdown(report);
+  const header = text.split('\n').find((line) => line.startsWith('| variant'))!;
+  const layeredRow = text.split('\n').find((line) => line.startsWith('| layered |'))!;
+  assert.equal(header.split('|').length, layeredRow.split('|').length, 'every row has the columns of the header');
+  assert.match(header, /\| host CPU s \| host CPU \/ 2 cores s \|$/);
+  assert.match(layeredRow, /\| 4\.00 \| 2\.00 \|$/);
+  // A report without it (an old one, or no /proc/stat) has no such columns.
+  assert.doesNotMatch(markdown(summarize(meta, runs, [])), /host CPU/);
+});
+
 test('chart: a stacked bar per variant and phase, a bar per floor, rendered to SVG and PNG', { timeout: 60_000 }, async () => {
   const report = summarize(meta, runs, [{ floor: 'stream floor', run: 1, seconds: 18 }, { floor: 'extract floor', run: 1, seconds: 2 }]);
   const spec = chartSpec(report) as { data: { values: Array<{ row: string }> } };

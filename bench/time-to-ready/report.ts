@@ -30,6 +30,8 @@ export type NodeRun = {
   readySeconds: number;
   /** Bytes this run took from the upstream registry (all nodes of the run together). */
   upstreamBytes?: number;
+  /** CPU seconds the whole host was busy from "add the nodes" to their first containers (all nodes of the run together). */
+  hostCpuSeconds?: number;
 };
 
 export const FLOORS = ['stream floor', 'extract floor'] as const;
@@ -50,6 +52,8 @@ export type VariantRow = {
   /** pull.median over the stream floor's median, when the run has one: what the issue's goals are stated in. */
   pullPerStreamFloor?: number;
   upstreamBytes?: Spread;
+  /** The host's busy CPU seconds per run: over the cores, the shortest a CPU-bound run could be. */
+  hostCpuSeconds?: Spread;
 };
 
 export type FloorRow = { floor: FloorName; runs: number; seconds: Spread; what: string };
@@ -97,6 +101,7 @@ export function summarize(meta: ReportMeta, runs: NodeRun[], floorRuns: FloorRun
     const ready = spread(slowest.map((run) => run.readySeconds));
     const pull = spread(slowest.map((run) => PULL_PHASES.reduce((sum, phase) => sum + run.phases[phase], 0)));
     const bytes = slowest.flatMap((run) => (run.upstreamBytes === undefined ? [] : [run.upstreamBytes]));
+    const cpu = slowest.flatMap((run) => (run.hostCpuSeconds === undefined ? [] : [run.hostCpuSeconds]));
     return {
       variant,
       runs: slowest.length,
@@ -105,6 +110,7 @@ export function summarize(meta: ReportMeta, runs: NodeRun[], floorRuns: FloorRun
       pull,
       ...(streamFloor && { pullPerStreamFloor: pull.median / streamFloor }),
       ...(bytes.length && { upstreamBytes: spread(bytes) }),
+      ...(cpu.length && { hostCpuSeconds: spread(cpu) }),
     };
   });
   return { kind: 'time-to-ready', meta, rows, floors };
@@ -117,7 +123,16 @@ const mb = (bytes: number) => (bytes / 1e6).toFixed(0);
 export function markdown(report: TimeToReadyReport): string {
   const { meta } = report;
   const withBytes = report.rows.some((row) => row.upstreamBytes);
-  const header = ['variant', ...PHASES.map((phase) => `${phase} s`), 'Ready s, median (min-max)', 'pull s', 'pull / stream floor', ...(withBytes ? ['upstream MB'] : [])];
+  const withCpu = report.rows.some((row) => row.hostCpuSeconds);
+  const header = [
+    'variant',
+    ...PHASES.map((phase) => `${phase} s`),
+    'Ready s, median (min-max)',
+    'pull s',
+    'pull / stream floor',
+    ...(withBytes ? ['upstream MB'] : []),
+    ...(withCpu ? ['host CPU s', `host CPU / ${meta.cores} cores s`] : []),
+  ];
   const rows = report.rows.map((row) => [
     `${row.variant}`,
     ...PHASES.map((phase) => s(row.phases[phase])),
@@ -125,10 +140,19 @@ export function markdown(report: TimeToReadyReport): string {
     range(row.pull),
     row.pullPerStreamFloor ? `${row.pullPerStreamFloor.toFixed(2)}x` : '',
     ...(withBytes ? [row.upstreamBytes ? mb(row.upstreamBytes.median) : ''] : []),
+    ...(withCpu ? (row.hostCpuSeconds ? [s(row.hostCpuSeconds.median), s(row.hostCpuSeconds.median / meta.cores)] : ['', '']) : []),
   ]);
-  const floorRows = report.floors.map((row) => [`${row.floor}: ${row.what.replaceAll('|', '\\|')}`, ...PHASES.map(() => ''), '', range(row.seconds), row.floor === 'stream floor' ? '1.00x' : '', ...(withBytes ? [''] : [])]);
+  const floorRows = report.floors.map((row) => [
+    `${row.floor}: ${row.what.replaceAll('|', '\\|')}`,
+    ...PHASES.map(() => ''),
+    '',
+    range(row.seconds),
+    row.floor === 'stream floor' ? '1.00x' : '',
+    ...(withBytes ? [''] : []),
+    ...(withCpu ? ['', ''] : []),
+  ]);
   const link = meta.upstreamMbps ? `, upstream capped at ${meta.upstreamMbps} Mbit/s` : '';
-  const title = `Time to ready: ${meta.image}, ${meta.concurrent} node(s) at once${link}, ${meta.runsPerVariant} run(s) each, ${meta.cores} cores, ${meta.startedAt}. The floors are pulls only: compare them with the pull column.`;
+  const title = `Time to ready: ${meta.image}, ${meta.concurrent} node(s) at once${link}, ${meta.runsPerVariant} run(s) each, ${meta.cores} cores, ${meta.startedAt}. The floors are pulls only: compare them with the pull column.${withCpu ? ' Host CPU: what every process on the host spent from "add the nodes" to their first containers; over the cores, the shortest that run could be if the CPU were its only limit.' : ''}`;
   const legend = Object.entries(meta.variants).map(([name, what]) => `- ${name}: ${what}`);
   return [title, '', markdownTable(header, [...rows, ...floorRows]), '', ...legend, ''].join('\n');
 }

@@ -34,6 +34,8 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
     assert.ok(Math.abs(sum - row.ready.median) < 0.05, `${row.variant}: phases add up to Ready (${sum} vs ${row.ready.median})`);
     assert.ok(row.pullPerStreamFloor && row.pullPerStreamFloor > 0);
     assert.ok(Math.abs(row.pull.median - row.phases.download - row.phases['decompress + extract']) < 0.05);
+    // Two cold nodes start daemons and containers: the host was busy for a good part of a second at least.
+    assert.ok(row.hostCpuSeconds && row.hostCpuSeconds.median > 0.2, `${row.variant}: host CPU ${row.hostCpuSeconds?.median} s`);
   }
   // Two nodes at once: through the runtime's pull each fetches the image; the direct pre-pull's
   // nodes share the host's blob cache, so upstream carries it once.

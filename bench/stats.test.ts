@@ -1,0 +1,19 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { busyCpuSeconds, hostBusyCpuSeconds } from './stats.js';
+
+test("busy CPU seconds from /proc/stat: user, nice, system, irq, softirq; not idle, iowait or steal", () => {
+  const stat = ['cpu  1000 20 300 50000 700 4 6 900 0 0', 'cpu0 500 10 150 25000 350 2 3 450 0 0', 'intr 12345'].join('\n');
+  assert.equal(busyCpuSeconds(stat), (1000 + 20 + 300 + 4 + 6) / 100);
+  assert.equal(busyCpuSeconds('nothing like it'), undefined);
+  assert.equal(busyCpuSeconds('cpu  1 2 x 4 5 6 7'), undefined);
+});
+
+test('the host counts up: a busy loop of 200 ms shows in it', async () => {
+  const before = await hostBusyCpuSeconds();
+  assert.ok(before !== undefined && before > 0, 'Linux has /proc/stat');
+  const end = performance.now() + 200;
+  while (performance.now() < end);
+  const spent = (await hostBusyCpuSeconds())! - before;
+  assert.ok(spent >= 0.15, `${spent} s busy over a 200 ms busy loop`);
+});
