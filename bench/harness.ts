@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../imagebuilder/package-root.js';
 import type { PoolManager } from '../nodepool/pool.js';
@@ -39,4 +40,31 @@ export function exitOnHelp(usage: string): void {
 export async function deleteEveryPool(manager: PoolManager | undefined): Promise<void> {
   if (!manager) return;
   for (const pool of await manager.store.listPools().catch(() => [] as string[])) await manager.delete(pool).catch(() => {});
+}
+
+/**
+ * A benchmark's clean-up, run once: at the end (call it in `finally`), or on SIGINT or SIGTERM,
+ * after which the process exits 128 + the signal's number. Without it an interrupted benchmark
+ * died of the signal and left its pools (mounted disks, daemons, agents) and gigabytes of temp
+ * files behind. `done()` removes the signal handlers and runs the clean-up if it has not run.
+ */
+export function cleanUpOnce(cleanUp: () => Promise<void>, log: (line: string) => void = () => {}): { done(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  const run = () => (running ??= cleanUp());
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+    const handler = () => {
+      log(`${signal}: stopping every node and daemon of the benchmark, removing its files`);
+      void run()
+        .catch((err: Error) => log(`clean-up: ${err.message}`))
+        .finally(() => process.exit(128 + constants.signals[signal]));
+    };
+    process.once(signal, handler);
+    return () => process.removeListener(signal, handler);
+  });
+  return {
+    async done() {
+      for (const remove of handlers) remove();
+      await run();
+    },
+  };
 }

@@ -12,7 +12,7 @@ import { parsePoolSpec } from '../../nodepool/pool-spec/pool-spec.js';
 import { PoolManager } from '../../nodepool/pool.js';
 import type { Provider } from '../../nodepool/provider.js';
 import { StateStore } from '../../nodepool/state/store.js';
-import { deleteEveryPool, tempDir } from '../harness.js';
+import { cleanUpOnce, deleteEveryPool, tempDir } from '../harness.js';
 import { writeRunnableImage } from '../runnable-image.js';
 import { writeDiskIsolationReport } from './chart.js';
 import { LAYOUTS, summarize, type DiskIsolationReport, type Layout, type Load, type Period, type Probe } from './report.js';
@@ -67,6 +67,11 @@ export async function benchDiskIsolation(options: DiskIsolationOptions = {}): Pr
   const work = await tempDir('buildfleet-diskiso-');
   let registry: RegistryServer | undefined;
   let manager: PoolManager | undefined;
+  const cleanUp = cleanUpOnce(async () => {
+    await deleteEveryPool(manager);
+    await registry?.stop();
+    await work.remove();
+  }, log);
   try {
     registry = await RegistryServer.start({ root: join(work.path, 'registry') });
     const image = `${registry.host}/diskiso/build:1`;
@@ -117,9 +122,7 @@ export async function benchDiskIsolation(options: DiskIsolationOptions = {}): Pr
     if (options.out) log(`wrote ${(await writeDiskIsolationReport(report, options.out)).join(', ')}`);
     return report;
   } finally {
-    await deleteEveryPool(manager);
-    await registry?.stop();
-    await work.remove();
+    await cleanUp.done();
   }
 }
 

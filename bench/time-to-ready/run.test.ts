@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -52,4 +52,27 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
   const mounts = await readFile('/proc/mounts', 'utf8');
   assert.ok(!mounts.includes('buildfleet-ttr-'), 'no bench mount left');
   assert.match(report.meta.variants['k1-preloaded']!, /baked once in \d+\.\d s/);
+});
+
+test('an interrupted bench stops its nodes and daemons and removes its files, then exits 130', { timeout: 300_000 }, async () => {
+  const bench = execa(process.execPath, [...testCliCommand(), 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'k1', '--runs', '1'], { cwd: repoRoot, reject: false, timeout: 240_000 });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    bench.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      // Mid-run: the node is being made or pulling when the signal comes.
+      if (/k1 run 1\/1: 1 cold node/.test(stderr)) resolve();
+    });
+    bench.then(() => reject(new Error(`the bench ended before its first run: ${stderr}`)), reject);
+  });
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  bench.kill('SIGINT');
+  const result = await bench;
+  assert.equal(result.exitCode, 130, result.stderr);
+  assert.match(result.stderr, /SIGINT: stopping every node and daemon/);
+  const left = (await readdir(tmpdir())).filter((name) => name.startsWith('buildfleet-ttr-'));
+  assert.deepEqual(left, [], 'no work dir left');
+  assert.ok(!(await readFile('/proc/mounts', 'utf8')).includes('buildfleet-ttr-'), 'no disk of it mounted');
+  const processes = await execa('pgrep', ['-f', 'buildfleet-ttr-'], { reject: false });
+  assert.equal(processes.stdout.trim(), '', 'no agent or daemon of it running');
 });
