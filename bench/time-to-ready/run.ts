@@ -13,11 +13,11 @@ import { phaseTimes, type PhaseTimes } from '../../nodepool/state/lifecycle.js';
 import { blobCacheDir, StateStore } from '../../nodepool/state/store.js';
 import { SharedBlobCache } from '../../nodepool/prepull/blob-cache.js';
 import { BUILD_IMAGE_PRESETS, writeBuildImage, type BuildImagePresetName } from '../build-image.js';
-import { deleteEveryPool, tempDir } from '../harness.js';
+import { cleanUpOnce, deleteEveryPool, tempDir } from '../harness.js';
 import { hostBusyCpuSeconds } from '../stats.js';
 import { writeReport } from './chart.js';
 import { extractFloor, streamFloor } from './floors.js';
-import { openUpstream, type UpstreamLink } from './upstream.js';
+import { openUpstream, warmRegistryBlobs, type UpstreamLink } from './upstream.js';
 import { summarize, type FloorRun, type NodeRun, type Phase, type TimeToReadyReport } from './report.js';
 
 /**
@@ -88,6 +88,12 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
   let registry: RegistryServer | undefined;
   let upstream: UpstreamLink | undefined;
   let manager: PoolManager | undefined;
+  const cleanUp = cleanUpOnce(async () => {
+    await deleteEveryPool(manager);
+    await upstream?.stop();
+    await registry?.stop();
+    await work.remove();
+  }, log);
   try {
     registry = await RegistryServer.start({ root: join(work.path, 'registry') });
     // Nodes and floors reach the registry through the upstream link (counted, capped when asked).
@@ -128,6 +134,15 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
       }
     }
     const k1 = squashed.get(1)!;
+    const layeredSource = await openSource(layered);
+    const layeredBlobs = await layeredSource
+      .resolve()
+      .then((image) => image.manifest.layers.map((layer) => layer.digest))
+      .finally(() => layeredSource.close());
+    const blobsOf = (variant: VariantName) => {
+      const { k } = variantParts(variant);
+      return k === undefined ? layeredBlobs : squashed.get(k)!.layers;
+    };
     // Room for the image, its extraction and the runtime's temp files; a node disk like a real one.
     const runtimeDisk = Math.max(2 * 1024 ** 3, Math.ceil((k1.uncompressed * 4) / 1024 ** 3) * 1024 ** 3);
 
@@ -152,6 +167,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
         log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
         // Cold: nothing the host kept from the run before (the blob cache the direct pre-pull shares).
         await new SharedBlobCache(blobCacheDir(stateRoot)).remove();
+        await warmRegistryBlobs(registry.storageDir, blobsOf(variant));
         await upstream.takeBytes();
         const cpuBefore = await hostBusyCpuSeconds();
         await manager.apply(spec(concurrent), { timeoutMs: 3_600_000 });
@@ -174,6 +190,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     await mkdir(floorInput.workDir, { recursive: true });
     for (let run = 1; run <= runs; run++) {
       log(`floors run ${run}/${runs}`);
+      await warmRegistryBlobs(registry.storageDir, k1.layers);
       floorRuns.push(await streamFloor(floorInput, run));
       floorRuns.push(await extractFloor(floorInput, run));
     }
@@ -195,10 +212,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     if (options.out) log(`wrote ${(await writeReport(report, options.out)).join(', ')}`);
     return report;
   } finally {
-    await deleteEveryPool(manager);
-    await upstream?.stop();
-    await registry?.stop();
-    await work.remove();
+    await cleanUp.done();
   }
 }
 

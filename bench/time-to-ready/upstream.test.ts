@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { after, before, test } from 'node:test';
-import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RegistryServedBytes, Upstream } from './upstream.js';
+import { RegistryServedBytes, Upstream, warmRegistryBlobs } from './upstream.js';
 
 // The bench's upstream: with a cap, a relay all connections share as one link, counting what it serves; without, the registry's own count.
 const body = Buffer.alloc(1 << 20, 7);
@@ -62,5 +62,19 @@ test('without a cap, the bytes are the registry access log\'s own count, from wh
     assert.equal(await counter.takeBytes(), 0, 'the count starts again');
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("warming reads the blobs from the registry's storage layout, and names a blob that is not there", async () => {
+  const storage = await mkdtemp(join(tmpdir(), 'bf-warm-'));
+  try {
+    const hex = 'ab'.padEnd(64, '0');
+    await mkdir(join(storage, 'docker', 'registry', 'v2', 'blobs', 'sha256', 'ab', hex), { recursive: true });
+    await writeFile(join(storage, 'docker', 'registry', 'v2', 'blobs', 'sha256', 'ab', hex, 'data'), Buffer.alloc(3 << 20, 1));
+    await warmRegistryBlobs(storage, [`sha256:${hex}`]);
+    const missing = `sha256:${'cd'.padEnd(64, '0')}`;
+    await assert.rejects(warmRegistryBlobs(storage, [`sha256:${hex}`, missing]), (err: Error) => err.message.startsWith(`blob ${missing} is not in the registry's storage`));
+  } finally {
+    await rm(storage, { recursive: true, force: true });
   }
 });
