@@ -2,6 +2,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { createDisk, detachLoopDevice } from '../../nodepool/local/disks.js';
+import { defaultDisk } from '../../nodepool/pool-spec/pool-spec.js';
 import type { FloorRun } from './report.js';
 
 /**
@@ -30,7 +31,7 @@ export async function withFreshDisk<T>(workDir: string, name: string, sizeBytes:
   const mountPoint = join(workDir, name);
   let loopDevice: string | undefined;
   try {
-    await createDisk({ role: 'workload', file, mountPoint, sizeBytes }, { size: sizeBytes, readBytesPerSecond: 0, writeBytesPerSecond: 0, iops: 0 }, async (device) => {
+    await createDisk({ role: 'workload', file, mountPoint, sizeBytes }, defaultDisk(sizeBytes), async (device) => {
       loopDevice = device;
     });
     return await use(mountPoint);

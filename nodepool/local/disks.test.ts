@@ -17,7 +17,7 @@ test('a disk gets its own I/O budget, and releasing the disks below its dir deta
   const megabytesPerSecond = 20;
   const disk = await createDisk(
     { role: 'workload', file: join(dir, 'workload.img'), mountPoint: join(dir, 'workload'), sizeBytes: 256 * 1024 ** 2 },
-    { size: 256 * 1024 ** 2, readBytesPerSecond: 0, writeBytesPerSecond: megabytesPerSecond * 1024 ** 2, iops: 0 },
+    { size: 256 * 1024 ** 2, readBytesPerSecond: 0, writeBytesPerSecond: megabytesPerSecond * 1024 ** 2, iops: 0, journal: false },
     async () => {},
   );
   assert.match(disk.loopDevice ?? '', /^\/dev\/loop\d+$/);
@@ -35,4 +35,18 @@ test('a disk gets its own I/O budget, and releasing the disks below its dir deta
   const throttled = await execa('cat', ['/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device']);
   const device = (await execa('sh', ['-c', `cat /sys/block/${disk.loopDevice!.slice(5)}/dev 2>/dev/null || true`])).stdout.trim();
   assert.ok(!device || !throttled.stdout.includes(device), throttled.stdout);
+});
+
+test('a disk has an ext4 journal only when its spec asks for one (a node disk is never mounted again after its node went down)', { timeout: 60_000 }, async () => {
+  for (const journal of [false, true]) {
+    const disk = await createDisk(
+      { role: 'runtime', file: join(dir, `journal-${journal}.img`), mountPoint: join(dir, `journal-${journal}`), sizeBytes: 128 * 1024 ** 2 },
+      { size: 128 * 1024 ** 2, readBytesPerSecond: 0, writeBytesPerSecond: 0, iops: 0, journal },
+      async () => {},
+    );
+    const features = (await execa('dumpe2fs', ['-h', disk.loopDevice!], { stderr: 'ignore' })).stdout.split('\n').find((line) => line.startsWith('Filesystem features:'))!;
+    assert.equal(/\bhas_journal\b/.test(features), journal, features);
+    await execa('sh', ['-c', 'echo written > "$1/f" && sync -f "$1/f"', 'sh', disk.mountPoint]);
+  }
+  await releaseDisksBelow(dir);
 });

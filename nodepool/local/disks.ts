@@ -38,8 +38,11 @@ export async function createDisk(disk: DiskRecord, spec: DiskSpec, onAttached: (
   const loopDevice = await run('losetup', ['--find', '--show', '--direct-io=on', options.clone ?? disk.file], `${disk.role} disk`);
   await onAttached(loopDevice);
   if (spec.readBytesPerSecond || spec.writeBytesPerSecond || spec.iops) await setThrottle(loopDevice, spec);
-  // Lazy init: the inode tables and journal are zeroed in the background, so mkfs takes milliseconds.
-  if (!options.clone) await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1', loopDevice], `${disk.role} disk`);
+  // Lazy init: the inode tables (and journal) are zeroed in the background, so mkfs takes milliseconds.
+  if (!options.clone) {
+    const journal = spec.journal ? [] : ['-O', '^has_journal'];
+    await run('mkfs.ext4', ['-q', '-F', '-m', '0', ...journal, '-E', 'lazy_itable_init=1,lazy_journal_init=1', loopDevice], `${disk.role} disk`);
+  }
   await mkdir(disk.mountPoint, { recursive: true });
   await run('mount', ['-o', 'noatime', loopDevice, disk.mountPoint], `${disk.role} disk`);
   return { ...disk, loopDevice };
