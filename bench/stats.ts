@@ -33,3 +33,22 @@ export function busyCpuSeconds(procStat: string): number | undefined {
   const [user, nice, system, , , irq, softirq] = fields as [number, number, number, number, number, number, number];
   return (user + nice + system + irq + softirq) / 100;
 }
+
+/**
+ * Waits until the host has been quiet (at most `busyShare` of its cores busy) for one second,
+ * or `timeoutMs` passed: a run should not pay for the one before it (a deleted node's
+ * writeback, its freed blocks, reclaim). Returns the seconds waited.
+ */
+export async function waitForQuietHost(cores: number, options: { busyShare?: number; timeoutMs?: number } = {}): Promise<number> {
+  const { busyShare = 0.1, timeoutMs = 60_000 } = options;
+  const started = performance.now();
+  let before = await hostBusyCpuSeconds();
+  if (before === undefined) return 0;
+  while (performance.now() - started < timeoutMs) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const now = (await hostBusyCpuSeconds())!;
+    if (now - before <= busyShare * cores) break;
+    before = now;
+  }
+  return (performance.now() - started) / 1000;
+}

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { execa } from 'execa';
 import { BuildfleetError } from '../../imagebuilder/errors.js';
 import { copyImage } from '../../imagebuilder/copy/copy.js';
 import { squashImage } from '../../imagebuilder/squash/squash.js';
@@ -14,7 +15,7 @@ import { blobCacheDir, StateStore } from '../../nodepool/state/store.js';
 import { SharedBlobCache } from '../../nodepool/prepull/blob-cache.js';
 import { BUILD_IMAGE_PRESETS, writeBuildImage, type BuildImagePresetName } from '../build-image.js';
 import { cleanUpOnce, deleteEveryPool, tempDir } from '../harness.js';
-import { hostBusyCpuSeconds } from '../stats.js';
+import { hostBusyCpuSeconds, waitForQuietHost } from '../stats.js';
 import { writeReport } from './chart.js';
 import { extractFloor, streamFloor } from './floors.js';
 import { openUpstream, warmRegistryBlobs, type UpstreamLink } from './upstream.js';
@@ -168,6 +169,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
         // Cold: nothing the host kept from the run before (the blob cache the direct pre-pull shares).
         await new SharedBlobCache(blobCacheDir(stateRoot)).remove();
         await warmRegistryBlobs(registry.storageDir, blobsOf(variant));
+        await settle(log);
         await upstream.takeBytes();
         const cpuBefore = await hostBusyCpuSeconds();
         await manager.apply(spec(concurrent), { timeoutMs: 3_600_000 });
@@ -191,7 +193,9 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     for (let run = 1; run <= runs; run++) {
       log(`floors run ${run}/${runs}`);
       await warmRegistryBlobs(registry.storageDir, k1.layers);
+      await settle(log);
       floorRuns.push(await streamFloor(floorInput, run));
+      await settle(log);
       floorRuns.push(await extractFloor(floorInput, run));
     }
 
@@ -214,6 +218,16 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
   } finally {
     await cleanUp.done();
   }
+}
+
+/**
+ * Every run starts from a host at rest: what the runs before it wrote is flushed, and the host's
+ * background work (a deleted node's blocks freed, reclaim) has died down.
+ */
+async function settle(log: (line: string) => void): Promise<void> {
+  await execa('sync');
+  const waited = await waitForQuietHost(availableParallelism());
+  if (waited > 1.5) log(`waited ${waited.toFixed(1)} s for the host to be quiet`);
 }
 
 /** Each node's phases from its status source, then its first container of the build image. */
