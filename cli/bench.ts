@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { GlobalOptions } from './global-options.js';
 import { printJson } from './output.js';
-import { positiveInt } from './options.js';
+import { nonNegativeInt, positiveInt } from './options.js';
 
 export function registerBenchCommands(program: Command, globals: () => GlobalOptions): void {
   const bench = program.command('bench').description('benchmarks that put buildfleet beside its peers and the physical floor (need root)');
@@ -19,7 +19,8 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
     .option('--concurrent <n>', 'cold nodes started at once against the one registry', (v) => positiveInt(v, '--concurrent'), 1)
     .option('--upstream-mbps <n>', 'cap the link from the registry to the nodes (and floors) at N megabits per second, shared, as a remote registry behind one uplink; the report shows the bytes each run took from upstream either way', (v) => positiveInt(v, '--upstream-mbps'))
     .option('--out <dir>', 'also write report.md, report.json, time-to-ready.svg and .png there')
-    .action(async (flags: { image?: string; preset: string; variants?: string; runs: number; concurrent: number; upstreamMbps?: number; out?: string }) => {
+    .option('--settle-seconds <n>', 'before each run, flush the host and wait up to N seconds for it to be quiet (at most 10% of its cores busy for a second); 0 only flushes', (v) => nonNegativeInt(v, '--settle-seconds'), 60)
+    .action(async (flags: { image?: string; preset: string; variants?: string; runs: number; concurrent: number; upstreamMbps?: number; out?: string; settleSeconds: number }) => {
       const options = globals();
       const [{ benchTimeToReady, parseVariant }, { markdown }, { BUILD_IMAGE_PRESETS }] = await Promise.all([
         import('../bench/time-to-ready/run.js'),
@@ -39,6 +40,7 @@ export function registerBenchCommands(program: Command, globals: () => GlobalOpt
         concurrent: flags.concurrent,
         ...(flags.upstreamMbps && { upstreamMbps: flags.upstreamMbps }),
         ...(flags.out && { out: flags.out }),
+        settleSeconds: flags.settleSeconds,
         ...(log && { log }),
       });
       if (options.json) printJson(report);

@@ -13,7 +13,7 @@ const out = await mkdtemp(join(tmpdir(), 'bf-ttr-out-'));
 after(() => rm(out, { recursive: true, force: true }));
 
 test('bench time-to-ready on the small preset: every variant and phase measured, both floors, the report files', { timeout: 900_000 }, async () => {
-  const cli = await execa(process.execPath, [...testCliCommand(), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--concurrent', '2', '--upstream-mbps', '800', '--out', out], {
+  const cli = await execa(process.execPath, [...testCliCommand(), '--json', 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'layered,k1,k2,k2-direct,k1-preloaded', '--runs', '1', '--concurrent', '2', '--upstream-mbps', '800', '--settle-seconds', '2', '--out', out], {
     cwd: repoRoot,
     reject: false,
     timeout: 840_000,
@@ -55,7 +55,7 @@ test('bench time-to-ready on the small preset: every variant and phase measured,
 });
 
 test('an interrupted bench stops its nodes and daemons and removes its files, then exits 130', { timeout: 300_000 }, async () => {
-  const bench = execa(process.execPath, [...testCliCommand(), 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'k1', '--runs', '1'], { cwd: repoRoot, reject: false, timeout: 240_000 });
+  const bench = execa(process.execPath, [...testCliCommand(), 'bench', 'time-to-ready', '--preset', 'small', '--variants', 'k1', '--runs', '1', '--settle-seconds', '2'], { cwd: repoRoot, reject: false, timeout: 240_000 });
   let stderr = '';
   await new Promise<void>((resolve, reject) => {
     bench.stderr!.on('data', (chunk: Buffer) => {

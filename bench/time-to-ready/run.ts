@@ -48,6 +48,8 @@ export type TimeToReadyOptions = {
   upstreamMbps?: number;
   /** Also write report.md, report.json and the chart (SVG, PNG) here. */
   out?: string;
+  /** Before each run, wait up to this long for a quiet host (default 60; 0: only flush); a busy host makes the figures vary. */
+  settleSeconds?: number;
   log?: (line: string) => void;
 };
 
@@ -84,6 +86,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
   const log = options.log ?? (() => {});
   const runs = options.runs ?? 3;
   const concurrent = options.concurrent ?? 1;
+  const settleSeconds = options.settleSeconds ?? 60;
   const variants = options.variants ?? [...VARIANTS];
   const work = await tempDir('buildfleet-ttr-');
   let registry: RegistryServer | undefined;
@@ -165,11 +168,11 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
         bakeSeconds.set(variant, (await manager.preload(spec(0))).seconds);
       }
       for (let run = 1; run <= runs; run++) {
-        log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
         // Cold: nothing the host kept from the run before (the blob cache the direct pre-pull shares).
         await new SharedBlobCache(blobCacheDir(stateRoot)).remove();
         await warmRegistryBlobs(registry.storageDir, blobsOf(variant));
-        await settle(log);
+        await settle(settleSeconds, log);
+        log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
         await upstream.takeBytes();
         const cpuBefore = await hostBusyCpuSeconds();
         await manager.apply(spec(concurrent), { timeoutMs: 3_600_000 });
@@ -193,9 +196,9 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     for (let run = 1; run <= runs; run++) {
       log(`floors run ${run}/${runs}`);
       await warmRegistryBlobs(registry.storageDir, k1.layers);
-      await settle(log);
+      await settle(settleSeconds, log);
       floorRuns.push(await streamFloor(floorInput, run));
-      await settle(log);
+      await settle(settleSeconds, log);
       floorRuns.push(await extractFloor(floorInput, run));
     }
 
@@ -224,9 +227,10 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
  * Every run starts from a host at rest: what the runs before it wrote is flushed, and the host's
  * background work (a deleted node's blocks freed, reclaim) has died down.
  */
-async function settle(log: (line: string) => void): Promise<void> {
+async function settle(seconds: number, log: (line: string) => void): Promise<void> {
   await execa('sync');
-  const waited = await waitForQuietHost(availableParallelism());
+  if (seconds === 0) return;
+  const waited = await waitForQuietHost(availableParallelism(), { timeoutMs: seconds * 1000 });
   if (waited > 1.5) log(`waited ${waited.toFixed(1)} s for the host to be quiet`);
 }
 
