@@ -129,20 +129,10 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
       log(`squashing to ${k} layer(s)`);
       const report = await squashImage(await openSource(layered), await openDestination(ref(`k${k}`)), { layers: k, tmpDir: work.path });
       layeredLayers = report.layers.before;
-      const source = await openSource(ref(`k${k}`));
-      try {
-        const image = await source.resolve();
-        squashed.set(k, { uncompressed: report.bytes.uncompressedAfter, layers: image.manifest.layers.map((layer) => layer.digest) });
-      } finally {
-        await source.close();
-      }
+      squashed.set(k, { uncompressed: report.bytes.uncompressedAfter, layers: await layerDigests(ref(`k${k}`)) });
     }
     const k1 = squashed.get(1)!;
-    const layeredSource = await openSource(layered);
-    const layeredBlobs = await layeredSource
-      .resolve()
-      .then((image) => image.manifest.layers.map((layer) => layer.digest))
-      .finally(() => layeredSource.close());
+    const layeredBlobs = await layerDigests(layered);
     const blobsOf = (variant: VariantName) => {
       const { k } = variantParts(variant);
       return k === undefined ? layeredBlobs : squashed.get(k)!.layers;
@@ -170,7 +160,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
       for (let run = 1; run <= runs; run++) {
         // Cold: nothing the host kept from the run before (the blob cache the direct pre-pull shares).
         await new SharedBlobCache(blobCacheDir(stateRoot)).remove();
-        await warmRegistryBlobs(registry.storageDir, blobsOf(variant));
+        await warmRegistryBlobs(registry, blobsOf(variant));
         await settle(settleSeconds, log);
         log(`${variant} run ${run}/${runs}: ${concurrent} cold node(s)`);
         await upstream.takeBytes();
@@ -195,7 +185,7 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     await mkdir(floorInput.workDir, { recursive: true });
     for (let run = 1; run <= runs; run++) {
       log(`floors run ${run}/${runs}`);
-      await warmRegistryBlobs(registry.storageDir, k1.layers);
+      await warmRegistryBlobs(registry, k1.layers);
       await settle(settleSeconds, log);
       floorRuns.push(await streamFloor(floorInput, run));
       await settle(settleSeconds, log);
@@ -220,6 +210,16 @@ export async function benchTimeToReady(options: TimeToReadyOptions = {}): Promis
     return report;
   } finally {
     await cleanUp.done();
+  }
+}
+
+/** The layer blobs of an image in the bench registry, in manifest order. */
+async function layerDigests(reference: string): Promise<string[]> {
+  const source = await openSource(reference);
+  try {
+    return (await source.resolve()).manifest.layers.map((layer) => layer.digest);
+  } finally {
+    await source.close();
   }
 }
 

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { RegistryServer } from '../../nodepool/daemons/index.js';
 import { RegistryServedBytes, Upstream, warmRegistryBlobs } from './upstream.js';
 
 // The bench's upstream: with a cap, a relay all connections share as one link, counting what it serves; without, the registry's own count.
@@ -71,9 +72,11 @@ test("warming reads the blobs from the registry's storage layout, and names a bl
     const hex = 'ab'.padEnd(64, '0');
     await mkdir(join(storage, 'docker', 'registry', 'v2', 'blobs', 'sha256', 'ab', hex), { recursive: true });
     await writeFile(join(storage, 'docker', 'registry', 'v2', 'blobs', 'sha256', 'ab', hex, 'data'), Buffer.alloc(3 << 20, 1));
-    await warmRegistryBlobs(storage, [`sha256:${hex}`]);
+    // The registry server's own layout (its blobFile), over a storage dir made here.
+    const registry = { blobFile: (digest: string) => RegistryServer.prototype.blobFile.call({ storageDir: storage }, digest) };
+    await warmRegistryBlobs(registry, [`sha256:${hex}`]);
     const missing = `sha256:${'cd'.padEnd(64, '0')}`;
-    await assert.rejects(warmRegistryBlobs(storage, [`sha256:${hex}`, missing]), (err: Error) => err.message.startsWith(`blob ${missing} is not in the registry's storage`));
+    await assert.rejects(warmRegistryBlobs(registry, [`sha256:${hex}`, missing]), (err: Error) => err.message.startsWith(`blob ${missing} is not in the registry's storage`));
   } finally {
     await rm(storage, { recursive: true, force: true });
   }

@@ -1,5 +1,4 @@
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -158,10 +157,9 @@ class SharedLink {
  * last read two variants earlier pulled from the virtual disk (measured: the 4-layer direct
  * pre-pull took 11.4 s after the runtime-pull variants, 9.0 s when run alone).
  */
-export async function warmRegistryBlobs(storageDir: string, digests: string[]): Promise<void> {
+export async function warmRegistryBlobs(registry: { blobFile(digest: string): string }, digests: string[]): Promise<void> {
   for (const digest of digests) {
-    const hex = digest.replace(/^sha256:/, '');
-    const path = join(storageDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+    const path = registry.blobFile(digest);
     const file = await open(path, 'r').catch((err: Error) => Promise.reject(new Error(`blob ${digest} is not in the registry's storage (${path}): ${err.message}`)));
     try {
       const buffer = Buffer.allocUnsafe(1 << 20);

@@ -66,7 +66,7 @@ test('a blob whose bytes do not match its digest fails the copy; the layout gets
   const corrupt = await runCli(['--json', 'image', 'inspect', `${registry.host}/bad/source:v1`]);
   const layer = (JSON.parse(corrupt.stdout) as { layers: Array<{ digest: string }> }).layers[1]!.digest;
   const hex = digestHex(layer);
-  const dataFile = join(registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+  const dataFile = registry.blobFile(layer);
   const original = await readFile(dataFile);
   const flipped = Buffer.from(original);
   const middle = Math.floor(flipped.length / 2);

@@ -2,7 +2,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { RegistryServer, freePort } from '../../nodepool/daemons/index.js';
 import { sha256Digest } from '../oci/digest.js';
@@ -172,8 +171,7 @@ test('a blob corrupted in the registry storage fails the GET with an integrity e
   const { client: c } = client();
   const data = randomBytes(10_000);
   const { digest, size } = await c.uploadBlob('rt/corrupt', from(data));
-  const hex = digest.slice('sha256:'.length);
-  const file = join(registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+  const file = registry.blobFile(digest);
   const stored = await readFile(file);
   assert.deepEqual(stored, data);
   stored[5000] = stored[5000]! ^ 0xff;

@@ -73,6 +73,12 @@ export class RegistryServer {
     return join(this.root, 'storage');
   }
 
+  /** Where distribution's filesystem driver keeps a blob's bytes (sha256:HEX -> .../blobs/sha256/HE/HEX/data). */
+  blobFile(digest: string): string {
+    const hex = digest.replace(/^sha256:/, '');
+    return join(this.storageDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+  }
+
   get logFile(): string {
     return join(this.root, 'registry.log');
   }
